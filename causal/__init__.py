@@ -1,0 +1,18 @@
+"""Estimators for causal effects on a model's outcome, from tables of per-unit results.
+
+Never imports torch: estimation runs on tables produced elsewhere.
+"""
+
+from causal._estimate import estimate_paired_effects
+from causal._multiple_testing import adjust_p_values
+from causal._results import EFFECT_COLUMNS, EffectEstimate, EffectTable
+from causal.errors import EstimationError
+
+__all__ = [
+    "EFFECT_COLUMNS",
+    "EffectEstimate",
+    "EffectTable",
+    "estimate_paired_effects",
+    "adjust_p_values",
+    "EstimationError",
+]

@@ -1,0 +1,127 @@
+"""Frozen result objects for effect estimates and their tabular form."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import pandas as pd
+
+from causal._multiple_testing import adjust_p_values
+
+EFFECT_COLUMNS = (
+    "analysis", "estimand", "treatment", "contrast", "moderator", "stratum",
+    "estimate", "ci_low", "ci_high", "std_error", "p_value", "p_adjusted",
+    "n_units", "method",
+)
+
+Analysis = Literal["ate", "cate", "heterogeneity"]
+Method = Literal["t", "bootstrap", "exact", "wald_hc3"]
+Correction = Literal["holm", "bh"]
+
+
+@dataclass(frozen=True)
+class EffectEstimate:
+    """One reported effect or test: a row of `effects.csv`.
+
+    `contrast` reads "a vs b" and the effect is Y(do a) - Y(do b). `p_value` is nan
+    for rows that are not tests (bootstrap and exact rows); `p_adjusted` is filled by
+    `EffectTable.corrected`.
+    """
+
+    analysis: Analysis
+    estimand: str
+    treatment: str
+    contrast: str
+    moderator: str | None
+    stratum: str | None
+    estimate: float
+    ci_low: float
+    ci_high: float
+    std_error: float
+    p_value: float
+    n_units: int
+    method: Method
+    level: float
+    p_adjusted: float = math.nan
+
+    def to_frame(self) -> pd.DataFrame:
+        """One-row frame with columns `EFFECT_COLUMNS`."""
+        return _frame((self,))
+
+    def summary(self) -> str:
+        """One line of plain text describing the estimate."""
+        subject = f"{self.estimand} effect of {self.treatment} ({self.contrast})"
+        footer = f"[{self.method}, n={self.n_units}]"
+        if self.analysis == "heterogeneity":
+            return (f"heterogeneity of the {subject} across {self.moderator}: "
+                    f"Wald chi2 = {self.estimate:.4g}, {_p_text(self)} {footer}")
+        where = "" if self.moderator is None else f" | {self.moderator} = {self.stratum}"
+        tests = f", {_p_text(self)}" if math.isfinite(self.p_value) else ""
+        return (f"{self.analysis.upper()} {subject}{where}: {self.estimate:.4g} "
+                f"[{self.ci_low:.4g}, {self.ci_high:.4g}] ({self.level:.0%} CI{tests}) {footer}")
+
+    def __str__(self) -> str:
+        return self.summary()
+
+
+@dataclass(frozen=True)
+class EffectTable:
+    """An ordered family of estimates; `correction` names how `p_adjusted` was filled."""
+
+    estimates: tuple[EffectEstimate, ...]
+    correction: Correction | None = None
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per estimate, columns exactly `EFFECT_COLUMNS`."""
+        return _frame(self.estimates)
+
+    def summary(self) -> str:
+        """Plain-text table of every estimate."""
+        header = f"{len(self.estimates)} estimates; p_adjusted: {self.correction or 'none'}"
+        if not self.estimates:
+            return header
+        body = self.to_frame().to_string(index=False, float_format="{:.4g}".format)
+        return f"{header}\n{body}"
+
+    def __str__(self) -> str:
+        return self.summary()
+
+    def _repr_html_(self) -> str:
+        return self.to_frame().to_html(index=False, float_format="{:.4g}".format)
+
+    @classmethod
+    def concat(cls, tables: Sequence[EffectTable]) -> EffectTable:
+        """Join tables in order into one uncorrected family.
+
+        Adjusted p-values are cleared because they belong to the old families; call
+        `corrected` on the result to adjust across all of its tests.
+        """
+        return cls(tuple(dataclasses.replace(estimate, p_adjusted=math.nan)
+                         for table in tables for estimate in table.estimates))
+
+    def corrected(self, method: Correction) -> EffectTable:
+        """New table whose `p_adjusted` corrects every finite `p_value` as one family.
+
+        Rows without a p-value (bootstrap, exact) keep `p_adjusted` nan.
+        """
+        adjusted = adjust_p_values([e.p_value for e in self.estimates], method=method)
+        return EffectTable(
+            tuple(dataclasses.replace(e, p_adjusted=float(p))
+                  for e, p in zip(self.estimates, adjusted, strict=True)),
+            correction=method,
+        )
+
+
+def _frame(estimates: Sequence[EffectEstimate]) -> pd.DataFrame:
+    records = [{column: getattr(e, column) for column in EFFECT_COLUMNS} for e in estimates]
+    return pd.DataFrame(records, columns=list(EFFECT_COLUMNS))
+
+
+def _p_text(estimate: EffectEstimate) -> str:
+    if not math.isfinite(estimate.p_adjusted):
+        return f"p = {estimate.p_value:.4g}"
+    return f"p = {estimate.p_value:.4g}, p_adjusted = {estimate.p_adjusted:.4g}"
