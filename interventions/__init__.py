@@ -1,0 +1,37 @@
+"""Counterfactual texts and model outcomes: templates, model loading, outcome evaluation."""
+
+from interventions._adapter import ModelAdapter, ModelSpec
+from interventions._evaluate import evaluate_outcomes
+from interventions._outcomes import (
+    AnswerProb,
+    ClassLogit,
+    ClassProb,
+    ContinuationLogProb,
+    LogitDiff,
+    Outcome,
+)
+from interventions._template import RenderedText, Template
+from interventions.errors import (
+    AnswerTokenError,
+    InterventionError,
+    ModelLoadError,
+    TemplateError,
+)
+
+__all__ = [
+    "Template",
+    "RenderedText",
+    "ModelSpec",
+    "ModelAdapter",
+    "LogitDiff",
+    "AnswerProb",
+    "ClassProb",
+    "ClassLogit",
+    "ContinuationLogProb",
+    "Outcome",
+    "evaluate_outcomes",
+    "InterventionError",
+    "TemplateError",
+    "ModelLoadError",
+    "AnswerTokenError",
+]

