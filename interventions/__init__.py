@@ -2,6 +2,7 @@
 
 from interventions._adapter import ModelAdapter, ModelSpec
 from interventions._evaluate import evaluate_outcomes
+from interventions._render_world import render_world
 from interventions._outcomes import (
     AnswerProb,
     ClassLogit,
@@ -21,6 +22,7 @@ from interventions.errors import (
 __all__ = [
     "Template",
     "RenderedText",
+    "render_world",
     "ModelSpec",
     "ModelAdapter",
     "LogitDiff",

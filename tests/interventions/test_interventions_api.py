@@ -11,6 +11,7 @@ def test_public_names_are_pinned():
     assert interventions.__all__ == [
         "Template",
         "RenderedText",
+        "render_world",
         "ModelSpec",
         "ModelAdapter",
         "LogitDiff",

@@ -1,0 +1,241 @@
+"""Turn a validated config into the objects a run needs, checking the rules that span sections."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from graphs import CausalGraph, Factor, GraphError, StructuralModel
+from interventions import (
+    AnswerProb,
+    ClassLogit,
+    ClassProb,
+    ContinuationLogProb,
+    LogitDiff,
+    ModelSpec,
+    Outcome,
+    Template,
+    TemplateError,
+)
+
+from experiments._config import EffectConfig, ExperimentConfig, OutcomeConfig, parse_config
+from experiments._yaml import load_yaml
+from experiments.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One world every unit is rendered in: factual, or do(treatment=value) with held mediators."""
+
+    treatment: str | None
+    value: str | None
+    hold: tuple[str, ...] = ()
+
+    @property
+    def label(self) -> str:
+        if self.treatment is None:
+            return "factual"
+        held = f"; hold {', '.join(self.hold)}" if self.hold else ""
+        return f"do({self.treatment}={self.value}{held})"
+
+
+@dataclass(frozen=True)
+class ContrastPlan:
+    """One estimate to make: treated arm minus reference arm, overall and per moderator stratum."""
+
+    treatment: str
+    treated: Arm
+    reference: Arm
+    estimand: str
+    moderators: tuple[str, ...]
+
+    @property
+    def contrast(self) -> str:
+        return f"{self.treated.value} vs {self.reference.value}"
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """A config compiled into graph, structural model, templates, model spec, outcome and contrasts."""
+
+    config: ExperimentConfig
+    graph: CausalGraph
+    model: StructuralModel
+    templates: tuple[Template, ...]
+    model_spec: ModelSpec
+    outcome: Outcome
+    contrasts: tuple[ContrastPlan, ...]
+
+    @property
+    def arms(self) -> tuple[Arm, ...]:
+        """Every distinct arm: factual first, then each contrast's arms in order."""
+        arms: dict[Arm, None] = {Arm(None, None): None}
+        for plan in self.contrasts:
+            arms.setdefault(plan.treated)
+            arms.setdefault(plan.reference)
+        return tuple(arms)
+
+
+def load_experiment(path: str | Path, *, overrides: Mapping[str, Mapping[str, Any]] | None = None) -> Experiment:
+    """Read, validate and compile a YAML config; `overrides` replace keys per section (CLI flags)."""
+    data = load_yaml(path)
+    if isinstance(data, dict):
+        for section, values in (overrides or {}).items():
+            merged = dict(data.get(section) or {})
+            merged.update(values)
+            data[section] = merged
+    return compile_config(parse_config(data))
+
+
+def compile_config(config: ExperimentConfig) -> Experiment:
+    """Check cross-section rules and build the run's objects; ConfigError names the YAML path."""
+    names = list(config.factors)
+    graph = _with_path("graph", lambda: CausalGraph.from_edges(names, config.graph.outcome, config.graph.edges))
+    factors = [_factor(name, config, graph) for name in names]
+    templates = _templates(config, names)
+    structural = _with_path("factors", lambda: StructuralModel(graph, factors, n_templates=len(templates)))
+    contrasts = tuple(plan for index, effect in enumerate(config.effects) for plan in _plans(index, effect, config, graph))
+    return Experiment(
+        config=config,
+        graph=graph,
+        model=structural,
+        templates=templates,
+        model_spec=ModelSpec(
+            path=config.model.id,
+            task=config.model.task,
+            device=config.model.device,
+            dtype=config.model.dtype,
+            trust_remote_code=config.model.trust_remote_code,
+            revision=config.model.revision,
+        ),
+        outcome=_outcome(config.outcome),
+        contrasts=contrasts,
+    )
+
+
+def _with_path(prefix: str, build: Any) -> Any:
+    """Run a graphs constructor, re-raising its GraphError under the config's YAML path."""
+    try:
+        return build()
+    except GraphError as error:
+        path = f"{prefix}.{error.path}" if error.path else prefix
+        raise ConfigError(str(error), path=path) from None
+
+
+def _factor(name: str, config: ExperimentConfig, graph: CausalGraph) -> Factor:
+    spec = config.factors[name]
+    parents = graph.parents(name)
+    if spec.parents is not None and set(spec.parents) != set(parents):
+        raise ConfigError(
+            f"parents {spec.parents} differ from the graph's parents {list(parents)}; "
+            "make graph.edges and this list agree (or omit parents to take them from the graph)",
+            path=f"factors.{name}.parents",
+        )
+    order = tuple(spec.parents) if spec.parents is not None else parents
+    parent_values = {parent: tuple(config.factors[parent].values) for parent in order}
+    return _with_path(
+        "factors",
+        lambda: Factor.create(
+            name, spec.values, parents=order, parent_values=parent_values, distribution=spec.distribution
+        ),
+    )
+
+
+def _templates(config: ExperimentConfig, names: list[str]) -> tuple[Template, ...]:
+    key = "template" if config.prompt.template is not None else "templates"
+    templates = []
+    for index, text in enumerate(config.prompt.variants):
+        path = "prompt.template" if key == "template" else f"prompt.templates[{index}]"
+        try:
+            template = Template.parse(text)
+        except TemplateError as error:
+            raise ConfigError(str(error), path=path) from None
+        for slot in template.slots:
+            if slot not in names:
+                raise ConfigError(f"slot {{{slot}}} is not a factor{_suggest(slot, names)}", path=path)
+        templates.append(template)
+    rendered = {slot for template in templates for slot in template.slots}
+    for name in names:
+        if name not in rendered:
+            raise ConfigError(
+                f"factor {name!r} appears in no template, so no intervention on it can change the text; "
+                f"add {{{name}}} to the prompt",
+                path=f"factors.{name}",
+            )
+    return tuple(templates)
+
+
+def _plans(index: int, effect: EffectConfig, config: ExperimentConfig, graph: CausalGraph) -> Iterable[ContrastPlan]:
+    path = f"effects[{index}]"
+    names = list(config.factors)
+    if effect.treatment not in config.factors:
+        raise ConfigError(f"treatment {effect.treatment!r} is not a factor{_suggest(effect.treatment, names)}", path=f"{path}.treatment")
+    values = list(config.factors[effect.treatment].values)
+    for value in effect.contrast or ():
+        if value not in values:
+            raise ConfigError(
+                f"{value!r} is not a value of {effect.treatment} ({', '.join(values)})", path=f"{path}.contrast"
+            )
+    for moderator in effect.moderators:
+        if moderator not in config.factors or moderator == effect.treatment:
+            raise ConfigError(
+                f"moderator {moderator!r} must be a factor other than the treatment{_suggest(moderator, names)}",
+                path=f"{path}.moderators",
+            )
+    hold = _hold(path, effect, graph)
+    pairs = [tuple(effect.contrast)] if effect.contrast else [(value, values[0]) for value in values[1:]]
+    for treated, reference in pairs:
+        yield ContrastPlan(
+            treatment=effect.treatment,
+            treated=Arm(effect.treatment, treated, hold),
+            reference=Arm(effect.treatment, reference, hold),
+            estimand=effect.estimand,
+            moderators=tuple(effect.moderators),
+        )
+
+
+def _hold(path: str, effect: EffectConfig, graph: CausalGraph) -> tuple[str, ...]:
+    """Mediators held at their factual values: none for a total effect, all (or the named ones) for a direct one."""
+    if effect.estimand == "total":
+        if effect.hold:
+            raise ConfigError("hold is only used with estimand: direct", path=f"{path}.hold")
+        return ()
+    descendants = graph.descendants(effect.treatment) - {graph.outcome}
+    if effect.hold is None:
+        hold = graph.mediators(effect.treatment)
+        if not hold:
+            raise ConfigError(
+                f"{effect.treatment} has no mediators on a path to {graph.outcome}, so its direct effect is its "
+                "total effect; use estimand: total",
+                path=f"{path}.estimand",
+            )
+        return tuple(hold)
+    for name in effect.hold:
+        if name not in descendants:
+            raise ConfigError(
+                f"{name!r} is not a descendant of {effect.treatment}, so holding it changes nothing; "
+                f"descendants: {sorted(descendants) or 'none'}",
+                path=f"{path}.hold",
+            )
+    return tuple(effect.hold)
+
+
+def _outcome(config: OutcomeConfig) -> Outcome:
+    answers = config.answers or {}
+    if config.type == "logit_diff":
+        return LogitDiff(positive=answers["positive"], negative=answers["negative"])
+    if config.type == "answer_prob":
+        return AnswerProb(answers=answers, target=config.target or next(iter(answers)))
+    if config.type == "class_prob":
+        return ClassProb(label=config.label)
+    if config.type == "class_logit":
+        return ClassLogit(label=config.label)
+    return ContinuationLogProb(continuation=config.continuation)
+
+
+def _suggest(name: str, options: list[str]) -> str:
+    close = difflib.get_close_matches(name, options, n=1)
+    return f"; did you mean {close[0]!r}?" if close else f"; factors: {', '.join(options)}"

@@ -1,0 +1,206 @@
+"""The experiment config schema: YAML data -> typed, validated, frozen config.
+
+Field-level rules live here (pydantic); rules that span sections (graph versus
+factors, effects versus graph) live in `_compile.py`. Every error names the
+YAML path and the bad value.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from experiments.errors import ConfigError
+
+_DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+class _Section(BaseModel):
+    """A config section: frozen, and an unknown key is an error that suggests the closest valid one."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _reject_unknown_keys(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            known = list(cls.model_fields)
+            for key in data:
+                if key not in known:
+                    close = difflib.get_close_matches(str(key), known, n=1)
+                    hint = f"; did you mean {close[0]!r}?" if close else f"; valid keys: {', '.join(known)}"
+                    raise ValueError(f"unknown key {key!r}{hint}")
+        return data
+
+
+class ModelConfig(_Section):
+    """Which model to audit and where to run it."""
+
+    id: str = Field(min_length=1)
+    task: Literal["causal-lm", "sequence-classifier"] = "causal-lm"
+    device: str = "auto"
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+    trust_remote_code: bool = False
+    revision: str | None = None
+    batch_size: int = Field(32, ge=1)
+
+    @field_validator("device")
+    @classmethod
+    def _device_form(cls, value: str) -> str:
+        if not _DEVICE.match(value):
+            raise ValueError(f"device {value!r} is not one of auto, cpu, cuda, cuda:N")
+        return value
+
+
+class OutcomeConfig(_Section):
+    """How the model's output becomes the measured outcome."""
+
+    type: Literal["logit_diff", "answer_prob", "class_prob", "class_logit", "continuation_logprob"]
+    answers: dict[str, str] | None = None
+    target: str | None = None
+    label: str | int | None = None
+    continuation: str | None = None
+
+    @model_validator(mode="after")
+    def _fields_for_type(self) -> OutcomeConfig:
+        if self.type == "logit_diff":
+            if self.answers is None or set(self.answers) != {"positive", "negative"}:
+                raise ValueError("logit_diff needs answers: {positive: ..., negative: ...}")
+        elif self.type == "answer_prob":
+            if self.answers is None or len(self.answers) < 2:
+                raise ValueError("answer_prob needs at least two answers, e.g. {positive: ' yes', negative: ' no'}")
+            if self.target is not None and self.target not in self.answers:
+                raise ValueError(f"target {self.target!r} is not one of the answers {sorted(self.answers)}")
+        elif self.type in ("class_prob", "class_logit"):
+            if self.label is None:
+                raise ValueError(f"{self.type} needs label: the classifier label (name or index) to read")
+        elif self.continuation is None or not self.continuation:
+            raise ValueError("continuation_logprob needs continuation: the text whose log-likelihood is read")
+        return self
+
+
+class PromptConfig(_Section):
+    """The prompt template, or several variants drawn per unit."""
+
+    template: str | None = None
+    templates: list[str] | None = None
+
+    @model_validator(mode="after")
+    def _one_of(self) -> PromptConfig:
+        if (self.template is None) == (self.templates is None):
+            raise ValueError("give exactly one of template (one string) or templates (a list of variants)")
+        if self.templates is not None and not self.templates:
+            raise ValueError("templates is empty; give at least one template")
+        return self
+
+    @property
+    def variants(self) -> tuple[str, ...]:
+        return (self.template,) if self.template is not None else tuple(self.templates or ())
+
+
+class FactorConfig(_Section):
+    """One input factor: its values with their surface forms, parents and distribution."""
+
+    values: dict[str, list[str]] = Field(min_length=1)
+    parents: list[str] | None = None
+    distribution: dict[str, Any] | None = None
+
+
+class GraphConfig(_Section):
+    """The causal graph: edges `a -> b` over factors and the outcome node."""
+
+    outcome: str = "decision"
+    edges: list[str] = Field(default_factory=list)
+
+
+class EffectConfig(_Section):
+    """One effect to estimate: do(treatment=a) versus do(treatment=b)."""
+
+    treatment: str
+    contrast: list[str] | None = None
+    moderators: list[str] = Field(default_factory=list)
+    estimand: Literal["total", "direct"] = "total"
+    hold: list[str] | None = None
+
+    @field_validator("contrast")
+    @classmethod
+    def _two_values(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and (len(value) != 2 or value[0] == value[1]):
+            raise ValueError(f"contrast must name two different values [treated, reference], got {value}")
+        return value
+
+
+class SamplingConfig(_Section):
+    """How units are drawn: sampled, or every unit of a small space enumerated."""
+
+    mode: Literal["sample", "exact"] = "sample"
+    units: int = Field(500, ge=2)
+    seed: int = Field(0, ge=0)
+    max_exact_units: int = Field(100_000, ge=1)
+
+
+class InferenceConfig(_Section):
+    """Interval level, bootstrap size, multiple-testing correction, and the band of negligible effects.
+
+    `negligible` is in outcome units: an effect whose whole interval lies within
+    +-negligible is read as negligible rather than as an increase or decrease.
+    """
+
+    level: float = Field(0.95, gt=0, lt=1)
+    bootstrap: int = Field(2000, ge=100)
+    correction: Literal["holm", "bh"] = "holm"
+    negligible: float = Field(0.0, ge=0)
+
+
+class ExperimentConfig(_Section):
+    """A whole experiment, as written in YAML."""
+
+    name: str
+    model: ModelConfig
+    outcome: OutcomeConfig
+    prompt: PromptConfig
+    factors: dict[str, FactorConfig] = Field(min_length=1)
+    graph: GraphConfig
+    effects: list[EffectConfig] = Field(min_length=1)
+    sampling: SamplingConfig = SamplingConfig()
+    inference: InferenceConfig = InferenceConfig()
+
+    @field_validator("name")
+    @classmethod
+    def _folder_safe(cls, value: str) -> str:
+        if not _NAME.match(value):
+            raise ValueError(f"name {value!r} must be letters, digits, '_', '-' or '.', as it names the run folder")
+        return value
+
+
+def _dotted(loc: tuple[int | str, ...]) -> str:
+    path = ""
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path
+
+
+def parse_config(data: Any) -> ExperimentConfig:
+    """Validate plain YAML data as an experiment config; ConfigError lists every problem with its path."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"a config must be a mapping of sections, got {type(data).__name__}")
+    try:
+        return ExperimentConfig.model_validate(data)
+    except ValidationError as error:
+        problems = [_problem(item) for item in error.errors()]
+    if len(problems) == 1:
+        path, message = problems[0]
+        raise ConfigError(message, path=path)
+    raise ConfigError("\n".join(f"{path}: {message}" for path, message in problems))
+
+
+def _problem(item: Any) -> tuple[str, str]:
+    """(YAML path, message with the bad value) for one pydantic error."""
+    message = item["msg"].removeprefix("Value error, ")
+    if item["type"] not in ("missing", "value_error"):
+        message += f" (got {item.get('input')!r})"
+    return _dotted(item["loc"]) or "<config>", message

@@ -1,0 +1,229 @@
+"""The built-in demo model, `builtin:triage-demo`, trained by Paribus on first use and cached.
+
+A two-layer GPT-2 with its own byte-level BPE tokenizer, trained on notes drawn
+from `examples/triage.yaml`'s own structural model and labelled by a rule with
+known mechanisms, so a run on it can be checked against the truth:
+
+- insurance has a planted direct effect: no insurance lowers the referral
+  log-odds by 1.5, Medicaid by 0.5, against private insurance;
+- age acts only through its mediators: severe symptoms (more likely when old)
+  raise the log-odds by 2.0, and insurance (which depends on age);
+- sex and weekday are ignored by the rule (weekday is the declared placebo).
+
+The model learns P(" yes") = sigmoid(rule), so its logit difference between
+" yes" and " no" approximates the rule's log-odds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
+from importlib.resources import files
+from pathlib import Path
+
+import numpy as np
+
+from interventions import render_world
+
+from experiments._compile import load_experiment
+from experiments.errors import ConfigError
+
+BUILTIN_PREFIX = "builtin:"
+DEMO_NAME = "triage-demo"
+EXAMPLE_CONFIG = files("experiments") / "examples" / "triage.yaml"
+
+PLANTED_LOG_ODDS: Mapping[str, float] = {
+    "intercept": -0.5,
+    "symptom=severe": 2.0,
+    "insurance=none": -1.5,
+    "insurance=public": -0.5,
+}
+
+
+@dataclass(frozen=True)
+class TrainingSpec:
+    """Everything that determines the trained weights; its hash keys the cache."""
+
+    units: int = 16_000
+    seed: int = 20_261_123
+    steps: int = 600
+    batch_size: int = 64
+    learning_rate: float = 3e-3
+    vocab_size: int = 400
+    n_layer: int = 2
+    n_head: int = 4
+    n_embd: int = 64
+    n_positions: int = 128
+    version: int = 1
+
+
+TRAINING = TrainingSpec()
+
+
+def referral_log_odds(values: Mapping[str, np.ndarray]) -> np.ndarray:
+    """The planted rule: referral log-odds of each unit from its factor values."""
+    log_odds = np.full(len(values["symptom"]), PLANTED_LOG_ODDS["intercept"])
+    for key, weight in PLANTED_LOG_ODDS.items():
+        if key != "intercept":
+            factor, value = key.split("=")
+            log_odds += weight * (values[factor] == value)
+    return log_odds
+
+
+def cache_root() -> Path:
+    """Where built-in models are cached: $PARIBUS_CACHE_DIR, else the user's cache folder."""
+    if "PARIBUS_CACHE_DIR" in os.environ:
+        return Path(os.environ["PARIBUS_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "paribus"
+
+
+def resolve_model_path(model_id: str, *, progress: Callable[[int, int], None] | None = None) -> str:
+    """A local folder for `model_id`: built-in models are trained on first use, other ids pass through.
+
+    `progress(done, total)` reports training steps when a built-in model is trained.
+    """
+    if not model_id.startswith(BUILTIN_PREFIX):
+        return model_id
+    name = model_id.removeprefix(BUILTIN_PREFIX)
+    if name != DEMO_NAME:
+        raise ConfigError(f"unknown built-in model {model_id!r}; built-in models: {BUILTIN_PREFIX}{DEMO_NAME}", path="model.id")
+    folder = cache_root() / f"{DEMO_NAME}-{_training_key()}"
+    if not (folder / "training.json").exists():
+        _train_into(folder, progress)
+    return str(folder)
+
+
+def _training_key() -> str:
+    """Hash of what determines the weights: the spec, the rule, and the example's factors and prompt."""
+    config = load_experiment(Path(str(EXAMPLE_CONFIG))).config
+    notes = {"factors": config.model_dump(mode="json")["factors"], "prompt": config.prompt.variants}
+    payload = json.dumps({"spec": asdict(TRAINING), "rule": dict(PLANTED_LOG_ODDS), "notes": notes}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:12]
+
+
+def _train_into(folder: Path, progress: Callable[[int, int], None] | None) -> None:
+    """Train into a scratch folder and move it into place, so a cache entry is whole or absent."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+    try:
+        _train(scratch, progress)
+        os.replace(scratch, folder)
+    except OSError:
+        if not (folder / "training.json").exists():
+            raise
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _notes(n_units: int, seed: int) -> tuple[list[str], np.ndarray]:
+    """Factual notes drawn from the example's structural model, with the rule's referral probability."""
+    experiment = load_experiment(Path(str(EXAMPLE_CONFIG)))
+    world = experiment.model.realize(experiment.model.sample_units(n_units, seed=seed))
+    texts = [rendered.text for rendered in render_world(experiment.templates, world)]
+    return texts, 1.0 / (1.0 + np.exp(-referral_log_odds(world.values)))
+
+
+def _tokenizer(texts: list[str]):
+    """A byte-level BPE tokenizer trained on the notes, with " yes" and " no" as single tokens."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    core = Tokenizer(models.BPE())
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    core.decoder = decoders.ByteLevel()
+    core.post_processor = processors.ByteLevel(trim_offsets=True)
+    trainer = trainers.BpeTrainer(
+        vocab_size=TRAINING.vocab_size,
+        special_tokens=["<|endoftext|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    core.train_from_iterator([f"{text} yes" for text in texts] + [f"{text} no" for text in texts], trainer)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=core, bos_token="<|endoftext|>", eos_token="<|endoftext|>", pad_token="<|endoftext|>"
+    )
+    tokenizer.padding_side = "right"
+    for answer in (" yes", " no"):
+        if len(tokenizer.encode(answer)) != 1:
+            raise RuntimeError(f"demo tokenizer split the answer {answer!r}; raise TrainingSpec.vocab_size")
+    return tokenizer
+
+
+def _train(folder: Path, progress: Callable[[int, int], None] | None) -> None:
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    texts, probability = _notes(TRAINING.units, TRAINING.seed)
+    tokenizer = _tokenizer(texts)
+    encoded = tokenizer(texts, padding=True, return_tensors="pt")
+    last = encoded["attention_mask"].sum(dim=1) - 1
+    target = torch.tensor(probability, dtype=torch.float32)
+    yes, no = tokenizer.encode(" yes")[0], tokenizer.encode(" no")[0]
+    config = GPT2Config(
+        vocab_size=len(tokenizer),
+        n_positions=TRAINING.n_positions,
+        n_embd=TRAINING.n_embd,
+        n_layer=TRAINING.n_layer,
+        n_head=TRAINING.n_head,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    if encoded["input_ids"].shape[1] > TRAINING.n_positions:
+        raise RuntimeError("demo notes exceed the model's positions; raise TrainingSpec.n_positions")
+    with torch.random.fork_rng():
+        torch.manual_seed(TRAINING.seed)
+        model = GPT2LMHeadModel(config)
+    generator = torch.Generator().manual_seed(TRAINING.seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=TRAINING.learning_rate, weight_decay=0.0)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=TRAINING.learning_rate, total_steps=TRAINING.steps)
+    model.train()
+    rows = torch.arange(TRAINING.batch_size)
+    for step in range(TRAINING.steps):
+        batch = torch.randint(0, len(texts), (TRAINING.batch_size,), generator=generator)
+        logits = model(
+            input_ids=encoded["input_ids"][batch], attention_mask=encoded["attention_mask"][batch]
+        ).logits[rows, last[batch]]
+        log_probs = torch.log_softmax(logits, dim=-1)
+        loss = -(target[batch] * log_probs[:, yes] + (1 - target[batch]) * log_probs[:, no]).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        if progress is not None:
+            progress(step + 1, TRAINING.steps)
+    model.eval()
+    model.save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+    fit = _held_out_fit(model, tokenizer, yes, no)
+    record = {"spec": asdict(TRAINING), "planted_log_odds": dict(PLANTED_LOG_ODDS), **fit}
+    (folder / "training.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+
+
+def _held_out_fit(model, tokenizer, yes: int, no: int) -> dict[str, float]:
+    """How closely the trained logit difference tracks the rule's log-odds on fresh notes."""
+    import torch
+
+    texts, probability = _notes(2_000, TRAINING.seed + 1)
+    rule = np.log(probability / (1 - probability))
+    with torch.inference_mode():
+        encoded = tokenizer(texts, padding=True, return_tensors="pt")
+        logits = model(**encoded).logits
+        last = encoded["attention_mask"].sum(dim=1) - 1
+        final = logits[torch.arange(len(texts)), last]
+        learned = (final[:, yes] - final[:, no]).double().numpy()
+    return {
+        "held_out_units": len(texts),
+        "held_out_mean_abs_error_log_odds": float(np.mean(np.abs(learned - rule))),
+        "held_out_correlation": float(np.corrcoef(learned, rule)[0, 1]),
+        "answer_mass": float(torch.softmax(final, dim=-1)[:, [yes, no]].sum(dim=1).mean()),
+    }

@@ -1,0 +1,112 @@
+"""The `paribus` command line: validate and run experiment configs."""
+
+from __future__ import annotations
+
+import sys
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any, Iterator
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from experiments._compile import Experiment, load_experiment
+
+app = typer.Typer(
+    name="paribus",
+    help="Causal counterfactual analysis of language models.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+_err = Console(stderr=True)
+_out = Console()
+
+ConfigArg = Annotated[Path, typer.Argument(help="Experiment config (YAML).", show_default=False)]
+
+
+@contextmanager
+def _user_errors(run_folder: Path | None = None) -> Iterator[None]:
+    """Turn bad input into a one-line message and exit status 2 (1 for a run that failed otherwise)."""
+    from experiments.errors import RunError
+
+    try:
+        yield
+    except ValueError as error:
+        kept = f"\nwhat was computed so far is kept in {escape(str(run_folder))}" if run_folder and run_folder.exists() else ""
+        _err.print(f"[bold red]error:[/bold red] {escape(str(error))}{kept}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    except RunError as error:
+        _err.print(f"[bold red]run failed:[/bold red] {escape(str(error))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+
+
+def _load(config: Path, overrides: dict[str, dict[str, Any]]) -> Experiment:
+    with _user_errors():
+        return load_experiment(config, overrides=overrides)
+
+
+@app.command()
+def validate(config: ConfigArg) -> None:
+    """Check a config without running a model; exit status 2 and the problem when it is invalid."""
+    experiment = _load(config, {})
+    graph = experiment.graph
+    _out.print(
+        f"[green]valid[/green]: {escape(experiment.config.name)}: {len(graph.factors)} factors, "
+        f"{len(graph.edges)} edges into/among them, {len(experiment.templates)} template(s), "
+        f"{len(experiment.contrasts)} contrasts over {len(experiment.arms)} arms",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+@app.command()
+def run(
+    config: ConfigArg,
+    out: Annotated[Path | None, typer.Option(help="Run folder (default: runs/NAME-TIMESTAMP).")] = None,
+    units: Annotated[int | None, typer.Option(help="Override sampling.units.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Override sampling.seed.")] = None,
+    device: Annotated[str | None, typer.Option(help="Override model.device: auto, cpu, cuda, cuda:N.")] = None,
+) -> None:
+    """Run an experiment and write its run folder (config, manifest, tables, summary.md)."""
+    from transformers.utils import logging as transformers_logging
+
+    from experiments._runner import run_experiment
+
+    transformers_logging.disable_progress_bar()
+
+    overrides: dict[str, dict[str, Any]] = {}
+    if units is not None:
+        overrides.setdefault("sampling", {})["units"] = units
+    if seed is not None:
+        overrides.setdefault("sampling", {})["seed"] = seed
+    if device is not None:
+        overrides.setdefault("model", {})["device"] = device
+    experiment = _load(config, overrides)
+    folder = out or Path("runs") / f"{experiment.config.name}-{datetime.now():%Y%m%d-%H%M%S}"
+    with _user_errors(folder), _progress() as progress:
+        result = run_experiment(experiment, out_dir=folder, progress=progress, command=sys.argv)
+    typer.echo((result.folder / "summary.md").read_text(encoding="utf-8"))
+    _out.print(f"run folder: {escape(str(result.folder))}", highlight=False, soft_wrap=True)
+
+
+@contextmanager
+def _progress() -> Iterator[Any]:
+    """A rich progress bar per stage of long work, on stderr so stdout stays the summary."""
+    bars = Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TimeElapsedColumn(), TimeRemainingColumn(), console=_err, transient=False,
+    )
+    tasks: dict[str, Any] = {}
+
+    def report(stage: str, done: int, total: int) -> None:
+        if stage not in tasks:
+            tasks[stage] = bars.add_task(stage, total=total)
+        bars.update(tasks[stage], completed=done, total=total)
+
+    with bars:
+        yield report
+

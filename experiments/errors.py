@@ -1,0 +1,22 @@
+"""Exceptions raised by the experiments layer.
+
+    ValueError
+      └── ConfigError      a config file or value breaks a rule; carries the YAML path
+    RuntimeError
+      └── RunError         a valid run could not complete (model, run folder)
+"""
+
+from __future__ import annotations
+
+
+class ConfigError(ValueError):
+    """A config breaks a rule. `path` is the dotted YAML location (e.g. `effects[0].treatment`)."""
+
+    def __init__(self, message: str, *, path: str | None = None) -> None:
+        super().__init__(f"{path}: {message}" if path else message)
+        self.path = path
+        self.reason = message
+
+
+class RunError(RuntimeError):
+    """A run could not be carried out; the message says what was kept and where."""

@@ -1,0 +1,131 @@
+"""End to end: `paribus run` on the demo config writes the run folder of the contract and finds the planted truth."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from causal import EFFECT_COLUMNS
+from experiments import load_experiment
+from experiments._store import config_hash
+from interventions import ModelAdapter, ModelSpec
+
+pytestmark = pytest.mark.slow
+
+UNITS = 80
+
+
+def paribus(*args: str, cache: Path) -> subprocess.CompletedProcess[str]:
+    script = Path(sys.executable).with_name("paribus")
+    env = {**os.environ, "PARIBUS_CACHE_DIR": str(cache)}
+    return subprocess.run([str(script), *args], capture_output=True, text=True, env=env, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def run_folder(demo_cache: Path, example: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("runs") / "demo"
+    done = paribus("run", str(example), "--units", str(UNITS), "--seed", "3", "--out", str(folder), cache=demo_cache)
+    assert done.returncode == 0, done.stderr
+    assert f"run folder: {folder}" in done.stdout
+    return folder
+
+
+def test_run_folder_holds_every_file_of_the_contract(run_folder: Path) -> None:
+    names = {path.name for path in run_folder.iterdir()}
+    assert names == {"config.yaml", "manifest.json", "units.parquet", "outcomes.parquet", "effects.csv", "summary.md"}
+    assert tuple(pd.read_csv(run_folder / "effects.csv").columns) == EFFECT_COLUMNS
+
+
+def test_tables_hold_every_unit_in_every_arm(run_folder: Path, example: Path) -> None:
+    arms = load_experiment(example).arms
+    units = pd.read_parquet(run_folder / "units.parquet")
+    outcomes = pd.read_parquet(run_folder / "outcomes.parquet")
+    assert units["unit_id"].tolist() == list(range(UNITS))
+    assert units["weight"].sum() == pytest.approx(1.0)
+    assert len(outcomes) == UNITS * len(arms)
+    assert set(outcomes["arm"]) == {arm.label for arm in arms}
+    assert not outcomes.duplicated(["unit_id", "arm"]).any()
+    factual = outcomes[outcomes["arm"] == "factual"].set_index("unit_id")
+    for row in units.itertuples():
+        assert getattr(row, "insurance__form") in factual.loc[row.unit_id, "text"]
+
+
+def test_manifest_reproduces_the_run(run_folder: Path, demo_model_path: Path) -> None:
+    manifest = json.loads((run_folder / "manifest.json").read_text())
+    resolved = load_experiment(run_folder / "config.yaml")
+    assert manifest["status"] == "complete"
+    assert manifest["config_hash"] == config_hash(resolved.config)
+    assert manifest["seed"] == resolved.config.sampling.seed == 3
+    assert resolved.config.sampling.units == UNITS
+    assert manifest["device"] == "cpu"
+    assert manifest["model_fingerprint"] == ModelAdapter.load(ModelSpec(str(demo_model_path))).fingerprint()
+    assert manifest["packages"]["torch"] and manifest["packages"]["paribus"]
+    assert manifest["started_at"] <= manifest["finished_at"]
+
+
+def test_rerunning_the_resolved_config_gives_identical_effects(run_folder: Path, demo_cache: Path, tmp_path: Path) -> None:
+    again = paribus("run", str(run_folder / "config.yaml"), "--out", str(tmp_path / "again"), cache=demo_cache)
+    assert again.returncode == 0, again.stderr
+    pd.testing.assert_frame_equal(pd.read_csv(run_folder / "effects.csv"), pd.read_csv(tmp_path / "again" / "effects.csv"))
+
+
+def test_effects_recover_the_planted_mechanisms(run_folder: Path) -> None:
+    effects = pd.read_csv(run_folder / "effects.csv")
+    ate = effects[(effects["analysis"] == "ate") & (effects["method"] == "t")].set_index(["treatment", "contrast", "estimand"])
+    insurance = ate.loc[("insurance", "none vs private", "total")]
+    assert insurance["ci_high"] < 0 and insurance["estimate"] == pytest.approx(-1.5, abs=0.1)
+    assert ate.loc[("insurance", "public vs private", "total")]["estimate"] == pytest.approx(-0.5, abs=0.1)
+    assert ate.loc[("age", "old vs young", "total")]["ci_low"] > 0
+    for null in [("age", "old vs young", "direct"), ("sex", "male vs female", "total"), ("weekday", "weekend vs weekday", "total")]:
+        assert -0.05 < ate.loc[null]["ci_low"] <= ate.loc[null]["ci_high"] < 0.05, null
+    cate = effects[(effects["analysis"] == "cate") & (effects["treatment"] == "insurance") & (effects["method"] == "t")]
+    assert set(cate[cate["contrast"] == "none vs private"]["stratum"]) == {"young", "old"}
+    tested = effects["p_value"].notna()
+    assert effects.loc[tested, "p_adjusted"].ge(effects.loc[tested, "p_value"]).all()
+
+
+def test_summary_states_the_insurance_and_placebo_effects(run_folder: Path) -> None:
+    summary = (run_folder / "summary.md").read_text()
+    assert "| insurance | do(none) vs do(private) | total |" in summary
+    assert "| weekday | do(weekend) vs do(weekday) | total |" in summary
+    assert "weekday (weekend vs weekday): no declared path to decision, and the run agrees" in summary
+    assert "## insurance: do(none) vs do(private), per stratum" in summary
+
+
+def test_bad_config_exits_2_with_the_path_and_no_traceback(tmp_path: Path, example: Path, demo_cache: Path) -> None:
+    data = yaml.safe_load(example.read_text())
+    data["effects"][0]["treatment"] = "insurence"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(data))
+    for command in ("validate", "run"):
+        done = paribus(command, str(bad), cache=demo_cache)
+        assert done.returncode == 2
+        assert "effects[0].treatment: treatment 'insurence' is not a factor; did you mean 'insurance'?" in done.stderr
+        assert "Traceback" not in done.stderr
+
+
+def test_cli_override_out_of_range_names_the_field(example: Path, demo_cache: Path) -> None:
+    done = paribus("run", str(example), "--units", "1", cache=demo_cache)
+    assert done.returncode == 2
+    assert "sampling.units: Input should be greater than or equal to 2 (got 1)" in done.stderr
+
+
+def test_existing_run_folder_is_never_overwritten(run_folder: Path, example: Path, demo_cache: Path) -> None:
+    before = (run_folder / "effects.csv").read_bytes()
+    done = paribus("run", str(example), "--out", str(run_folder), cache=demo_cache)
+    assert done.returncode == 1
+    assert "already exists and is not empty" in done.stderr
+    assert (run_folder / "effects.csv").read_bytes() == before
+
+
+def test_validate_accepts_the_example(example: Path, demo_cache: Path) -> None:
+    done = paribus("validate", str(example), cache=demo_cache)
+    assert done.returncode == 0
+    assert "valid: triage-insurance: 5 factors" in done.stdout
