@@ -129,3 +129,20 @@ def test_validate_accepts_the_example(example: Path, demo_cache: Path) -> None:
     done = paribus("validate", str(example), cache=demo_cache)
     assert done.returncode == 0
     assert "valid: triage-insurance: 5 factors" in done.stdout
+
+
+def test_exact_mode_on_the_demo_gives_the_planted_population_effects(demo_cache: Path, example: Path, tmp_path: Path) -> None:
+    """Every unit of the triage space, weighted: age's total effect is the rule's 2.0*0.3 + 1.5*0.1 - 0.5*0.3 = 0.6."""
+    from experiments import run_experiment
+
+    experiment = load_experiment(example, overrides={"sampling": {"mode": "exact"}, "model": {"id": "builtin:triage-demo"}})
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PARIBUS_CACHE_DIR", str(demo_cache))
+        effects = run_experiment(experiment, out_dir=tmp_path / "exact").effects.to_frame()
+    ate = effects[effects["analysis"] == "ate"].set_index(["treatment", "contrast", "estimand"])
+    assert set(ate["method"]) == {"exact"}
+    assert (ate["ci_low"] == ate["ci_high"]).all()
+    assert ate.loc[("age", "old vs young", "total"), "estimate"] == pytest.approx(0.6, abs=0.03)
+    assert ate.loc[("insurance", "none vs private", "total"), "estimate"] == pytest.approx(-1.5, abs=0.03)
+    assert abs(ate.loc[("weekday", "weekend vs weekday", "total"), "estimate"]) < 0.01
+    assert len(pd.read_parquet(tmp_path / "exact" / "units.parquet")) == 2 * 5 * 3 * 2 * 2 * 3 * 4 * 4 * 2
