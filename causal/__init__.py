@@ -4,6 +4,7 @@ Never imports torch: estimation runs on tables produced elsewhere.
 """
 
 from causal._estimate import estimate_paired_effects
+from causal._mediation import MEDIATION_COLUMNS, MediationEstimate, MediationTable, estimate_mediation
 from causal._multiple_testing import adjust_p_values
 from causal._results import EFFECT_COLUMNS, EffectEstimate, EffectTable
 from causal.errors import EstimationError
@@ -13,6 +14,10 @@ __all__ = [
     "EffectEstimate",
     "EffectTable",
     "estimate_paired_effects",
+    "MEDIATION_COLUMNS",
+    "MediationEstimate",
+    "MediationTable",
+    "estimate_mediation",
     "adjust_p_values",
     "EstimationError",
 ]

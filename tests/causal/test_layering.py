@@ -30,6 +30,10 @@ def test_public_names_are_pinned():
         "EffectEstimate",
         "EffectTable",
         "estimate_paired_effects",
+        "MEDIATION_COLUMNS",
+        "MediationEstimate",
+        "MediationTable",
+        "estimate_mediation",
         "adjust_p_values",
         "EstimationError",
     ]
