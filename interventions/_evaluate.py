@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from interventions._adapter import ModelAdapter
-from interventions._outcomes import Outcome
+from interventions._outcomes import Outcome, _Reader
 from interventions.errors import InterventionError
 
 
@@ -32,14 +32,9 @@ def evaluate_outcomes(
         raise InterventionError(
             "texts must be a sequence of strings, got one string; wrap it in a list"
         )
-    if not isinstance(outcome, Outcome):
-        raise InterventionError(
-            f"outcome must be LogitDiff, AnswerProb, ClassProb, ClassLogit or "
-            f"ContinuationLogProb, got {outcome!r}"
-        )
     if batch_size < 1:
         raise InterventionError(f"batch_size must be at least 1, got {batch_size}")
-    reader = outcome._bind(adapter)
+    reader = _bind_outcome(adapter, outcome)
     distinct = list(dict.fromkeys(texts))
     token_ids = [ids + list(reader.suffix) for ids in _tokenize(adapter, distinct)]
     order = sorted(range(len(distinct)), key=lambda row: len(token_ids[row]))
@@ -57,6 +52,16 @@ def evaluate_outcomes(
                 progress(len(rows))
     row_of = {text: row for row, text in enumerate(distinct)}
     return values[np.array([row_of[text] for text in texts], dtype=np.int64)]
+
+
+def _bind_outcome(adapter: ModelAdapter, outcome: Outcome) -> _Reader:
+    """`outcome` bound to the adapter's model; InterventionError when it is not an outcome spec."""
+    if not isinstance(outcome, Outcome):
+        raise InterventionError(
+            f"outcome must be LogitDiff, AnswerProb, ClassProb, ClassLogit or "
+            f"ContinuationLogProb, got {outcome!r}"
+        )
+    return outcome._bind(adapter)
 
 
 def _tokenize(adapter: ModelAdapter, texts: list[str]) -> list[list[int]]:

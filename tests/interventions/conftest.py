@@ -15,13 +15,24 @@ from transformers import (
     AutoTokenizer,
     BertConfig,
     BertForSequenceClassification,
+    DistilBertConfig,
+    DistilBertForSequenceClassification,
     GPT2Config,
+    GPT2ForSequenceClassification,
     GPT2LMHeadModel,
+    GPTNeoXConfig,
+    GPTNeoXForCausalLM,
     LlamaConfig,
     LlamaForCausalLM,
+    MistralConfig,
+    MistralForCausalLM,
     PretrainedConfig,
     PreTrainedModel,
     PreTrainedTokenizerFast,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+    RobertaConfig,
+    RobertaForSequenceClassification,
 )
 
 from interventions import ModelAdapter, ModelSpec
@@ -145,6 +156,80 @@ def classifier(classifier_folder: Path) -> ModelAdapter:
     return ModelAdapter.load(
         ModelSpec(str(classifier_folder), task="sequence-classifier", device="cpu")
     )
+
+
+def _load_tiny(
+    tmp_path_factory: pytest.TempPathFactory,
+    model_class: type[PreTrainedModel],
+    config: PretrainedConfig,
+    tokenizer: PreTrainedTokenizerFast,
+) -> ModelAdapter:
+    """An adapter over a freshly initialised tiny model, loaded from disk as users load it."""
+    folder = _save_tiny_model(
+        tmp_path_factory.mktemp(config.model_type), model_class, config, tokenizer
+    )
+    task = "causal-lm" if model_class.__name__.endswith("ForCausalLM") else "sequence-classifier"
+    return ModelAdapter.load(ModelSpec(str(folder), task=task, device="cpu"))
+
+
+_TINY = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+         "max_position_embeddings": 64, "initializer_range": 0.2}
+
+
+@pytest.fixture(scope="session")
+def neox(tmp_path_factory: pytest.TempPathFactory, bpe_tokenizer) -> ModelAdapter:
+    """GPT-NeoX: parallel residuals, rotary embeddings on half of each head."""
+    config = GPTNeoXConfig(vocab_size=len(bpe_tokenizer), num_attention_heads=2,
+                           rotary_pct=0.5, **_TINY)
+    return _load_tiny(tmp_path_factory, GPTNeoXForCausalLM, config, bpe_tokenizer)
+
+
+@pytest.fixture(scope="session")
+def qwen2(tmp_path_factory: pytest.TempPathFactory, bpe_tokenizer) -> ModelAdapter:
+    """Qwen2: biased q/k/v, grouped keys; its second layer attends in a 4-token window."""
+    # Loaded back, the tokenizer becomes a Qwen2Tokenizer: digits split one by one, and
+    # an added end-of-text token that the vocabulary must cover.
+    config = Qwen2Config(vocab_size=len(bpe_tokenizer) + 8, num_attention_heads=4,
+                         num_key_value_heads=2, use_sliding_window=True, sliding_window=4,
+                         max_window_layers=1, **_TINY)
+    return _load_tiny(tmp_path_factory, Qwen2ForCausalLM, config, bpe_tokenizer)
+
+
+@pytest.fixture(scope="session")
+def mistral(tmp_path_factory: pytest.TempPathFactory, bpe_tokenizer) -> ModelAdapter:
+    """Mistral: a 5-token sliding window set in the config for every layer."""
+    config = MistralConfig(vocab_size=len(bpe_tokenizer), num_attention_heads=2,
+                           num_key_value_heads=1, sliding_window=5, **_TINY)
+    return _load_tiny(tmp_path_factory, MistralForCausalLM, config, bpe_tokenizer)
+
+
+@pytest.fixture(scope="session")
+def gpt2_classifier(tmp_path_factory: pytest.TempPathFactory, bpe_tokenizer) -> ModelAdapter:
+    """A decoder classifier: GPT-2 read at the last token by a `score` head."""
+    config = GPT2Config(vocab_size=len(bpe_tokenizer), n_positions=64, n_embd=32, n_layer=2,
+                        n_head=2, num_labels=2, id2label={0: "no", 1: "yes"},
+                        initializer_range=0.2)
+    return _load_tiny(tmp_path_factory, GPT2ForSequenceClassification, config, bpe_tokenizer)
+
+
+@pytest.fixture(scope="session")
+def roberta(tmp_path_factory: pytest.TempPathFactory, minilm_tokenizer) -> ModelAdapter:
+    """A RoBERTa classifier (no pooler; its head reads the first token itself)."""
+    config = RobertaConfig(vocab_size=len(minilm_tokenizer), num_attention_heads=2,
+                           num_labels=2, id2label={0: "no", 1: "yes"}, pad_token_id=0,
+                           **{**_TINY, "max_position_embeddings": 70})
+    return _load_tiny(tmp_path_factory, RobertaForSequenceClassification, config,
+                      minilm_tokenizer)
+
+
+@pytest.fixture(scope="session")
+def distilbert(tmp_path_factory: pytest.TempPathFactory, minilm_tokenizer) -> ModelAdapter:
+    """A DistilBERT classifier (its own module names, a pre-classifier layer)."""
+    config = DistilBertConfig(vocab_size=len(minilm_tokenizer), dim=32, hidden_dim=64,
+                              n_layers=2, n_heads=2, max_position_embeddings=64,
+                              num_labels=2, id2label={0: "no", 1: "yes"}, initializer_range=0.2)
+    return _load_tiny(tmp_path_factory, DistilBertForSequenceClassification, config,
+                      minilm_tokenizer)
 
 
 @pytest.fixture

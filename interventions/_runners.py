@@ -1,0 +1,187 @@
+"""A model's blocks as separate steps, built from its own submodules.
+
+A patched run starts in the middle of the model: at block L, from cached activations,
+for some positions only. The model's `forward` cannot do that, so `BlockRunner` calls
+the same submodules it would (norms, projections, rotary embedding, MLP, output head)
+in the order the architecture's `Layout` says, and computes attention itself over any
+mix of cached and new keys. Tests hold it equal to the model's forward.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+
+from interventions._sites import Architecture, module_at
+
+if TYPE_CHECKING:
+    from torch import nn
+
+
+@dataclass(frozen=True)
+class _Block:
+    """The submodules of one block, in the roles the runner uses."""
+
+    qkv: tuple[nn.Module, ...]
+    o_proj: nn.Module
+    mlp: tuple[nn.Module, ...]
+    attention_norm: nn.Module
+    mlp_norm: nn.Module
+    scaling: float
+    window: int | None
+
+
+class BlockRunner:
+    """Step functions over one model's blocks; tensors are (rows, positions, width)."""
+
+    def __init__(self, model: nn.Module, architecture: Architecture) -> None:
+        layout = architecture.layout
+        self.architecture = architecture
+        base = model.base_model
+        blocks = module_at(base, layout.blocks)
+        self._blocks = [self._block(model, block, architecture) for block in blocks]
+        self._rotary = None if layout.rotary is None else module_at(base, layout.rotary)
+        if self._rotary is not None:
+            # The rotation the model's own attention applies, from the module defining it.
+            attention = module_at(blocks[0], layout.attention)
+            self._apply_rotary = sys.modules[type(attention).__module__].apply_rotary_pos_emb
+        norm = None if layout.final_norm is None else module_at(base, layout.final_norm)
+        self._readout = _READOUT_STEPS[architecture.readout.name](model, norm)
+
+    @staticmethod
+    def _block(model: nn.Module, block: nn.Module, architecture: Architecture) -> _Block:
+        layout = architecture.layout
+        attention = module_at(block, layout.attention)
+        window = getattr(attention, "sliding_window", getattr(model.config, "sliding_window", None))
+        return _Block(
+            qkv=tuple(module_at(block, path) for path in layout.qkv),
+            o_proj=module_at(block, layout.o_proj),
+            mlp=tuple(module_at(block, path) for path in layout.mlp),
+            attention_norm=module_at(block, layout.attention_norm),
+            mlp_norm=module_at(block, layout.mlp_norm),
+            scaling=getattr(attention, "scaling", architecture.d_head**-0.5),
+            window=window if architecture.causal else None,
+        )
+
+    def window(self, layer: int) -> int | None:
+        """The sliding attention window of a layer (keys with query - key < window), if any."""
+        return self._blocks[layer].window
+
+    def qkv(
+        self, layer: int, hidden: torch.Tensor, positions: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Queries (rows, heads, n, d_head) and keys, values (rows, kv_heads, n, d_head).
+
+        `positions` (n,) are the absolute positions of `hidden`'s n columns (for rotary
+        embeddings; absolute position embeddings are already in the residual stream).
+        """
+        architecture = self.architecture
+        block = self._blocks[layer]
+        x = hidden if architecture.residual == "post_norm" else block.attention_norm(hidden)
+        rows, n, _ = x.shape
+        d_head = architecture.d_head
+        layout = architecture.layout.qkv_layout
+        if layout == "per_head":
+            fused = block.qkv[0](x).view(rows, n, -1, 3 * d_head).transpose(1, 2)
+            q, k, v = fused.chunk(3, dim=-1)
+        else:
+            if layout == "split":
+                projected = block.qkv[0](x).split(architecture.n_heads * d_head, dim=-1)
+            else:
+                projected = tuple(module(x) for module in block.qkv)
+            q, k, v = (part.view(rows, n, -1, d_head).transpose(1, 2) for part in projected)
+        if self._rotary is not None:
+            cos, sin = self._rotary(x, positions[None, :])
+            q, k = self._apply_rotary(q, k, cos, sin)
+        return q, k, v
+
+    def attend(
+        self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor
+    ) -> torch.Tensor:
+        """Attention of q over k, v under a boolean (rows, 1, queries, keys) mask -> z.
+
+        z is (rows, queries, heads * d_head): the input of the output projection, whose
+        slice [h * d_head, (h + 1) * d_head) is head h.
+        """
+        groups = q.shape[1] // k.shape[1]
+        if groups > 1:
+            k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
+        out = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, scale=self._blocks[layer].scaling
+        )
+        rows, heads, queries, d_head = out.shape
+        return out.transpose(1, 2).reshape(rows, queries, heads * d_head)
+
+    def o_proj(self, layer: int, z: torch.Tensor) -> torch.Tensor:
+        """The attention output (attn_out) from z."""
+        return self._blocks[layer].o_proj(z)
+
+    def mlp_input(
+        self, layer: int, resid: torch.Tensor, attn_out: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the MLP's input, the residual stream between attention and MLP)."""
+        block = self._blocks[layer]
+        residual = self.architecture.residual
+        if residual == "post_norm":
+            middle = block.attention_norm(attn_out + resid)
+            return middle, middle
+        middle = resid + attn_out
+        return block.mlp_norm(resid if residual == "parallel" else middle), middle
+
+    def mlp(self, layer: int, x: torch.Tensor) -> torch.Tensor:
+        """The MLP output (mlp_out) from its input."""
+        for module in self._blocks[layer].mlp:
+            x = module(x)
+        return x
+
+    def combine(self, layer: int, middle: torch.Tensor, mlp_out: torch.Tensor) -> torch.Tensor:
+        """The block's output (resid_post) from the middle residual and the MLP output."""
+        if self.architecture.residual == "post_norm":
+            return self._blocks[layer].mlp_norm(mlp_out + middle)
+        return middle + mlp_out
+
+    def readout(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Logits from the last block's output at the read positions (rows, k, width).
+
+        Language models give (rows, k, vocab); classifiers (rows, labels).
+        """
+        return self._readout(hidden)
+
+
+Step = Callable[[torch.Tensor], torch.Tensor]
+
+
+def _lm_head(model: nn.Module, norm: nn.Module | None) -> Step:
+    return lambda hidden: model.lm_head(norm(hidden))
+
+
+def _score(model: nn.Module, norm: nn.Module | None) -> Step:
+    return lambda hidden: model.score(norm(hidden[:, -1]))
+
+
+def _classification_head(model: nn.Module, norm: nn.Module | None) -> Step:
+    return lambda hidden: model.classifier(hidden)
+
+
+def _pre_classifier(model: nn.Module, norm: nn.Module | None) -> Step:
+    return lambda hidden: model.classifier(torch.relu(model.pre_classifier(hidden[:, 0])))
+
+
+def _pooler(model: nn.Module, norm: nn.Module | None) -> Step:
+    return lambda hidden: model.classifier(model.base_model.pooler(hidden))
+
+
+# How each Readout row of _sites.READOUTS turns hidden states into logits (eval mode:
+# dropout is the identity and left out).
+_READOUT_STEPS = {
+    "lm_head": _lm_head,
+    "score": _score,
+    "classification_head": _classification_head,
+    "pre_classifier": _pre_classifier,
+    "pooler": _pooler,
+}
