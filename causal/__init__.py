@@ -4,6 +4,7 @@ Never imports torch: estimation runs on tables produced elsewhere.
 """
 
 from causal._estimate import estimate_paired_effects
+from causal._linking import AGREEMENT_COLUMNS, LINK_COLUMNS, EvidenceLinks, FactorLink, RankAgreement, link_evidence
 from causal._mediation import MEDIATION_COLUMNS, MediationEstimate, MediationTable, estimate_mediation
 from causal._multiple_testing import adjust_p_values
 from causal._results import EFFECT_COLUMNS, EffectEstimate, EffectTable
@@ -18,6 +19,12 @@ __all__ = [
     "MediationEstimate",
     "MediationTable",
     "estimate_mediation",
+    "LINK_COLUMNS",
+    "AGREEMENT_COLUMNS",
+    "EvidenceLinks",
+    "FactorLink",
+    "RankAgreement",
+    "link_evidence",
     "adjust_p_values",
     "EstimationError",
 ]

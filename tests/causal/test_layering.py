@@ -34,6 +34,12 @@ def test_public_names_are_pinned():
         "MediationEstimate",
         "MediationTable",
         "estimate_mediation",
+        "LINK_COLUMNS",
+        "AGREEMENT_COLUMNS",
+        "EvidenceLinks",
+        "FactorLink",
+        "RankAgreement",
+        "link_evidence",
         "adjust_p_values",
         "EstimationError",
     ]
