@@ -5,7 +5,7 @@ Never imports torch: estimation runs on tables produced elsewhere.
 
 from causal._estimate import estimate_paired_effects
 from causal._linking import AGREEMENT_COLUMNS, LINK_COLUMNS, EvidenceLinks, FactorLink, RankAgreement, link_evidence
-from causal._mediation import MEDIATION_COLUMNS, MediationEstimate, MediationTable, estimate_mediation
+from causal._mediation import MEDIATION_COLUMNS, SITE_KEYS, MediationEstimate, MediationTable, estimate_mediation
 from causal._multiple_testing import adjust_p_values
 from causal._results import EFFECT_COLUMNS, EffectEstimate, EffectTable
 from causal.errors import EstimationError
@@ -16,6 +16,7 @@ __all__ = [
     "EffectTable",
     "estimate_paired_effects",
     "MEDIATION_COLUMNS",
+    "SITE_KEYS",
     "MediationEstimate",
     "MediationTable",
     "estimate_mediation",

@@ -28,6 +28,7 @@ MEDIATION_COLUMNS = (
     "effect", "estimate", "ci_low", "ci_high", "std_error", "p_value", "p_adjusted", "n_units", "method",
 )
 SITE_KEYS = ("site", "component", "layer", "head", "position")
+"""The columns that name one patched site and position."""
 
 Effect = Literal["total", "indirect", "direct"]
 Source = Literal["patch", "attribution"]

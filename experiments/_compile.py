@@ -58,6 +58,27 @@ class ContrastPlan:
 
 
 @dataclass(frozen=True)
+class MediationPlan:
+    """A patching sweep: which contrast, which sites and positions, which run receives the patch."""
+
+    treatment: str
+    treated: Arm
+    reference: Arm
+    components: tuple[str, ...]
+    layers: tuple[int, ...] | None
+    positions: tuple[str, ...]
+    direction: str
+    method: str
+    verify_top: int
+    units: int
+    path: str
+
+    @property
+    def contrast(self) -> str:
+        return f"{self.treated.value} vs {self.reference.value}"
+
+
+@dataclass(frozen=True)
 class Experiment:
     """A config compiled into graph, structural model, templates, model spec, outcome and contrasts."""
 
@@ -68,6 +89,7 @@ class Experiment:
     model_spec: ModelSpec
     outcome: Outcome
     contrasts: tuple[ContrastPlan, ...]
+    mediation: tuple[MediationPlan, ...] = ()
 
     @property
     def arms(self) -> tuple[Arm, ...]:
@@ -113,6 +135,7 @@ def compile_config(config: ExperimentConfig) -> Experiment:
         ),
         outcome=_outcome(config.outcome),
         contrasts=contrasts,
+        mediation=tuple(_mediation_plan(index, config) for index in range(len(config.mediation))),
     )
 
 
@@ -171,14 +194,8 @@ def _templates(config: ExperimentConfig, names: list[str]) -> tuple[Template, ..
 def _plans(index: int, effect: EffectConfig, config: ExperimentConfig, graph: CausalGraph) -> Iterable[ContrastPlan]:
     path = f"effects[{index}]"
     names = list(config.factors)
-    if effect.treatment not in config.factors:
-        raise ConfigError(f"treatment {effect.treatment!r} is not a factor{_suggest(effect.treatment, names)}", path=f"{path}.treatment")
+    _check_contrast(path, effect.treatment, effect.contrast, config)
     values = list(config.factors[effect.treatment].values)
-    for value in effect.contrast or ():
-        if value not in values:
-            raise ConfigError(
-                f"{value!r} is not a value of {effect.treatment} ({', '.join(values)})", path=f"{path}.contrast"
-            )
     for moderator in effect.moderators:
         if moderator not in config.factors or moderator == effect.treatment:
             raise ConfigError(
@@ -195,6 +212,42 @@ def _plans(index: int, effect: EffectConfig, config: ExperimentConfig, graph: Ca
             estimand=effect.estimand,
             moderators=tuple(effect.moderators),
         )
+
+
+def _mediation_plan(index: int, config: ExperimentConfig) -> MediationPlan:
+    spec = config.mediation[index]
+    path = f"mediation[{index}]"
+    names = list(config.factors)
+    _check_contrast(path, spec.treatment, spec.contrast, config)
+    for position in spec.positions:
+        factor = position.removeprefix("factor:")
+        if position.startswith("factor:") and factor not in config.factors:
+            raise ConfigError(f"position {position!r} names no factor{_suggest(factor, names)}", path=f"{path}.positions")
+    treated, reference = spec.contrast
+    return MediationPlan(
+        treatment=spec.treatment,
+        treated=Arm(spec.treatment, treated),
+        reference=Arm(spec.treatment, reference),
+        components=tuple(spec.components),
+        layers=None if spec.layers is None else tuple(spec.layers),
+        positions=tuple(spec.positions),
+        direction=spec.direction,
+        method=spec.method,
+        verify_top=spec.verify_top,
+        units=spec.units,
+        path=path,
+    )
+
+
+def _check_contrast(path: str, treatment: str, contrast: list[str] | None, config: ExperimentConfig) -> None:
+    """The treatment is a factor and each contrast value is one of its values."""
+    names = list(config.factors)
+    if treatment not in config.factors:
+        raise ConfigError(f"treatment {treatment!r} is not a factor{_suggest(treatment, names)}", path=f"{path}.treatment")
+    values = list(config.factors[treatment].values)
+    for value in contrast or ():
+        if value not in values:
+            raise ConfigError(f"{value!r} is not a value of {treatment} ({', '.join(values)})", path=f"{path}.contrast")
 
 
 def _hold(path: str, effect: EffectConfig, graph: CausalGraph) -> tuple[str, ...]:

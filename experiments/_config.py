@@ -19,6 +19,13 @@ _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
+def _distinct_pair(value: list[str]) -> list[str]:
+    """A contrast: two different values, [treated, reference]."""
+    if len(value) != 2 or value[0] == value[1]:
+        raise ValueError(f"contrast must name two different values [treated, reference], got {value}")
+    return value
+
+
 class _Section(BaseModel):
     """A config section: frozen, and an unknown key is an error that suggests the closest valid one."""
 
@@ -129,9 +136,56 @@ class EffectConfig(_Section):
     @field_validator("contrast")
     @classmethod
     def _two_values(cls, value: list[str] | None) -> list[str] | None:
-        if value is not None and (len(value) != 2 or value[0] == value[1]):
-            raise ValueError(f"contrast must name two different values [treated, reference], got {value}")
+        return value if value is None else _distinct_pair(value)
+
+
+class MediationConfig(_Section):
+    """An activation-patching sweep: the indirect effect of a contrast through each model site."""
+
+    treatment: str
+    contrast: list[str]
+    components: list[Literal["resid_pre", "resid_post", "attn_out", "mlp_out", "head"]] = Field(
+        default_factory=lambda: ["resid_pre", "attn_out", "mlp_out"], min_length=1
+    )
+    layers: list[int] | None = None
+    positions: list[str] = Field(default_factory=lambda: ["factor", "last"], min_length=1)
+    direction: Literal["noise", "denoise"] = "noise"
+    method: Literal["exact", "attribution"] = "exact"
+    verify_top: int = Field(20, ge=1)
+    units: int = Field(32, ge=2)
+
+    @field_validator("contrast")
+    @classmethod
+    def _two_values(cls, value: list[str]) -> list[str]:
+        return _distinct_pair(value)
+
+    @field_validator("positions")
+    @classmethod
+    def _position_names(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if name not in ("factor", "last", "all") and not re.match(r"^factor:[A-Za-z_][A-Za-z0-9_]*$", name):
+                raise ValueError(f"position {name!r} is not one of factor, last, all, factor:NAME")
         return value
+
+
+EvidenceMethod = Literal["attention", "attention_rollout", "gradient_x_input", "integrated_gradients", "probe"]
+
+
+class EvidenceConfig(_Section):
+    """Attention, saliency and probe evidence, linked to the interventional effects.
+
+    Computed on the first `units` units (a weighted draw in exact mode); `baseline` is
+    integrated gradients' baseline: the pad embedding, or each unit's counterfactual text.
+    """
+
+    methods: list[EvidenceMethod] = Field(
+        default_factory=lambda: ["attention", "attention_rollout", "gradient_x_input", "integrated_gradients", "probe"],
+        min_length=1,
+    )
+    units: int = Field(200, ge=4)
+    baseline: Literal["pad", "counterfactual"] = "pad"
+    steps: int = Field(32, ge=2)
+    token_view_units: int = Field(4, ge=0)
 
 
 class SamplingConfig(_Section):
@@ -166,6 +220,8 @@ class ExperimentConfig(_Section):
     factors: dict[str, FactorConfig] = Field(min_length=1)
     graph: GraphConfig
     effects: list[EffectConfig] = Field(min_length=1)
+    mediation: list[MediationConfig] = Field(default_factory=list)
+    evidence: EvidenceConfig | None = None
     sampling: SamplingConfig = SamplingConfig()
     inference: InferenceConfig = InferenceConfig()
 

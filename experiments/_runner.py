@@ -11,17 +11,19 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from causal import EffectTable, estimate_paired_effects
+from causal import EffectTable, MediationTable, estimate_paired_effects
 from graphs import Units, World
 from interventions import ModelAdapter, ModelSpec, evaluate_outcomes, render_world
 
 from experiments._compile import Arm, Experiment
 from experiments._demo_model import resolve_model_path
+from experiments._evidence_step import EvidenceResult, run_evidence
+from experiments._heatmap import mediation_heatmap
+from experiments._mediation_step import run_mediation
+from experiments._progress import Progress, counting, stage
 from experiments._store import RunStore, base_manifest, utc_now
 from experiments._summary import render_summary
 
-Progress = Callable[[str, int, int], None]
-"""progress(stage, done, total): called as long work advances."""
 
 
 @dataclass(frozen=True)
@@ -69,10 +71,74 @@ def run_experiment(
 
     effects = estimate_effects(experiment, units, worlds[Arm(None, None)], outcomes)
     store.write_table("effects.csv", effects.to_frame())
+
+    mediation = _mediation(experiment, units, adapter, store, manifest, progress)
+    evidence = _evidence(experiment, units, worlds, effects, outcomes, adapter, store, manifest, progress)
     manifest.update(status="complete", finished_at=utc_now(), seconds=round(time.perf_counter() - clock, 3))
-    store.write_text("summary.md", render_summary(experiment, effects, manifest))
+    store.write_text("summary.md", render_summary(experiment, effects, manifest, mediation, evidence))
     store.write_manifest(manifest)
     return RunResult(folder=out_dir, effects=effects, manifest=manifest)
+
+
+def _mediation(
+    experiment: Experiment,
+    units: Units,
+    adapter: ModelAdapter,
+    store: RunStore,
+    manifest: dict[str, Any],
+    progress: Progress | None,
+) -> MediationTable | None:
+    """Every patching sweep of the config: mediation.parquet, one heatmap per sweep, manifest records."""
+    if not experiment.mediation:
+        return None
+    tables, records = [], []
+    for index, plan in enumerate(experiment.mediation):
+        seed = int(np.random.SeedSequence([experiment.config.sampling.seed, 1_000 + index]).generate_state(1)[0])
+        report = stage(progress, f"patching {plan.treatment} ({plan.contrast})")
+        outcome = run_mediation(experiment, plan, units, adapter, seed=seed, progress=report)
+        figure = mediation_heatmap(outcome.table.to_frame(), store.folder / f"mediation_{index}_{plan.treatment}.png",
+                                   title=f"indirect effect of {plan.treatment} ({plan.contrast}), {plan.direction}")
+        tables.append(outcome.table)
+        records.append({**outcome.record, "heatmap": figure.name})
+    mediation = MediationTable.concat(tables)
+    store.write_table("mediation.parquet", mediation.to_frame())
+    manifest["mediation"] = records
+    store.write_manifest(manifest)
+    return mediation
+
+
+def _evidence(
+    experiment: Experiment,
+    units: Units,
+    worlds: dict[Arm, World],
+    effects: EffectTable,
+    outcomes: pd.DataFrame,
+    adapter: ModelAdapter,
+    store: RunStore,
+    manifest: dict[str, Any],
+    progress: Progress | None,
+) -> EvidenceResult | None:
+    """Attention, saliency and probe evidence beside the effects: evidence.parquet and friends."""
+    if experiment.config.evidence is None:
+        return None
+    report = stage(progress, "reading attention, saliency and probes")
+    if report is not None:
+        report(0, 1)
+    seed = int(np.random.SeedSequence([experiment.config.sampling.seed, 2_000]).generate_state(1)[0])
+    result = run_evidence(experiment, units, worlds, effects.to_frame(), outcomes, adapter, seed=seed)
+    store.write_table("evidence.parquet", result.evidence)
+    store.write_table("evidence_links.csv", result.links.to_frame())
+    store.write_table("evidence_agreement.csv", result.links.agreement_frame())
+    if result.probes is not None:
+        store.write_table("probes.csv", result.probes)
+    if result.tokens is not None:
+        store.write_table("token_view.parquet", result.tokens)
+        store.write_text("token_view.html", result.tokens_html)
+    manifest["evidence"] = result.record
+    store.write_manifest(manifest)
+    if report is not None:
+        report(1, 1)
+    return result
 
 
 def draw_units(experiment: Experiment) -> Units:
@@ -103,8 +169,7 @@ def _units_frame(units: Units, factual: World) -> pd.DataFrame:
 
 
 def _load_model(spec: ModelSpec, progress: Progress | None) -> ModelAdapter:
-    train_progress = None if progress is None else (lambda done, total: progress("training the demo model", done, total))
-    path = resolve_model_path(spec.path, progress=train_progress)
+    path = resolve_model_path(spec.path, progress=stage(progress, "training the demo model"))
     return ModelAdapter.load(replace(spec, path=path))
 
 
@@ -123,15 +188,7 @@ def _model_evaluator(
     """Evaluate texts with the model, reporting progress over the distinct texts."""
 
     def evaluate(texts: list[str]) -> np.ndarray:
-        distinct = len(set(texts))
-        done = 0
-
-        def advance(finished: int) -> None:
-            nonlocal done
-            done += finished
-            if progress is not None:
-                progress("evaluating the model", done, distinct)
-
+        advance = counting(stage(progress, "evaluating the model"), len(set(texts)))
         return evaluate_outcomes(
             adapter, texts, experiment.outcome, batch_size=experiment.config.model.batch_size, progress=advance
         )

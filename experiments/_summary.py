@@ -8,9 +8,10 @@ from typing import Any
 
 import pandas as pd
 
-from causal import EffectTable
+from causal import EffectTable, MediationTable
 
-from experiments._compile import ContrastPlan, Experiment
+from experiments._compile import ContrastPlan, Experiment, MediationPlan
+from experiments._evidence_step import EvidenceResult
 
 _OUTCOME_WORDS = {
     "logit_diff": "logit difference {positive!r} minus {negative!r} at the decision position",
@@ -21,7 +22,13 @@ _OUTCOME_WORDS = {
 }
 
 
-def render_summary(experiment: Experiment, effects: EffectTable, manifest: Mapping[str, Any]) -> str:
+def render_summary(
+    experiment: Experiment,
+    effects: EffectTable,
+    manifest: Mapping[str, Any],
+    mediation: MediationTable | None = None,
+    evidence: EvidenceResult | None = None,
+) -> str:
     """The Markdown summary of one run."""
     config = experiment.config
     frame = effects.to_frame()
@@ -56,7 +63,110 @@ def render_summary(experiment: Experiment, effects: EffectTable, manifest: Mappi
     for plan in experiment.contrasts:
         if plan.moderators:
             lines += ["", *_strata_section(plan, frame, level)]
+    if mediation is not None:
+        records = manifest.get("mediation", [])
+        for plan, record in zip(experiment.mediation, records, strict=True):
+            lines += ["", *_mediation_section(plan, record, mediation.to_frame(), level)]
+    if evidence is not None:
+        lines += ["", *_evidence_section(evidence, level)]
     return "\n".join(lines).rstrip() + "\n"
+
+
+_FLAG_WORDS = {
+    "evidence_without_effect": "points at {factor}, whose effect interval covers zero",
+    "effect_without_evidence": "gives little weight to {factor}, although its effect is clearly non-zero",
+}
+
+
+def _evidence_section(evidence: EvidenceResult, level: str) -> list[str]:
+    """Evidence beside the effects, agreement scores, and plainly stated disagreements."""
+    links = evidence.links.to_frame()
+    agreement = evidence.links.agreement_frame()
+    record = evidence.record
+    lines = [
+        "## Evidence: attention, saliency and probes beside the effects",
+        "",
+        f"Read on {record['units']} units (integrated gradients: {record['baseline']} baseline, {record['steps']} steps"
+        + (f", largest completeness delta {record['completeness_max_abs_delta']:.2g}" if "completeness_max_abs_delta" in record else "")
+        + ")." + (" Attention was read with eager attention (the model is configured with "
+                  f"{record['attn_implementation']!r})." if record.get("switched_to_eager") else ""),
+        "Each factor is represented by its total-effect contrast with the largest |effect|; the evidence share is "
+        "the factor's part of the method's mean |evidence| across factors.",
+        "",
+        f"| method | factor | effect | {level} CI | evidence share | disagreement |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in links.itertuples():
+        label = row.method + (f" ({row.baseline})" if isinstance(row.baseline, str) else "")
+        flag = _FLAG_WORDS[row.flag].format(factor=row.factor) if isinstance(row.flag, str) else ""
+        lines.append(f"| {label} | {row.factor} | {_number(row.effect)} | [{_number(row.ci_low)}, {_number(row.ci_high)}] "
+                     f"| {row.evidence_share:.2f} | {flag} |")
+    lines += ["", "Does the evidence rank like the interventions? (Kendall's tau across factors; "
+                  "Spearman across units within a factor; bootstrap CIs)", "",
+              "| method | scope | statistic | estimate | CI |", "|---|---|---|---|---|"]
+    for row in agreement.itertuples():
+        label = row.method + (f" ({row.baseline})" if isinstance(row.baseline, str) else "")
+        scope = "factors" if row.scope == "factors" else f"units of {row.factor}"
+        lines.append(f"| {label} | {scope} | {row.statistic} | {row.estimate:+.2f} | [{row.ci_low:+.2f}, {row.ci_high:+.2f}] |")
+    flagged = links[links["flag"].notna()]
+    lines += [""]
+    if len(flagged):
+        lines.append("Where the evidence disagrees with the interventions:")
+        for row in flagged.itertuples():
+            label = row.method + (f" ({row.baseline})" if isinstance(row.baseline, str) else "")
+            lines.append(f"- {label} {_FLAG_WORDS[row.flag].format(factor=row.factor)} "
+                         f"(effect {_number(row.effect)}, evidence share {row.evidence_share:.2f}).")
+    else:
+        lines.append("No evidence method points at a factor without an effect, or misses a factor with one.")
+    if evidence.probes is not None:
+        probes = evidence.probes
+        best = probes.loc[probes.groupby(["factor", "position"], sort=False)["accuracy"].idxmax()]
+        lines += ["", "Linear probes (cross-validated; best layer per factor and position):", "",
+                  "| factor | position | best layer | accuracy | CI | majority baseline |", "|---|---|---|---|---|---|"]
+        lines += [f"| {row.factor} | {row.position} | {row.layer} | {row.accuracy:.2f} | [{row.ci_low:.2f}, {row.ci_high:.2f}] "
+                  f"| {row.majority_baseline:.2f} |" for row in best.itertuples()]
+    return lines
+
+
+_TOP_SITES = 10
+
+
+def _mediation_section(plan: MediationPlan, record: Mapping[str, Any], frame: pd.DataFrame, level: str) -> list[str]:
+    """The total effect and the sites that carry most of it, for one patching sweep."""
+    mine = frame[(frame["treatment"] == plan.treatment) & (frame["contrast"] == plan.contrast)
+                 & (frame["direction"] == plan.direction)]
+    headline = mine["method"].isin(["t", "exact"])
+    total = mine[headline & (mine["effect"] == "total")]
+    indirect = mine[headline & (mine["effect"] == "indirect")]
+    top = indirect.reindex(indirect["estimate"].abs().sort_values(ascending=False).index).head(_TOP_SITES)
+    lines = [
+        f"## Inside the model: {plan.treatment}, do({plan.treated.value}) vs do({plan.reference.value})",
+        "",
+        f"Activation patching ({plan.direction}: the "
+        + ("reference run receives the treated run's activation" if plan.direction == "noise"
+           else "treated run receives the reference run's activation")
+        + f") on {record['units']} units, {record['sites']} sites x {len(plan.positions)} positions. "
+        "The indirect effect through a site is the outcome change when only that site takes its "
+        "counterfactual value; p-values are Benjamini-Hochberg adjusted across the sweep.",
+        "",
+    ]
+    if len(total):
+        row = total.iloc[0]
+        lines += [f"Total effect on these units: {_number(row['estimate'])} {_interval(row)}.", ""]
+    if plan.method == "attribution":
+        agreement = record.get("rank_agreement", {})
+        lines += [f"Sites were screened by attribution patching and the top {record.get('verified')} verified "
+                  f"exactly; rank agreement (Spearman) between the approximation and the exact values: "
+                  f"{agreement.get('spearman', float('nan')):.2f} over {agreement.get('sites', 0)} sites.", ""]
+    lines += [
+        f"| site | position | indirect effect | {level} CI (t) | p adjusted |",
+        "|---|---|---|---|---|",
+        *(f"| {row['site']} | {row['position']} | {_number(row['estimate'])} | {_interval(row)} | {_p(row['p_adjusted'])} |"
+          for _, row in top.iterrows()),
+        "",
+        f"![layer x position heatmap]({record['heatmap']})",
+    ]
+    return lines
 
 
 _CORRECTION = {"holm": "Holm", "bh": "Benjamini-Hochberg"}

@@ -31,6 +31,7 @@ def test_public_names_are_pinned():
         "EffectTable",
         "estimate_paired_effects",
         "MEDIATION_COLUMNS",
+        "SITE_KEYS",
         "MediationEstimate",
         "MediationTable",
         "estimate_mediation",

@@ -66,6 +66,14 @@ MALFORMED = [
     ("inference.level", 1.5, "inference.level", "less than 1"),
     ("inference.correction", "bonferroni", "inference.correction", "bonferroni"),
     ("name", "my run/../etc", "name", "names the run folder"),
+    ("mediation.0.treatment", "insurence", "mediation[0].treatment", "did you mean 'insurance'"),
+    ("mediation.0.contrast", ["none", "gold"], "mediation[0].contrast", "'gold' is not a value of insurance"),
+    ("mediation.0.components", ["resid_mid"], "mediation[0].components[0]", "resid_mid"),
+    ("mediation.0.positions", ["factor:agee"], "mediation[0].positions", "did you mean 'age'"),
+    ("mediation.0.positions", ["middle"], "mediation[0].positions", "'middle' is not one of factor, last, all"),
+    ("mediation.0.direction", "sideways", "mediation[0].direction", "sideways"),
+    ("evidence.methods", ["attention", "lime"], "evidence.methods[1]", "lime"),
+    ("evidence.baseline", "zero", "evidence.baseline", "zero"),
 ]
 
 

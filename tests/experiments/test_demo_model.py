@@ -11,7 +11,7 @@ import pytest
 from experiments import load_experiment
 from experiments._demo_model import PLANTED_LOG_ODDS, referral_log_odds, resolve_model_path
 from experiments._runner import draw_units, realize_arms
-from interventions import ModelAdapter, ModelSpec, render_world
+from interventions import ModelAdapter, ModelSpec, integrated_gradients, render_world
 
 pytestmark = pytest.mark.slow
 
@@ -64,3 +64,16 @@ def test_every_factor_span_is_exact_under_the_demo_tokenizer(demo_model_path: Pa
                     assert not any(a < char_end and b > char_start and b > a for a, b in outside)
                     checked += 1
     assert checked == 40 * len(experiment.arms) * 5
+
+
+def test_integrated_gradients_is_complete_on_the_demo_model(demo_model_path: Path, example: Path) -> None:
+    """Attributions sum to f(x) - f(pad baseline) within 1% with enough steps."""
+    adapter = ModelAdapter.load(ModelSpec(str(demo_model_path)))
+    experiment = load_experiment(example, overrides={"sampling": {"units": 8}})
+    world = experiment.model.realize(draw_units(experiment))
+    texts = render_world(experiment.templates, world)
+    result = integrated_gradients(adapter, texts, list(experiment.graph.factors), experiment.outcome, n_steps=128)
+    completeness = result.completeness
+    gap = completeness["outcome"] - completeness["baseline_outcome"]
+    assert (gap.abs() > 0.1).all()
+    assert ((completeness["attribution_sum"] - gap).abs() <= 0.01 * gap.abs()).all()

@@ -12,8 +12,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from causal import EFFECT_COLUMNS
-from experiments import load_experiment
+from causal import EFFECT_COLUMNS, MEDIATION_COLUMNS
+from experiments import compile_config, load_experiment
+from experiments._config import MediationConfig
 from experiments._store import config_hash
 from interventions import ModelAdapter, ModelSpec
 
@@ -39,8 +40,13 @@ def run_folder(demo_cache: Path, example: Path, tmp_path_factory: pytest.TempPat
 
 def test_run_folder_holds_every_file_of_the_contract(run_folder: Path) -> None:
     names = {path.name for path in run_folder.iterdir()}
-    assert names == {"config.yaml", "manifest.json", "units.parquet", "outcomes.parquet", "effects.csv", "summary.md"}
+    assert names == {
+        "config.yaml", "manifest.json", "units.parquet", "outcomes.parquet", "effects.csv", "summary.md",
+        "mediation.parquet", "mediation_0_insurance.png", "evidence.parquet", "evidence_links.csv",
+        "evidence_agreement.csv", "probes.csv", "token_view.parquet", "token_view.html",
+    }
     assert tuple(pd.read_csv(run_folder / "effects.csv").columns) == EFFECT_COLUMNS
+    assert tuple(pd.read_parquet(run_folder / "mediation.parquet").columns) == MEDIATION_COLUMNS
 
 
 def test_tables_hold_every_unit_in_every_arm(run_folder: Path, example: Path) -> None:
@@ -54,7 +60,7 @@ def test_tables_hold_every_unit_in_every_arm(run_folder: Path, example: Path) ->
     assert not outcomes.duplicated(["unit_id", "arm"]).any()
     factual = outcomes[outcomes["arm"] == "factual"].set_index("unit_id")
     for row in units.itertuples():
-        assert getattr(row, "insurance__form") in factual.loc[row.unit_id, "text"]
+        assert row.insurance__form in factual.loc[row.unit_id, "text"]
 
 
 def test_manifest_reproduces_the_run(run_folder: Path, demo_model_path: Path) -> None:
@@ -91,12 +97,40 @@ def test_effects_recover_the_planted_mechanisms(run_folder: Path) -> None:
     assert effects.loc[tested, "p_adjusted"].ge(effects.loc[tested, "p_value"]).all()
 
 
+def test_mediation_through_the_factor_embedding_is_the_whole_effect(run_folder: Path) -> None:
+    """Patching resid_pre.0 at the insurance tokens swaps the whole input: its indirect effect is the total."""
+    mediation = pd.read_parquet(run_folder / "mediation.parquet")
+    t_rows = mediation[mediation["method"] == "t"]
+    total = t_rows[t_rows["effect"] == "total"].iloc[0]
+    embedding = t_rows[(t_rows["site"] == "resid_pre.0") & (t_rows["position"] == "factor") & (t_rows["effect"] == "indirect")]
+    assert embedding["estimate"].iloc[0] == pytest.approx(total["estimate"], abs=1e-5)
+    direct = t_rows[(t_rows["site"] == "resid_pre.0") & (t_rows["position"] == "factor") & (t_rows["effect"] == "direct")]
+    assert direct["estimate"].iloc[0] == pytest.approx(0.0, abs=1e-5)
+    assert total["estimate"] == pytest.approx(-1.5, abs=0.1)
+    heads = t_rows[(t_rows["component"] == "head") & (t_rows["effect"] == "indirect")]
+    assert set(heads["head"]) == {0, 1, 2, 3} and set(heads["layer"]) == {0, 1}
+
+
+def test_evidence_links_every_factor_with_an_effect(run_folder: Path) -> None:
+    links = pd.read_csv(run_folder / "evidence_links.csv")
+    assert set(links["factor"]) == {"insurance", "age", "sex", "weekday"}
+    assert set(links["method"]) == {"attention", "attention_rollout", "gradient_x_input", "integrated_gradients"}
+    first = links.groupby("method").head(1)
+    assert (first["factor"] == "insurance").all()
+    manifest = json.loads((run_folder / "manifest.json").read_text())
+    assert manifest["evidence"]["completeness_max_abs_delta"] < 0.05
+    assert "<script" not in (run_folder / "token_view.html").read_text()
+
+
 def test_summary_states_the_insurance_and_placebo_effects(run_folder: Path) -> None:
     summary = (run_folder / "summary.md").read_text()
     assert "| insurance | do(none) vs do(private) | total |" in summary
     assert "| weekday | do(weekend) vs do(weekday) | total |" in summary
     assert "weekday (weekend vs weekday): no declared path to decision, and the run agrees" in summary
     assert "## insurance: do(none) vs do(private), per stratum" in summary
+    assert "## Inside the model: insurance, do(none) vs do(private)" in summary
+    assert "![layer x position heatmap](mediation_0_insurance.png)" in summary
+    assert "## Evidence: attention, saliency and probes beside the effects" in summary
 
 
 def test_bad_config_exits_2_with_the_path_and_no_traceback(tmp_path: Path, example: Path, demo_cache: Path) -> None:
@@ -146,3 +180,39 @@ def test_exact_mode_on_the_demo_gives_the_planted_population_effects(demo_cache:
     assert ate.loc[("insurance", "none vs private", "total"), "estimate"] == pytest.approx(-1.5, abs=0.03)
     assert abs(ate.loc[("weekday", "weekend vs weekday", "total"), "estimate"]) < 0.01
     assert len(pd.read_parquet(tmp_path / "exact" / "units.parquet")) == 2 * 5 * 3 * 2 * 2 * 3 * 4 * 4 * 2
+
+
+def test_attribution_screen_then_exact_verification(demo_cache: Path, example: Path, tmp_path: Path) -> None:
+    """method: attribution screens every site, verifies the top ones exactly, and reports their rank agreement."""
+    from experiments import run_experiment
+
+    screen = {"treatment": "insurance", "contrast": ["none", "private"], "components": ["resid_pre", "head"],
+              "positions": ["factor", "last"], "method": "attribution", "verify_top": 6, "units": 16}
+    experiment = load_experiment(example, overrides={"sampling": {"units": 40}})
+    experiment = compile_config(experiment.config.model_copy(update={
+        "mediation": [MediationConfig(**screen)], "evidence": None}))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PARIBUS_CACHE_DIR", str(demo_cache))
+        result = run_experiment(experiment, out_dir=tmp_path / "screen")
+    mediation = pd.read_parquet(tmp_path / "screen" / "mediation.parquet")
+    approximate = mediation[(mediation["method"] == "attribution_t") & (mediation["effect"] == "indirect")]
+    exact = mediation[(mediation["method"] == "t") & (mediation["effect"] == "indirect")]
+    assert len(approximate) == (2 + 2 * 4) * 2
+    assert 0 < len(exact) <= len(approximate)
+    top = approximate.reindex(approximate["estimate"].abs().sort_values(ascending=False).index).head(6)
+    assert set(top["site"]) <= set(exact["site"])
+    record = result.manifest["mediation"][0]
+    assert record["verified"] == 6 and -1 <= record["rank_agreement"]["spearman"] <= 1
+
+
+def test_layer_beyond_the_model_names_the_field_and_keeps_the_effects(demo_cache: Path, example: Path, tmp_path: Path) -> None:
+    from experiments import ConfigError, run_experiment
+
+    experiment = load_experiment(example, overrides={"sampling": {"units": 10}})
+    bad = MediationConfig(treatment="insurance", contrast=["none", "private"], layers=[7])
+    experiment = compile_config(experiment.config.model_copy(update={"mediation": [bad], "evidence": None}))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PARIBUS_CACHE_DIR", str(demo_cache))
+        with pytest.raises(ConfigError, match=r"^mediation\[0\]\.layers: .*7"):
+            run_experiment(experiment, out_dir=tmp_path / "bad")
+    assert (tmp_path / "bad" / "effects.csv").exists()

@@ -1,0 +1,137 @@
+"""The mediation step of a run: activation-patching sweeps turned into mediation estimates."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from causal import SITE_KEYS, MediationTable, estimate_mediation
+from graphs import Units
+from interventions import (
+    AlignedPair,
+    PatchResult,
+    InterventionError,
+    ModelAdapter,
+    align,
+    attribution_effects,
+    evaluate_outcomes,
+    model_sites,
+    patch_effects,
+    render_world,
+)
+
+from experiments._compile import Experiment, MediationPlan
+from experiments._progress import Report, counting
+from experiments._units import subsample
+from experiments.errors import ConfigError
+
+@dataclass(frozen=True)
+class MediationOutcome:
+    """One sweep's estimates and what the manifest should record about it."""
+
+    table: MediationTable
+    record: dict[str, Any]
+
+
+def run_mediation(
+    experiment: Experiment,
+    plan: MediationPlan,
+    units: Units,
+    adapter: ModelAdapter,
+    *,
+    seed: int,
+    progress: Report | None = None,
+) -> MediationOutcome:
+    """Patch every site of the plan on a subsample of units and estimate indirect effects with intervals."""
+    chosen = subsample(units, plan.units, seed=seed)
+    pairs = _pairs(experiment, plan, units, chosen, adapter)
+    try:
+        sites = model_sites(adapter, plan.components, layers=plan.layers)
+    except InterventionError as error:
+        raise ConfigError(str(error), path=f"{plan.path}.layers") from None
+    inference = experiment.config.inference
+    options = dict(treatment=plan.treatment, contrast=plan.contrast, direction=plan.direction,
+                   level=inference.level, n_bootstrap=inference.bootstrap, seed=seed)
+    record: dict[str, Any] = {"treatment": plan.treatment, "contrast": plan.contrast, "direction": plan.direction,
+                              "method": plan.method, "units": len(chosen), "sites": len(sites),
+                              "positions": list(plan.positions)}
+    if plan.method == "exact":
+        advance = counting(progress, len(pairs) * len(sites) * len(plan.positions))
+        result = patch_effects(adapter, experiment.outcome, pairs, sites, plan.positions, progress=advance)
+        record["work"] = dict(result.work)
+        return MediationOutcome(estimate_mediation(_exact_per_unit(plan, result), **options), record)
+
+    screen = attribution_effects(adapter, experiment.outcome, pairs, sites, plan.positions)
+    destination = evaluate_outcomes(adapter, [pair.destination.text for pair in pairs], experiment.outcome)
+    source = evaluate_outcomes(adapter, [pair.source.text for pair in pairs], experiment.outcome)
+    per_unit = _per_unit(plan, screen, screen["estimate"].to_numpy(), destination, source)
+    approximate = estimate_mediation(per_unit, source="attribution", **options)
+    top = _top_sites(approximate, plan.verify_top)
+    verified_sites = [site for site in sites if site.name in set(top["site"])]
+    verified_positions = tuple(dict.fromkeys(top["position"]))
+    advance = counting(progress, len(pairs) * len(verified_sites) * len(verified_positions))
+    result = patch_effects(adapter, experiment.outcome, pairs, verified_sites, verified_positions, progress=advance)
+    exact = estimate_mediation(_exact_per_unit(plan, result), **options)
+    record.update(work=dict(result.work), verified=len(top), rank_agreement=_rank_agreement(approximate, exact, top))
+    return MediationOutcome(MediationTable.concat([approximate, exact]), record)
+
+
+def _pairs(
+    experiment: Experiment, plan: MediationPlan, units: Units, chosen: np.ndarray, adapter: ModelAdapter
+) -> list[AlignedPair]:
+    """Each chosen unit's receiving and source prompts, aligned position by position."""
+    model = experiment.model
+    treated = render_world(experiment.templates, model.realize(units, do={plan.treatment: plan.treated.value}))
+    reference = render_world(experiment.templates, model.realize(units, do={plan.treatment: plan.reference.value}))
+    templates = model.realize(units).templates
+    destination, source = (reference, treated) if plan.direction == "noise" else (treated, reference)
+    return [
+        align(destination[i], source[i], experiment.templates[int(templates[i])], adapter.tokenizer,
+              treatment=plan.treatment)
+        for i in chosen
+    ]
+
+
+def _per_unit(plan: MediationPlan, rows: pd.DataFrame, change: np.ndarray, destination: np.ndarray,
+              source: np.ndarray) -> pd.DataFrame:
+    """Total and indirect effect of each (unit, site, position), on the treated-minus-reference scale.
+
+    `change` is the patched minus the unpatched outcome of the receiving run, exact or approximated.
+    """
+    units = rows["unit"].to_numpy()
+    if plan.direction == "noise":
+        total, indirect = source[units] - destination[units], change
+    else:
+        total, indirect = destination[units] - source[units], -change
+    return rows[["unit", *SITE_KEYS]].assign(total=total, indirect=indirect)
+
+
+def _exact_per_unit(plan: MediationPlan, result: PatchResult) -> pd.DataFrame:
+    change = result.patched["outcome"].to_numpy() - result.destination[result.patched["unit"].to_numpy()]
+    return _per_unit(plan, result.patched, change, result.destination, result.source)
+
+
+def _top_sites(table: MediationTable, k: int) -> pd.DataFrame:
+    frame = table.to_frame()
+    indirect = frame[(frame["effect"] == "indirect") & (frame["method"] == "attribution_t")]
+    order = indirect["estimate"].abs().sort_values(ascending=False).index
+    return indirect.loc[order].head(k)
+
+
+def _rank_agreement(approximate: MediationTable, exact: MediationTable, top: pd.DataFrame) -> dict[str, float]:
+    """Spearman correlation between approximate and exact mean indirect effects over the verified sites."""
+    keys = ["site", "position"]
+    approx = approximate.to_frame()
+    approx = approx[(approx["effect"] == "indirect") & (approx["method"] == "attribution_t")]
+    checked = exact.to_frame()
+    checked = checked[(checked["effect"] == "indirect") & (checked["method"] == "t")]
+    merged = top[keys].merge(approx[[*keys, "estimate"]], on=keys).merge(
+        checked[[*keys, "estimate"]], on=keys, suffixes=("_approximate", "_exact"))
+    if len(merged) < 3:
+        return {"spearman": float("nan"), "sites": len(merged)}
+    rho = stats.spearmanr(merged["estimate_approximate"], merged["estimate_exact"]).statistic
+    return {"spearman": float(rho), "sites": len(merged)}
