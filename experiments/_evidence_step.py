@@ -62,8 +62,9 @@ def run_evidence(
     texts = {arm: _texts(experiment, world, chosen) for arm, world in worlds.items()}
     factual = texts[Arm(None, None)]
     positions = list(range(len(chosen)))
-    record: dict[str, Any] = {"units": len(chosen), "methods": sorted(methods), "baseline": config.baseline,
-                              "steps": config.steps, "factors": factors}
+    record: dict[str, Any] = {"units": len(chosen), "unit_ids": units.ids[chosen].tolist(), "weighted_draw": units.exact,
+                              "methods": sorted(methods), "baseline": config.baseline, "steps": config.steps,
+                              "factors": factors}
     frames = []
     if methods & {"attention", "attention_rollout"}:
         attention = attention_evidence(adapter, factual, factors, units=positions)

@@ -86,7 +86,9 @@ def _evidence_section(evidence: EvidenceResult, level: str) -> list[str]:
     lines = [
         "## Evidence: attention, saliency and probes beside the effects",
         "",
-        f"Read on {record['units']} units (integrated gradients: {record['baseline']} baseline, {record['steps']} steps"
+        ("Read on a probability-weighted draw of " if record["weighted_draw"] else "Read on the first ")
+        + f"{record['units']} units of the run (their unit_id in manifest.json; integrated gradients: "
+        f"{record['baseline']} baseline, {record['steps']} steps"
         + (f", largest completeness delta {record['completeness_max_abs_delta']:.2g}" if "completeness_max_abs_delta" in record else "")
         + ")." + (" Attention was read with eager attention (the model is configured with "
                   f"{record['attn_implementation']!r})." if record.get("switched_to_eager") else ""),
