@@ -163,6 +163,7 @@ def test_validate_accepts_the_example(example: Path, demo_cache: Path) -> None:
     done = paribus("validate", str(example), cache=demo_cache)
     assert done.returncode == 0
     assert "valid: triage-insurance: 5 factors" in done.stdout
+    assert "1 patching sweep(s), evidence on" in done.stdout
 
 
 def test_exact_mode_on_the_demo_gives_the_planted_population_effects(demo_cache: Path, example: Path, tmp_path: Path) -> None:
