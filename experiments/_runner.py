@@ -50,6 +50,23 @@ def run_experiment(
     store.write_manifest(manifest)
     clock = time.perf_counter()
 
+    try:
+        effects, mediation, evidence = _carry_out(experiment, store, manifest, progress)
+    except BaseException as error:
+        manifest.update(status="failed", error=f"{type(error).__name__}: {error}", finished_at=utc_now())
+        store.write_manifest(manifest)
+        raise
+    manifest.update(status="complete", finished_at=utc_now(), seconds=round(time.perf_counter() - clock, 3))
+    store.write_text("summary.md", render_summary(experiment, effects, manifest, mediation, evidence))
+    store.write_manifest(manifest)
+    return RunResult(folder=out_dir, effects=effects, manifest=manifest)
+
+
+def _carry_out(
+    experiment: Experiment, store: RunStore, manifest: dict[str, Any], progress: Progress | None
+) -> tuple[EffectTable, MediationTable | None, EvidenceResult | None]:
+    """Units, model outcomes, effects, then patching and evidence; each table is stored as soon as it exists."""
+    config = experiment.config
     units = draw_units(experiment)
     worlds = realize_arms(experiment, units)
     store.write_table("units.parquet", _units_frame(units, worlds[Arm(None, None)]))
@@ -74,10 +91,7 @@ def run_experiment(
 
     mediation = _mediation(experiment, units, adapter, store, manifest, progress)
     evidence = _evidence(experiment, units, worlds, effects, outcomes, adapter, store, manifest, progress)
-    manifest.update(status="complete", finished_at=utc_now(), seconds=round(time.perf_counter() - clock, 3))
-    store.write_text("summary.md", render_summary(experiment, effects, manifest, mediation, evidence))
-    store.write_manifest(manifest)
-    return RunResult(folder=out_dir, effects=effects, manifest=manifest)
+    return effects, mediation, evidence
 
 
 def _mediation(

@@ -217,3 +217,5 @@ def test_layer_beyond_the_model_names_the_field_and_keeps_the_effects(demo_cache
         with pytest.raises(ConfigError, match=r"^mediation\[0\]\.layers: .*7"):
             run_experiment(experiment, out_dir=tmp_path / "bad")
     assert (tmp_path / "bad" / "effects.csv").exists()
+    manifest = json.loads((tmp_path / "bad" / "manifest.json").read_text())
+    assert manifest["status"] == "failed" and "mediation[0].layers" in manifest["error"]
