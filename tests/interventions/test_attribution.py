@@ -15,8 +15,6 @@ from interventions import (
     ModelAdapter,
     ModelSpec,
     Site,
-    Template,
-    align,
     architecture_of,
     attribution_effects,
     model_sites,
@@ -25,24 +23,7 @@ from interventions import (
 from interventions._evaluate import _bind_outcome
 from interventions._hooks import site_hooks
 
-TEMPLATE = Template.parse(
-    "Patient: {age} year old {sex} with {insurance} insurance. Refer for CT? Answer:"
-)
-UNITS = [
-    ({"age": "67", "sex": "female", "insurance": "Medicaid"},
-     {"age": "67", "sex": "female", "insurance": "private"}),
-    ({"age": "24", "sex": "male", "insurance": "no"},
-     {"age": "31", "sex": "male", "insurance": "private"}),
-]
 POSITIONS = ["last", "factor", "all"]
-
-
-def pairs_for(adapter):
-    return [
-        align(TEMPLATE.render(dest), TEMPLATE.render(src), TEMPLATE, adapter.tokenizer,
-              treatment="insurance")
-        for dest, src in UNITS
-    ]
 
 
 def in_float64(adapter) -> ModelAdapter:
@@ -101,10 +82,10 @@ def directional_derivative(adapter, outcome, pair, site, position, step=1e-2) ->
 # Llama's RMSNorm computes in float32 whatever the model dtype, which limits the differences.
 @pytest.mark.parametrize("model, tolerance", [("gpt2", 1e-6), ("llama", 2e-4), ("neox", 1e-6),
                                               ("classifier", 1e-6)])
-def test_estimates_are_the_directional_derivative_of_the_patch(model, tolerance, request):
+def test_estimates_are_the_directional_derivative_of_the_patch(model, tolerance, request, patch_case):
     adapter = in_float64(request.getfixturevalue(model))
     outcome = LogitDiff(" yes", " no") if adapter.spec.task == "causal-lm" else ClassLogit("yes")
-    pairs = pairs_for(adapter)
+    pairs = patch_case.pairs(adapter)
     sites = [Site("resid_pre", 0), Site("attn_out", 1), Site("mlp_out", 0), Site("head", 1, 1),
              Site("resid_post", 1)]
     estimates = attribution_effects(adapter, outcome, pairs, sites, POSITIONS)
@@ -118,14 +99,14 @@ def test_estimates_are_the_directional_derivative_of_the_patch(model, tolerance,
     assert np.abs(expected).max() > 1e-2
 
 
-def test_unchanged_activations_get_zero_estimates(gpt2):
-    pairs = pairs_for(gpt2)
+def test_unchanged_activations_get_zero_estimates(gpt2, patch_case):
+    pairs = patch_case.pairs(gpt2)
     age = attribution_effects(gpt2, LogitDiff(" yes", " no"), pairs[:1],
                               model_sites(gpt2, ["resid_pre", "attn_out"]), ["factor:age"])
     assert (age["estimate"] == 0).all()  # unit 0 keeps its age, before the first change
 
 
-def test_estimates_rank_exact_effects_in_a_near_linear_model(tmp_path, gpt2):
+def test_estimates_rank_exact_effects_in_a_near_linear_model(tmp_path, gpt2, patch_case):
     """A planted regime: small weights keep the model near linear, so AtP ranks the sweep."""
     config = GPT2Config(vocab_size=len(gpt2.tokenizer), n_positions=64, n_embd=32, n_layer=2,
                         n_head=2, initializer_range=0.02)
@@ -134,7 +115,7 @@ def test_estimates_rank_exact_effects_in_a_near_linear_model(tmp_path, gpt2):
         GPT2LMHeadModel(config).save_pretrained(tmp_path)
     gpt2.tokenizer.save_pretrained(tmp_path)
     adapter = ModelAdapter.load(ModelSpec(str(tmp_path), device="cpu"))
-    outcome, pairs = LogitDiff(" yes", " no"), pairs_for(adapter)
+    outcome, pairs = LogitDiff(" yes", " no"), patch_case.pairs(adapter)
     sites = model_sites(adapter, ["resid_pre", "attn_out", "mlp_out", "head"])
     estimates = attribution_effects(adapter, outcome, pairs, sites, POSITIONS)
     exact = patch_effects(adapter, outcome, pairs, sites, POSITIONS)
@@ -142,10 +123,10 @@ def test_estimates_rank_exact_effects_in_a_near_linear_model(tmp_path, gpt2):
     assert stats.spearmanr(estimates["estimate"], change).statistic > 0.9
 
 
-def test_bad_requests_are_rejected(gpt2):
+def test_bad_requests_are_rejected(gpt2, patch_case):
     with pytest.raises(InterventionError, match=r"position 'middle' is not aligned"):
-        attribution_effects(gpt2, LogitDiff(" yes", " no"), pairs_for(gpt2),
+        attribution_effects(gpt2, LogitDiff(" yes", " no"), patch_case.pairs(gpt2),
                             [Site("resid_pre", 0)], ["middle"])
     with pytest.raises(InterventionError, match="must be sequences"):
-        attribution_effects(gpt2, LogitDiff(" yes", " no"), pairs_for(gpt2),
+        attribution_effects(gpt2, LogitDiff(" yes", " no"), patch_case.pairs(gpt2),
                             Site("resid_pre", 0), ["last"])

@@ -10,7 +10,6 @@ from interventions import (
     InterventionError,
     LogitDiff,
     Site,
-    Template,
     align,
     architecture_of,
     evaluate_outcomes,
@@ -20,17 +19,6 @@ from interventions import (
 from interventions._evaluate import _bind_outcome
 from interventions._hooks import site_hooks
 
-TEMPLATE = Template.parse(
-    "Patient: {age} year old {sex} with {insurance} insurance. Refer for CT? Answer:"
-)
-# (destination forms, source forms): Medicaid is several subword tokens, private one;
-# the second unit also changes age, and both of its texts have the same length.
-UNITS = [
-    ({"age": "67", "sex": "female", "insurance": "Medicaid"},
-     {"age": "67", "sex": "female", "insurance": "private"}),
-    ({"age": "24", "sex": "male", "insurance": "no"},
-     {"age": "31", "sex": "male", "insurance": "private"}),
-]
 CAUSAL = ["gpt2", "llama", "neox", "qwen2", "mistral"]
 CLASSIFIERS = ["classifier", "gpt2_classifier", "roberta", "distilbert"]
 POSITIONS = ["last", "factor", "all", "factor:age"]
@@ -39,14 +27,6 @@ COMPONENTS = ["resid_pre", "resid_post", "attn_out", "mlp_out", "head"]
 
 def outcome_for(adapter):
     return LogitDiff(" yes", " no") if adapter.spec.task == "causal-lm" else ClassLogit("yes")
-
-
-def pairs_for(adapter, units=UNITS):
-    return [
-        align(TEMPLATE.render(dest), TEMPLATE.render(src), TEMPLATE, adapter.tokenizer,
-              treatment="insurance")
-        for dest, src in units
-    ]
 
 
 def plain_loop(adapter, outcome, pairs, sites, positions) -> np.ndarray:
@@ -86,9 +66,9 @@ def plain_loop(adapter, outcome, pairs, sites, positions) -> np.ndarray:
 
 
 @pytest.mark.parametrize("model", CAUSAL + CLASSIFIERS)
-def test_engine_equals_the_plain_hook_loop_at_every_site_and_position(model, request):
+def test_engine_equals_the_plain_hook_loop_at_every_site_and_position(model, request, patch_case):
     adapter = request.getfixturevalue(model)
-    outcome, pairs = outcome_for(adapter), pairs_for(adapter)
+    outcome, pairs = outcome_for(adapter), patch_case.pairs(adapter)
     sites = model_sites(adapter, COMPONENTS)
     result = patch_effects(adapter, outcome, pairs, sites, POSITIONS)
     expected = plain_loop(adapter, outcome, pairs, sites, POSITIONS)
@@ -113,8 +93,8 @@ def test_engine_equals_the_plain_hook_loop_at_every_site_and_position(model, req
         (None, ContinuationLogProb(" no")),
     ],
 )
-def test_batch_size_and_multi_token_outcomes_change_nothing(gpt2, batch_size, outcome):
-    pairs = pairs_for(gpt2)
+def test_batch_size_and_multi_token_outcomes_change_nothing(gpt2, batch_size, outcome, patch_case):
+    pairs = patch_case.pairs(gpt2)
     sites = model_sites(gpt2, ["resid_pre", "attn_out", "head"])
     result = patch_effects(gpt2, outcome, pairs, sites, POSITIONS, batch_size=batch_size)
     expected = plain_loop(gpt2, outcome, pairs, sites, POSITIONS)
@@ -122,9 +102,9 @@ def test_batch_size_and_multi_token_outcomes_change_nothing(gpt2, batch_size, ou
 
 
 @pytest.mark.parametrize("model", CAUSAL + CLASSIFIERS)
-def test_patching_every_position_of_resid_pre_0_gives_the_source_outcome(model, request):
+def test_patching_every_position_of_resid_pre_0_gives_the_source_outcome(model, request, patch_case):
     adapter = request.getfixturevalue(model)
-    pairs = pairs_for(adapter, UNITS[1:])  # texts of equal token length
+    pairs = patch_case.pairs(adapter, patch_case.units[1:])  # texts of equal token length
     assert len(pairs[0].positions["all"]) == len(adapter.tokenizer(pairs[0].destination.text)[
         "input_ids"])
     result = patch_effects(adapter, outcome_for(adapter), pairs, [Site("resid_pre", 0)], ["all"])
@@ -133,35 +113,35 @@ def test_patching_every_position_of_resid_pre_0_gives_the_source_outcome(model, 
 
 
 @pytest.mark.parametrize("model", CAUSAL)
-def test_patching_the_last_residual_at_the_last_token_gives_the_source_outcome(model, request):
+def test_patching_the_last_residual_at_the_last_token_gives_the_source_outcome(model, request, patch_case):
     adapter = request.getfixturevalue(model)
-    pairs = pairs_for(adapter)  # unequal lengths too: only the read position matters
+    pairs = patch_case.pairs(adapter)  # unequal lengths too: only the read position matters
     last = Site("resid_post", architecture_of(adapter.model).n_layers - 1)
     result = patch_effects(adapter, outcome_for(adapter), pairs, [last], ["last"])
     np.testing.assert_allclose(result.patched["outcome"], result.source, atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize("model", ["gpt2", "llama", "classifier"])
-def test_unpatched_runs_match_evaluate_outcomes_and_equal_texts_change_nothing(model, request):
+def test_unpatched_runs_match_evaluate_outcomes_and_equal_texts_change_nothing(model, request, patch_case):
     adapter = request.getfixturevalue(model)
     outcome = outcome_for(adapter)
-    same = [(dest, dest) for dest, _ in UNITS]
-    pairs = pairs_for(adapter) + pairs_for(adapter, same)
+    same = [(dest, dest) for dest, _ in patch_case.units]
+    pairs = patch_case.pairs(adapter) + patch_case.pairs(adapter, same)
     sites = model_sites(adapter, COMPONENTS)
     result = patch_effects(adapter, outcome, pairs, sites, POSITIONS)
     destination = evaluate_outcomes(adapter, [pair.destination.text for pair in pairs], outcome)
     source = evaluate_outcomes(adapter, [pair.source.text for pair in pairs], outcome)
     np.testing.assert_allclose(result.destination, destination, atol=1e-5, rtol=0)
     np.testing.assert_allclose(result.source, source, atol=1e-5, rtol=0)
-    unchanged = result.patched[result.patched["unit"] >= len(UNITS)]
+    unchanged = result.patched[result.patched["unit"] >= len(patch_case.units)]
     expected = result.destination[unchanged["unit"]]
     np.testing.assert_allclose(unchanged["outcome"], expected, atol=1e-5, rtol=0)
     if adapter.spec.task == "causal-lm":
         assert result.work["patches_skipped_identical"] >= len(unchanged)
 
 
-def test_small_memory_budgets_split_units_and_stacks_without_changing_results(gpt2, monkeypatch):
-    pairs, outcome = pairs_for(gpt2), outcome_for(gpt2)
+def test_small_memory_budgets_split_units_and_stacks_without_changing_results(gpt2, monkeypatch, patch_case):
+    pairs, outcome = patch_case.pairs(gpt2), outcome_for(gpt2)
     sites = model_sites(gpt2, COMPONENTS)
     whole = patch_effects(gpt2, outcome, pairs, sites, POSITIONS)
     monkeypatch.setattr("interventions._sweep._CPU_BYTES", 1)  # one unit per chunk
@@ -173,8 +153,8 @@ def test_small_memory_budgets_split_units_and_stacks_without_changing_results(gp
     assert split.work["patches"] == whole.work["patches"]
 
 
-def test_work_counts_skips_and_progress(gpt2):
-    pairs = pairs_for(gpt2)
+def test_work_counts_skips_and_progress(gpt2, patch_case):
+    pairs = patch_case.pairs(gpt2)
     sites = model_sites(gpt2, ["resid_pre"])
     reported = []
     result = patch_effects(gpt2, outcome_for(gpt2), pairs, sites, ["factor:age", "last"],
@@ -191,8 +171,8 @@ def test_work_counts_skips_and_progress(gpt2):
     assert work["layer_forwards"] < plain_layers
 
 
-def test_a_factor_spanning_unequal_token_counts_patches_its_last_tokens(classifier):
-    (pair,) = pairs_for(classifier, UNITS[:1])
+def test_a_factor_spanning_unequal_token_counts_patches_its_last_tokens(classifier, patch_case):
+    (pair,) = patch_case.pairs(classifier, patch_case.units[:1])
     dest_tokens = classifier.tokenizer(pair.destination.text).tokens()
     src_tokens = classifier.tokenizer(pair.source.text).tokens()
     ((d, s),) = pair.positions["factor"]
@@ -203,8 +183,8 @@ def test_a_factor_spanning_unequal_token_counts_patches_its_last_tokens(classifi
     assert result.patched["outcome"].iloc[0] != pytest.approx(result.destination[0])
 
 
-def test_bad_requests_are_rejected_with_the_bad_value(gpt2, classifier):
-    pairs, outcome = pairs_for(gpt2), outcome_for(gpt2)
+def test_bad_requests_are_rejected_with_the_bad_value(gpt2, classifier, patch_case):
+    pairs, outcome = patch_case.pairs(gpt2), outcome_for(gpt2)
     site = [Site("resid_pre", 0)]
     with pytest.raises(InterventionError, match=r"'factor:weekday' is not aligned .*'all'"):
         patch_effects(gpt2, outcome, pairs, site, ["factor:weekday"])
@@ -222,30 +202,30 @@ def test_bad_requests_are_rejected_with_the_bad_value(gpt2, classifier):
         patch_effects(gpt2, outcome, pairs, site, ["last"], batch_size=0)
     with pytest.raises(InterventionError, match=r"pairs\[0\] is a tuple, not an AlignedPair"):
         patch_effects(gpt2, outcome, [("a", "b")], site, ["last"])
-    wrong_tokenizer = pairs_for(classifier)
+    wrong_tokenizer = patch_case.pairs(classifier)
     with pytest.raises(InterventionError, match=r"pairs\[0\] position .* model's own tokenizer"):
         patch_effects(gpt2, outcome, wrong_tokenizer, site, ["all"])
-    read_last = [align(pair.destination, pair.source, TEMPLATE, classifier.tokenizer,
+    read_last = [align(pair.destination, pair.source, patch_case.template, classifier.tokenizer,
                        treatment="insurance", decision="last") for pair in wrong_tokenizer]
     with pytest.raises(InterventionError, match=r"outcome at \(\(0, 0\),\) .* decision='first'"):
         patch_effects(classifier, ClassLogit("yes"), read_last, site, ["last"])
 
 
-def test_no_pairs_or_no_sites_give_empty_results(gpt2):
+def test_no_pairs_or_no_sites_give_empty_results(gpt2, patch_case):
     outcome = outcome_for(gpt2)
     empty = patch_effects(gpt2, outcome, [], [Site("resid_pre", 0)], ["last"])
     assert empty.destination.shape == (0,) and len(empty.patched) == 0
-    none = patch_effects(gpt2, outcome, pairs_for(gpt2), [], ["last"])
-    assert len(none.patched) == 0 and none.destination.shape == (len(UNITS),)
+    none = patch_effects(gpt2, outcome, patch_case.pairs(gpt2), [], ["last"])
+    assert len(none.patched) == 0 and none.destination.shape == (len(patch_case.units),)
 
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_engine_on_cuda_equals_the_plain_loop(gpt2_folder):
+def test_engine_on_cuda_equals_the_plain_loop(gpt2_folder, patch_case):
     from interventions import ModelAdapter, ModelSpec
 
     adapter = ModelAdapter.load(ModelSpec(str(gpt2_folder), device="cuda", dtype="float32"))
-    outcome, pairs = outcome_for(adapter), pairs_for(adapter)
+    outcome, pairs = outcome_for(adapter), patch_case.pairs(adapter)
     sites = model_sites(adapter, COMPONENTS)
     result = patch_effects(adapter, outcome, pairs, sites, POSITIONS)
     cpu = patch_effects(ModelAdapter.load(ModelSpec(str(gpt2_folder), device="cpu")), outcome,
