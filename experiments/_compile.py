@@ -43,14 +43,12 @@ class Arm:
 
 
 @dataclass(frozen=True)
-class ContrastPlan:
-    """One estimate to make: treated arm minus reference arm, overall and per moderator stratum."""
+class _TwoArms:
+    """A treated and a reference arm of one treatment; effects read treated minus reference."""
 
     treatment: str
     treated: Arm
     reference: Arm
-    estimand: str
-    moderators: tuple[str, ...]
 
     @property
     def contrast(self) -> str:
@@ -58,12 +56,17 @@ class ContrastPlan:
 
 
 @dataclass(frozen=True)
-class MediationPlan:
+class ContrastPlan(_TwoArms):
+    """One estimate to make: treated arm minus reference arm, overall and per moderator stratum."""
+
+    estimand: str
+    moderators: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class MediationPlan(_TwoArms):
     """A patching sweep: which contrast, which sites and positions, which run receives the patch."""
 
-    treatment: str
-    treated: Arm
-    reference: Arm
     components: tuple[str, ...]
     layers: tuple[int, ...] | None
     positions: tuple[str, ...]
@@ -72,10 +75,6 @@ class MediationPlan:
     verify_top: int
     units: int
     path: str
-
-    @property
-    def contrast(self) -> str:
-        return f"{self.treated.value} vs {self.reference.value}"
 
 
 @dataclass(frozen=True)
