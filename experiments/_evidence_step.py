@@ -59,7 +59,8 @@ def run_evidence(
     headline = "exact" if units.exact else "t"
     plans = _representative_plans(experiment, effects, headline)
     factors = list(plans)
-    texts = {arm: _texts(experiment, world, chosen) for arm, world in worlds.items()}
+    needed = [Arm(None, None), *(arm for plan in plans.values() for arm in (plan.treated, plan.reference))]
+    texts = {arm: _texts(experiment, worlds[arm], chosen) for arm in dict.fromkeys(needed)}
     factual = texts[Arm(None, None)]
     positions = list(range(len(chosen)))
     record: dict[str, Any] = {"units": len(chosen), "unit_ids": units.ids[chosen].tolist(), "weighted_draw": units.exact,

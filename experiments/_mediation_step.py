@@ -76,7 +76,7 @@ def run_mediation(
     advance = counting(progress, len(pairs) * len(verified_sites) * len(verified_positions))
     result = patch_effects(adapter, experiment.outcome, pairs, verified_sites, verified_positions, progress=advance)
     exact = estimate_mediation(_exact_per_unit(plan, result), **options)
-    record.update(work=dict(result.work), verified=len(top), rank_agreement=_rank_agreement(approximate, exact, top))
+    record.update(work=dict(result.work), verified=len(top), rank_agreement=_rank_agreement(exact, top))
     return MediationOutcome(MediationTable.concat([approximate, exact]), record)
 
 
@@ -85,12 +85,13 @@ def _pairs(
 ) -> list[AlignedPair]:
     """Each chosen unit's receiving and source prompts, aligned position by position."""
     model = experiment.model
-    treated = render_world(experiment.templates, model.realize(units, do={plan.treatment: plan.treated.value}))
+    treated_world = model.realize(units, do={plan.treatment: plan.treated.value})
+    treated = render_world(experiment.templates, treated_world)
     reference = render_world(experiment.templates, model.realize(units, do={plan.treatment: plan.reference.value}))
-    templates = model.realize(units).templates
     destination, source = (reference, treated) if plan.direction == "noise" else (treated, reference)
+    # The template variant is drawn from the unit's own noise, so it is the same in every arm.
     return [
-        align(destination[i], source[i], experiment.templates[int(templates[i])], adapter.tokenizer,
+        align(destination[i], source[i], experiment.templates[int(treated_world.templates[i])], adapter.tokenizer,
               treatment=plan.treatment)
         for i in chosen
     ]
@@ -115,22 +116,24 @@ def _exact_per_unit(plan: MediationPlan, result: PatchResult) -> pd.DataFrame:
     return _per_unit(plan, result.patched, change, result.destination, result.source)
 
 
-def _top_sites(table: MediationTable, k: int) -> pd.DataFrame:
+def _indirect(table: MediationTable, method: str) -> pd.DataFrame:
+    """The indirect-effect rows of one interval method."""
     frame = table.to_frame()
-    indirect = frame[(frame["effect"] == "indirect") & (frame["method"] == "attribution_t")]
+    return frame[(frame["effect"] == "indirect") & (frame["method"] == method)]
+
+
+def _top_sites(table: MediationTable, k: int) -> pd.DataFrame:
+    """The k approximate indirect effects largest in size."""
+    indirect = _indirect(table, "attribution_t")
     order = indirect["estimate"].abs().sort_values(ascending=False).index
     return indirect.loc[order].head(k)
 
 
-def _rank_agreement(approximate: MediationTable, exact: MediationTable, top: pd.DataFrame) -> dict[str, float]:
-    """Spearman correlation between approximate and exact mean indirect effects over the verified sites."""
+def _rank_agreement(exact: MediationTable, top: pd.DataFrame) -> dict[str, float]:
+    """Spearman correlation between approximate (`top`) and exact mean indirect effects over the verified sites."""
     keys = ["site", "position"]
-    approx = approximate.to_frame()
-    approx = approx[(approx["effect"] == "indirect") & (approx["method"] == "attribution_t")]
-    checked = exact.to_frame()
-    checked = checked[(checked["effect"] == "indirect") & (checked["method"] == "t")]
-    merged = top[keys].merge(approx[[*keys, "estimate"]], on=keys).merge(
-        checked[[*keys, "estimate"]], on=keys, suffixes=("_approximate", "_exact"))
+    merged = top[[*keys, "estimate"]].merge(
+        _indirect(exact, "t")[[*keys, "estimate"]], on=keys, suffixes=("_approximate", "_exact"))
     if len(merged) < 3:
         return {"spearman": float("nan"), "sites": len(merged)}
     rho = stats.spearmanr(merged["estimate_approximate"], merged["estimate_exact"]).statistic

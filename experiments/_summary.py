@@ -78,6 +78,11 @@ _FLAG_WORDS = {
 }
 
 
+def _method_label(row: Any) -> str:
+    """An evidence method with its baseline, when it has one: "integrated_gradients (pad)"."""
+    return row.method + (f" ({row.baseline})" if isinstance(row.baseline, str) else "")
+
+
 def _evidence_section(evidence: EvidenceResult, level: str) -> list[str]:
     """Evidence beside the effects, agreement scores, and plainly stated disagreements."""
     links = evidence.links.to_frame()
@@ -99,24 +104,21 @@ def _evidence_section(evidence: EvidenceResult, level: str) -> list[str]:
         "|---|---|---|---|---|---|",
     ]
     for row in links.itertuples():
-        label = row.method + (f" ({row.baseline})" if isinstance(row.baseline, str) else "")
         flag = _FLAG_WORDS[row.flag].format(factor=row.factor) if isinstance(row.flag, str) else ""
-        lines.append(f"| {label} | {row.factor} | {_number(row.effect)} | [{_number(row.ci_low)}, {_number(row.ci_high)}] "
+        lines.append(f"| {_method_label(row)} | {row.factor} | {_number(row.effect)} | [{_number(row.ci_low)}, {_number(row.ci_high)}] "
                      f"| {row.evidence_share:.2f} | {flag} |")
     lines += ["", "Does the evidence rank like the interventions? (Kendall's tau across factors; "
                   "Spearman across units within a factor; bootstrap CIs)", "",
               "| method | scope | statistic | estimate | CI |", "|---|---|---|---|---|"]
     for row in agreement.itertuples():
-        label = row.method + (f" ({row.baseline})" if isinstance(row.baseline, str) else "")
         scope = "factors" if row.scope == "factors" else f"units of {row.factor}"
-        lines.append(f"| {label} | {scope} | {row.statistic} | {row.estimate:+.2f} | [{row.ci_low:+.2f}, {row.ci_high:+.2f}] |")
+        lines.append(f"| {_method_label(row)} | {scope} | {row.statistic} | {row.estimate:+.2f} | [{row.ci_low:+.2f}, {row.ci_high:+.2f}] |")
     flagged = links[links["flag"].notna()]
     lines += [""]
     if len(flagged):
         lines.append("Where the evidence disagrees with the interventions:")
         for row in flagged.itertuples():
-            label = row.method + (f" ({row.baseline})" if isinstance(row.baseline, str) else "")
-            lines.append(f"- {label} {_FLAG_WORDS[row.flag].format(factor=row.factor)} "
+                lines.append(f"- {_method_label(row)} {_FLAG_WORDS[row.flag].format(factor=row.factor)} "
                          f"(effect {_number(row.effect)}, evidence share {row.evidence_share:.2f}).")
     else:
         lines.append("No evidence method points at a factor without an effect, or misses a factor with one.")
