@@ -138,7 +138,9 @@ def carry_out_documents(
     if refutations:
         store.write_table("refutations.csv", pd.concat(refutations, ignore_index=True))
         store.write_table("overlap.csv", pd.concat(overlap, ignore_index=True))
-    manifest["data"]["warnings"] = warnings
+    manifest["data"].update(warnings=warnings, refutations=[
+        {key: (None if isinstance(value, float) and math.isnan(value) else value) for key, value in record.items()}
+        for frame in refutations for record in frame.to_dict("records")])
     store.write_manifest(manifest)
     mediation = _mediation(experiment, documents.frame, counterfactuals, adapter, store, manifest, progress)
     return effects, mediation, None
