@@ -41,6 +41,11 @@ def test_public_names_are_pinned():
         "FactorLink",
         "RankAgreement",
         "link_evidence",
+        "REFUTATION_COLUMNS",
+        "OVERLAP_COLUMNS",
+        "ObservationalResult",
+        "estimate_observational",
+        "estimate_human_pairs",
         "adjust_p_values",
         "EstimationError",
     ]
