@@ -6,7 +6,7 @@ import difflib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from graphs import CausalGraph, Factor, GraphError, StructuralModel
 from interventions import (
@@ -18,6 +18,7 @@ from interventions import (
     LogitDiff,
     ModelSpec,
     Outcome,
+    RewriteRules,
     Template,
     TemplateError,
 )
@@ -25,9 +26,6 @@ from interventions import (
 from experiments._config import DataConfig, EffectConfig, ExperimentConfig, OutcomeConfig, parse_config
 from experiments._yaml import load_yaml
 from experiments.errors import ConfigError
-
-if TYPE_CHECKING:
-    from interventions import RewriteRules
 
 
 @dataclass(frozen=True)
@@ -240,12 +238,10 @@ def _resolve(path: str, base_dir: Path) -> Path:
 
 def _rules(name: str, source: str, config: ExperimentConfig, base_dir: Path) -> RewriteRules:
     """Load one factor's rewrite rules; the rules must know every value the factor declares."""
-    from interventions import RewriteRules
-
     builtin = source.startswith("builtin:")
     try:
         rules = RewriteRules.load(source if builtin else _resolve(source, base_dir), factor=name)
-    except (InterventionError, OSError) as error:
+    except InterventionError as error:
         raise ConfigError(str(error), path=f"rewrite.{name}") from None
     unknown = [value for value in config.factors[name].values if value not in rules.values]
     if unknown:
