@@ -42,13 +42,13 @@ def estimate_human_pairs(
     unlabelled = labels.index[labels.isna().any(axis=1)]
     if len(unlabelled):
         raise EstimationError(f"pairs must name the factor, source and target of every edit; "
-                              f"{len(unlabelled)} row(s) do not, first at index {unlabelled[0]!r}")
+                              f"{len(unlabelled)} row(s) do not, first at index {unlabelled.tolist()[0]!r}")
     labels = labels.astype(str)
     unchanged = labels.index[labels["source"] == labels["target"]]
     if len(unchanged):
         raise EstimationError(
             f"an edit must change its factor's value; {len(unchanged)} row(s) have source == target, first "
-            f"at index {unchanged[0]!r} ({labels.loc[unchanged[0], 'factor']}="
+            f"at index {unchanged.tolist()[0]!r} ({labels.loc[unchanged[0], 'factor']}="
             f"{labels.loc[unchanged[0], 'source']}); drop them")
     rows = []
     for (factor, source, target), group in pairs.groupby([labels["factor"], labels["source"], labels["target"]],

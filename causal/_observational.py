@@ -235,7 +235,7 @@ def _table(frame: pd.DataFrame, outcome_node: str, treatment: str, treated: str,
             raise EstimationError(
                 f"frame[{column!r}] must annotate every document of the contrast (it is in the "
                 f"adjustment set); {int(kept[column].isna().sum())} are missing, first at index "
-                f"{kept.index[kept[column].isna()][0]!r}")
+                f"{kept.index[kept[column].isna()].tolist()[0]!r}")
     try:
         values = kept[outcome].to_numpy(dtype=np.float64)
     except (TypeError, ValueError) as error:
@@ -243,9 +243,10 @@ def _table(frame: pd.DataFrame, outcome_node: str, treatment: str, treated: str,
     if not np.all(np.isfinite(values)):
         bad = kept.index[~np.isfinite(values)]
         raise EstimationError(f"frame[{outcome!r}] must be finite; {len(bad)} document(s) are not, "
-                              f"first at index {bad[0]!r}")
+                              f"first at index {bad.tolist()[0]!r}")
     factors = kept[list(adjustment)].astype(str).reset_index(drop=True)
-    dummies = pd.get_dummies(factors, prefix_sep="=", drop_first=True, dtype=np.float64)
+    dummies = (pd.get_dummies(factors, prefix_sep="=", drop_first=True, dtype=np.float64)
+               if adjustment else pd.DataFrame(index=factors.index))
     data = pd.concat([
         pd.DataFrame({treatment: (kept[treatment].astype(str) == treated).to_numpy(dtype=np.int64),
                       outcome_node: values}),
