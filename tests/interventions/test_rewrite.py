@@ -1,7 +1,7 @@
-"""Rewriting free text by rule files: matching, errors, the untouched text outside spans, alignment."""
+"""Rewriting free text by rules: matching, refusals, the text outside spans kept, alignment."""
 
 import pickle
-from itertools import product
+from itertools import pairwise, product
 from pathlib import Path
 
 import numpy as np
@@ -63,8 +63,11 @@ SEX = RewriteRules.load("builtin:sex", factor="sex")
          "Private insurance. Privately insured since 2019."),
         # a capitalised form matches only as written; its counterpart opens a sentence
         ("medicaid? No: Medicaid.", "public", "none", "medicaid? No: no insurance."),
-        ("Seen today. Medicaid covers it.", "public", "none", "Seen today. No insurance covers it."),
+        ("Seen today. Medicaid covers it.", "public", "none",
+         "Seen today. No insurance covers it."),
         # inside longer words and hyphenated words nothing matches
+        ("Non-Medicaid plans; on Medicaid now.", "public", "none",
+         "Non-Medicaid plans; uninsured now."),
         ("Uninsured-looking, uninsuredness aside, he is uninsured.", "none", "public",
          "Uninsured-looking, uninsuredness aside, he is on Medicaid."),
     ],
@@ -95,8 +98,8 @@ def test_a_builtin_lexicon_serves_any_factor_name():
     ("text", "source", "reason", "message"),
     [
         ("The patient is stable.", "female", "not_located",
-         r"sex: no form of any of the values \['female', 'male'\] appears in the text "
-         r"'The patient is stable.'"),
+         (r"sex: no form of any of the values \['female', 'male'\] appears in the text "
+          r"'The patient is stable.'")),
         ("He is stable.", "female", "value_mismatch",
          r"'He is stable.' is annotated 'female' but shows only forms of \['male'\]"),
         ("She is stable.", "woman", "unknown_value",
@@ -163,7 +166,8 @@ def test_a_rewrite_that_changes_text_outside_its_spans_is_refused():
          r"forms\[0\]\.when: 'after_noun' is not a condition"),
         ("values: [a, b]\nforms: [{a: x, b: y, when: before_noun}]\n",
          r"forms\[0\]\.a: 'x' is only in rows with `when`"),
-        ("values: [a, when]\nforms: [{a: x, when: y}]\n", r"'when' is the key of a row's condition"),
+        ("values: [a, when]\nforms: [{a: x, when: y}]\n",
+         r"'when' is the key of a row's condition"),
         ("factor: insurance\nvalues: [a, b]\nforms: [{a: x, b: y}]\n",
          r"factor: the rules are written for 'insurance', but were loaded for factor 'sex'"),
         ("values: [a, b]\nforms: [{a: x, b: y}]\nfunction_words: the\n",
@@ -222,7 +226,7 @@ def documents(pieces: list[str]) -> st.SearchStrategy[str]:
 
 def spans_in_order(text: RenderedText, factor: str) -> bool:
     spans = text.spans[factor]
-    return all(a < b <= c < d for (a, b), (c, d) in zip(spans, spans[1:])) and all(
+    return all(a < b <= c < d for (a, b), (c, d) in pairwise(spans)) and all(
         0 <= a < b <= len(text.text) for a, b in spans
     )
 
@@ -291,8 +295,8 @@ def test_a_rewrite_aligns_as_two_renders_of_one_template(tokenizer_name, request
 
 
 def test_patching_a_rewritten_pair_at_the_last_residual_gives_the_source_outcome(gpt2):
-    rewrite = SEX.rewrite("Patient: 67 year old woman with her own insurance. Refer for CT? Answer:",
-                          source="female", target="male")
+    text = "Patient: 67 year old woman with her own insurance. Refer for CT? Answer:"
+    rewrite = SEX.rewrite(text, source="female", target="male")
     pair = align(rewrite.rewritten, rewrite.original, shared_template(rewrite), gpt2.tokenizer,
                  treatment="sex")
     last = Site("resid_post", architecture_of(gpt2.model).n_layers - 1)
