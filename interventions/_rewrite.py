@@ -17,8 +17,9 @@ matches Capitalised, Title Case and UPPER CASE, and its counterpart takes the sa
 a form with a capital letter (a name, a title, "Medicaid") matches only as written, and a
 lower-case counterpart is capitalised at the start of a sentence. Where a form is in
 several rows of its value, the first row that applies gives its counterpart; a row with
-`when: before_noun` applies only where the form is followed by a word that is not in
-`function_words` (how "her arm" -> "his arm" but "saw her" -> "saw him"). Quote forms
+`when: before_noun` applies only where the form is followed, across spaces and at most
+one line break, by a word that is not in `function_words` (how "her arm" -> "his arm"
+but "saw her" -> "saw him"). Quote forms
 and values that YAML would read as booleans or numbers (yes, no, on, off, 65).
 `builtin:NAME` loads a lexicon shipped in interventions/lexicons (builtin:sex).
 """
@@ -39,7 +40,7 @@ from interventions.errors import InterventionError, RewriteError
 _FILE_KEYS = ("factor", "values", "forms", "function_words")
 _CONDITIONS = ("before_noun",)
 _WHEN = "when"
-_NEXT_WORD = re.compile(r"\s*(\w+)")
+_NEXT_WORD = re.compile(r"[^\S\n]*(?:\n[^\S\n]*)?(\w+)")  # a blank line ends it
 _SENTENCE_END = ".!?\n"
 
 
@@ -151,7 +152,7 @@ class RewriteRules:
                     f"{origin}: forms[{index}]: a row maps each value to its form, e.g. "
                     f"{{{', '.join(f'{v}: ...' for v in values)}}}; got {row!r}"
                 )
-        return cls(factor, values, tuple(rows), frozenset(words), origin)
+        return cls(factor, values, tuple(rows), function_words=frozenset(words), origin=origin)
 
     def locate(self, text: str) -> dict[str, tuple[tuple[int, int], ...]]:
         """Each value's character spans `[start, end)` in `text`, for every value of the rules."""
@@ -232,7 +233,7 @@ class RewriteRules:
         )
 
     def _before_noun(self, text: str, end: int) -> bool:
-        """Whether a word that is not a function word follows position `end` (spaces between)."""
+        """Whether a word that is not a function word follows `end` (no blank line between)."""
         following = _NEXT_WORD.match(text, end)
         return following is not None and following.group(1).lower() not in self.function_words
 

@@ -25,6 +25,7 @@ FEMALE_TO_MALE = [
     ("Seen with her, then discharged.", "Seen with him, then discharged."),
     ("Let her go home.", "Let him go home."),
     ("Her\ncough persists.", "His\ncough persists."),
+    ("We saw her\n\nPlan: rest.", "We saw him\n\nPlan: rest."),
     ("HER PAIN WOKE HER AT NIGHT.", "HIS PAIN WOKE HIM AT NIGHT."),
     ("Herbal tea helped her.", "Herbal tea helped him."),
     # nouns and possessives
