@@ -14,7 +14,6 @@ the data, because its estimators add columns to the frames they are handed.
 from __future__ import annotations
 
 import contextlib
-import logging
 import math
 import warnings
 from collections.abc import Iterator, Sequence
@@ -126,11 +125,11 @@ def estimate_observational(
         table = _table(frame, graph.outcome, treatment, treated, reference, outcome, adjustment)
         estimand_text = estimand.__str__(only_target_estimand=True)
         estimand.set_backdoor_variables(list(table.dummies))
-        overlap, propensity = _overlap(table)
-        notes += _overlap_warnings(overlap, propensity)
+        overlap = _overlap(table)
+        notes += _overlap_warnings(overlap)
         if "ipw" in settings.methods and not table.dummies:
-            notes.append("ipw left out: the adjustment set is empty, so there is nothing to weight "
-                         "for and the effect is the naive difference")
+            notes.append("ipw left out: no confounder varies among these documents (the adjustment set "
+                         "is empty or constant), so there is nothing to weight for")
         rows = [_naive(table, graph.outcome, treatment, label, level)]
         refutations = []
         for method in settings.methods:
@@ -202,7 +201,8 @@ def _check_contrast(frame: pd.DataFrame, graph: CausalGraph, treatment: str,
     return contrast[0], contrast[1]
 
 
-def _identify(graph: CausalGraph, treatment: str, annotated: tuple[str, ...], notes: list[str]):
+def _identify(graph: CausalGraph, treatment: str, annotated: tuple[str, ...],
+              notes: list[str]) -> tuple[Any, tuple[str, ...]]:
     """dowhy's backdoor estimand over the annotated factors, and its adjustment set."""
     from dowhy.causal_identifier import EstimandType, identify_effect_auto
 
@@ -257,7 +257,7 @@ def _table(frame: pd.DataFrame, outcome_node: str, treatment: str, treated: str,
     return _Table(data, treatment, tuple(dummies.columns), strata)
 
 
-def _overlap(table: _Table) -> tuple[pd.DataFrame, np.ndarray]:
+def _overlap(table: _Table) -> pd.DataFrame:
     """Per stratum: documents per arm and the range of the propensity model dowhy's ipw fits."""
     from sklearn.linear_model import LogisticRegression
 
@@ -274,10 +274,10 @@ def _overlap(table: _Table) -> tuple[pd.DataFrame, np.ndarray]:
         "propensity_min": grouped["propensity"].min(), "propensity_max": grouped["propensity"].max(),
     }).reset_index()
     overlap["supported"] = (overlap["n_treated"] > 0) & (overlap["n_reference"] > 0)
-    return overlap.astype({"n_treated": np.int64, "n_reference": np.int64})[list(OVERLAP_COLUMNS)], propensity
+    return overlap.astype({"n_treated": np.int64, "n_reference": np.int64})[list(OVERLAP_COLUMNS)]
 
 
-def _overlap_warnings(overlap: pd.DataFrame, propensity: np.ndarray) -> list[str]:
+def _overlap_warnings(overlap: pd.DataFrame) -> list[str]:
     notes = []
     for arm, column in (("treated", "n_treated"), ("reference", "n_reference")):
         empty = overlap.loc[overlap[column] == 0, "stratum"].tolist()
@@ -391,13 +391,11 @@ def _row(treatment: str, label: str, method: str, estimate: float, low: float, h
 
 @contextlib.contextmanager
 def _quiet_dowhy() -> Iterator[None]:
-    """Silence dowhy's routine log lines and warnings; the ones that matter become `warnings`."""
-    logger = logging.getLogger("dowhy")
-    previous = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        logger.setLevel(previous)
+    """Hide the deprecation warnings dowhy's own code raises (pandas 3 API changes).
+
+    Warnings raised elsewhere (e.g. sklearn's ConvergenceWarning) still surface. dowhy
+    logs through a NullHandler, so its log lines appear only where the caller asks.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", module=r"dowhy\.")
+        yield

@@ -235,3 +235,14 @@ def test_the_overlap_propensity_model_matches_the_one_dowhy_fits(table):
     expected = fitted.predict_proba([[0.0], [1.0]])[:, 1]
     result = _estimate(table, methods=("regression",), refuters=())
     assert result.overlap["propensity_max"].to_numpy() == pytest.approx(expected)
+
+
+def test_adjusted_intervals_cover_the_planted_effect_across_seeds_and_the_naive_one_does_not():
+    covered = {"naive": 0, "regression": 0, "ipw": 0}
+    seeds = range(30)
+    for seed in seeds:
+        result = _estimate(_confounded(300, seed=100 + seed), refuters=())
+        for row in result.effects.estimates:
+            covered[row.method] += row.ci_low < EFFECT < row.ci_high
+    assert covered["regression"] >= 25 and covered["ipw"] >= 26
+    assert covered["naive"] <= 3
