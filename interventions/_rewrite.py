@@ -42,6 +42,7 @@ _CONDITIONS = ("before_noun",)
 _WHEN = "when"
 _NEXT_WORD = re.compile(r"[^\S\n]*(?:\n[^\S\n]*)?(\w+)")  # a blank line ends it
 _SENTENCE_END = ".!?\n"
+_WORD = re.compile(r"\w")
 
 
 class _Match(NamedTuple):
@@ -374,15 +375,38 @@ def _variants(form: str) -> tuple[str, ...]:
 
 
 def _compile(surfaces: Mapping[str, tuple[str, str]]) -> re.Pattern[str]:
-    """One pattern for every spelling, longest first, bounded where a spelling starts or
-    ends with a word character, any whitespace between its words."""
-    alternatives = []
-    for surface in sorted(surfaces, key=lambda text: (-len(text), text)):
-        body = r"\s+".join(re.escape(word) for word in surface.split(" "))
-        head = r"(?<![\w-])" if re.match(r"\w", surface[0]) else ""
-        tail = r"(?![\w-])" if re.match(r"\w", surface[-1]) else ""
-        alternatives.append(head + body + tail)
-    return re.compile("|".join(alternatives))
+    """One pattern for every spelling, bounded where a spelling starts or ends with a word
+    character, any whitespace between its words.
+
+    The spellings form a trie, so matching costs time in the text's length, not in the
+    number of spellings; a spelling's continuations are tried before it ends, so the
+    longest spelling at a position wins.
+    """
+    words = [surface for surface in surfaces if _WORD.match(surface)]
+    others = [surface for surface in surfaces if not _WORD.match(surface)]
+    branches = [r"(?<![\w-])" + _trie(words)] if words else []
+    return re.compile("|".join(branches + ([_trie(others)] if others else [])))
+
+
+def _trie(spellings: list[str]) -> str:
+    root: dict[str, Any] = {}
+    for spelling in spellings:
+        node = root
+        for char in spelling:
+            node = node.setdefault(char, {})
+        node[""] = spelling  # the key "" marks where a spelling ends
+    return _branches(root)
+
+
+def _branches(node: dict[str, Any]) -> str:
+    branches = [
+        (r"\s+" if char == " " else re.escape(char)) + _branches(child)
+        for char, child in node.items()
+        if char
+    ]
+    if "" in node:
+        branches.append(r"(?![\w-])" if _WORD.match(node[""][-1]) else "")
+    return branches[0] if len(branches) == 1 else "(?:" + "|".join(branches) + ")"
 
 
 def _cased(form: str, matched: str, written: str, sentence_start: bool) -> str:

@@ -1,6 +1,7 @@
 """Rewriting free text by rules: matching, refusals, the text outside spans kept, alignment."""
 
 import pickle
+import re
 from itertools import pairwise, product
 from pathlib import Path
 
@@ -236,9 +237,35 @@ def outside(text: RenderedText, factor: str) -> list[str]:
     return [text.text[edges[i]:edges[i + 1]] for i in range(0, len(edges), 2)]
 
 
+def spellings(form: str) -> set[str]:
+    """The spellings the module docstring promises for a form."""
+    if form != form.lower():
+        return {form}
+    words = form.split()
+    return {form, form[0].upper() + form[1:], " ".join(w[0].upper() + w[1:] for w in words),
+            form.upper()}
+
+
+def reference_locate(rules: RewriteRules, text: str) -> dict[str, tuple[tuple[int, int], ...]]:
+    """locate() as the docstring states it: one plain alternative per spelling, longest first."""
+    value_of = {spelling: value for row in rules.forms for value in rules.values
+                for spelling in spellings(row[value])}
+    alternatives = [
+        (r"(?<![\w-])" if spelling[0].isalnum() else "")
+        + r"\s+".join(map(re.escape, spelling.split()))
+        + (r"(?![\w-])" if spelling[-1].isalnum() else "")
+        for spelling in sorted(value_of, key=len, reverse=True)
+    ]
+    found: dict[str, list[tuple[int, int]]] = {value: [] for value in rules.values}
+    for match in re.finditer("|".join(alternatives), text):
+        found[value_of[" ".join(match.group().split())]].append(match.span())
+    return {value: tuple(spans) for value, spans in found.items()}
+
+
 def check_every_direction(rules: RewriteRules, text: str) -> None:
     """The property: a rewrite changes only its recorded spans, or is refused for a reason."""
     located = rules.locate(text)
+    assert located == reference_locate(rules, text)
     for source, target in product(rules.values, repeat=2):
         try:
             rewrite = rules.rewrite(text, source=source, target=target)
