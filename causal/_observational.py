@@ -49,9 +49,12 @@ class ObservationalResult:
     `effects` holds analysis "observational" rows: "naive" (difference of means, Welch
     interval), then each requested method ("regression": dowhy's OLS interval; "ipw":
     dowhy's weighted estimate with a conservative sandwich interval). `refutations`
-    has columns `REFUTATION_COLUMNS`, `overlap` has `OVERLAP_COLUMNS` (one row per
-    stratum of the adjustment set), `warnings` says where the estimates rest on
-    extrapolation or on the graph's assumptions.
+    has columns `REFUTATION_COLUMNS`: per method and refuter, the estimate, the mean
+    effect over the refuter's simulations (near 0 for a placebo treatment, near the
+    estimate otherwise) and dowhy's p-value for that comparison (below 100 simulations
+    a one-sided normal test; a small p-value is a failed refutation). `overlap` has
+    `OVERLAP_COLUMNS` (one row per stratum of the adjustment set), `warnings` says where
+    the estimates rest on extrapolation or on the graph's assumptions.
     """
 
     treatment: str

@@ -8,7 +8,11 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 
 from causal import (
-    EFFECT_COLUMNS, OVERLAP_COLUMNS, REFUTATION_COLUMNS, EstimationError, ObservationalResult,
+    EFFECT_COLUMNS,
+    OVERLAP_COLUMNS,
+    REFUTATION_COLUMNS,
+    EstimationError,
+    ObservationalResult,
     estimate_observational,
 )
 from graphs import CausalGraph
