@@ -10,17 +10,17 @@ A rule file (YAML) says the same thing in each value of one factor:
     function_words: [the, to]  # optional; words that do not start a noun phrase
 
 Every row names a form for every value; a form belongs to one value only. A form is
-found as a whole word or phrase (letters, digits, `_` and `-` around it end a match, so
-hyphenated words are left alone; an apostrophe does not, so "woman's" is "woman" + "'s"),
-any run of whitespace between its words, longest form first. A form in lower case also
-matches Capitalised, Title Case and UPPER CASE, and its counterpart takes the same case;
-a form with a capital letter (a name, a title, "Medicaid") matches only as written, and a
-lower-case counterpart is capitalised at the start of a sentence. Where a form is in
-several rows of its value, the first row that applies gives its counterpart; a row with
-`when: before_noun` applies only where the form is followed, across spaces and at most
-one line break, by a word that is not in `function_words` (how "her arm" -> "his arm"
-but "saw her" -> "saw him"). Quote forms
-and values that YAML would read as booleans or numbers (yes, no, on, off, 65).
+found only as a whole word or phrase: a letter, digit, `_` or `-` right before or after
+it blocks the match (hyphenated words are left alone), an apostrophe does not ("woman's"
+is "woman" + "'s"); any run of whitespace may stand between its words; the longest form
+wins. A form in lower case also matches Capitalised, Title Case and UPPER CASE, and its
+counterpart takes the same case; a form with a capital letter (a name, a title,
+"Medicaid") matches only as written, and a lower-case counterpart of it is capitalised
+at the start of a sentence. Where a form is in several rows of its value, the first row
+that applies gives its counterpart; a row with `when: before_noun` applies only where
+the form is followed, across spaces and at most one line break, by a word that is not
+in `function_words` (how "her arm" -> "his arm" but "saw her" -> "saw him"). Quote
+forms and values that YAML would read as booleans or numbers (yes, no, on, off, 65).
 `builtin:NAME` loads a lexicon shipped in interventions/lexicons (builtin:sex).
 """
 
@@ -166,7 +166,8 @@ class RewriteRules:
         """do(factor=target) of `text`, a document annotated factor=source.
 
         Every form of `source` is replaced by its counterpart in `target`; nothing else
-        changes. Raises RewriteError: `unknown_value` (a value the rules do not know),
+        changes (forms of other values stay: they are about someone else, "she told him").
+        Raises RewriteError: `unknown_value` (a value the rules do not know),
         `not_located` (no form of any value appears), `value_mismatch` (only forms of
         other values appear: the annotation disagrees with the text).
         """
