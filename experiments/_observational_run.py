@@ -124,7 +124,7 @@ def carry_out_documents(
         tables += [observed.effects, EffectTable((confounding_gap(observed.effects, same),))]
         refutations.append(observed.refutations)
         overlap.append(observed.overlap)
-        warnings += list(observed.warnings)
+        warnings += [f"{contrast.treatment} ({contrast.contrast}): {warning}" for warning in observed.warnings]
         if report is not None:
             report(1)
     if human is not None:
