@@ -250,3 +250,15 @@ def test_adjusted_intervals_cover_the_planted_effect_across_seeds_and_the_naive_
             covered[row.method] += row.ci_low < EFFECT < row.ci_high
     assert covered["regression"] >= 25 and covered["ipw"] >= 26
     assert covered["naive"] <= 3
+
+
+def test_strata_of_two_confounders_are_their_joint_values():
+    graph = CausalGraph.from_edges(["age", "sex", "insurance"], "decision", [
+        "age -> insurance", "sex -> insurance", "age -> decision", "sex -> decision", "insurance -> decision"])
+    frame = _confounded(400, seed=6)
+    result = estimate_observational(frame, graph=graph, treatment="insurance", contrast=("none", "private"),
+                                    refuters=())
+    assert result.adjustment_set == ("age", "sex")
+    assert result.overlap["stratum"].tolist() == [
+        "age=old, sex=female", "age=old, sex=male", "age=young, sex=female", "age=young, sex=male"]
+    assert result.overlap[["n_treated", "n_reference"]].to_numpy().sum() == result.effects.estimates[0].n_units
