@@ -13,7 +13,7 @@ RewriteReason = Literal["not_located", "value_mismatch", "outside_spans", "unkno
 
 
 class InterventionError(ValueError):
-    """Invalid input to text rendering, model loading or outcome evaluation."""
+    """Invalid input to text rendering or rewriting, model loading or outcome evaluation."""
 
 
 class TemplateError(InterventionError):
