@@ -53,6 +53,7 @@ from experiments._mediation_step import _exact_per_unit
 from experiments._progress import Progress, counting, stage
 from experiments._runner import _load_model, _model_evaluator
 from experiments._store import RunStore
+from experiments.errors import ConfigError
 
 REWRITE_COLUMNS = ("doc_id", "factor", "source", "target", "status", "reason", "original_spans", "rewritten_spans")
 
@@ -103,30 +104,9 @@ def carry_out_documents(
     outcomes["outcome"] = scores[: len(outcomes)]
     store.write_table("outcomes.parquet", outcomes)
 
-    tables, refutations, overlap, warnings = [], [], [], []
     factual = outcomes[outcomes["arm"] == "factual"].set_index("doc_id")["outcome"]
-    report = counting(stage(progress, "observational estimates (dowhy)"), len(experiment.contrasts))
-    for index, contrast in enumerate(experiment.contrasts):
-        paired = _paired(contrast, documents.frame, outcomes)
-        interventional = _interventional(experiment, contrast, paired, index)
-        tables.append(interventional)
-        if contrast.estimand != "total":
-            warnings.append(f"{contrast.treatment} ({contrast.contrast}): the rewrite gives the direct effect; "
-                            "dowhy's backdoor estimate is a total effect, so no observational estimate is made")
-            continue
-        observed = estimate_observational(
-            documents.frame[list(plan.config.factors)].assign(outcome=factual.loc[documents.frame["doc_id"]].to_numpy()),
-            graph=experiment.graph, treatment=contrast.treatment, contrast=(contrast.treated.value, contrast.reference.value),
-            level=config.inference.level, seed=_seed(config.sampling.seed, 3_000 + index),
-        )
-        in_groups = paired[paired["source"].isin([contrast.treated.value, contrast.reference.value])]
-        same = _interventional(experiment, contrast, in_groups, index)
-        tables += [observed.effects, EffectTable((confounding_gap(observed.effects, same),))]
-        refutations.append(observed.refutations)
-        overlap.append(observed.overlap)
-        warnings += [f"{contrast.treatment} ({contrast.contrast}): {warning}" for warning in observed.warnings]
-        if report is not None:
-            report(1)
+    estimates = _contrast_estimates(experiment, documents.frame, outcomes, factual, progress)
+    tables = list(estimates.tables)
     if human is not None:
         difference = scores[len(outcomes):] - factual.loc[human["original_id"]].to_numpy()
         tables.append(estimate_human_pairs(
@@ -135,15 +115,63 @@ def carry_out_documents(
             seed=_seed(config.sampling.seed, 4_000)))
     effects = EffectTable.concat(tables).corrected(config.inference.correction)
     store.write_table("effects.csv", effects.to_frame())
-    if refutations:
-        store.write_table("refutations.csv", pd.concat(refutations, ignore_index=True))
-        store.write_table("overlap.csv", pd.concat(overlap, ignore_index=True))
-    manifest["data"].update(warnings=warnings, refutations=[
+    if estimates.refutations is not None:
+        store.write_table("refutations.csv", estimates.refutations)
+        store.write_table("overlap.csv", estimates.overlap)
+    refutations = [] if estimates.refutations is None else estimates.refutations.to_dict("records")
+    manifest["data"].update(warnings=list(estimates.warnings), refutations=[
         {key: (None if isinstance(value, float) and math.isnan(value) else value) for key, value in record.items()}
-        for frame in refutations for record in frame.to_dict("records")])
+        for record in refutations])
     store.write_manifest(manifest)
     mediation = _mediation(experiment, documents.frame, counterfactuals, adapter, store, manifest, progress)
     return effects, mediation, None
+
+
+@dataclass(frozen=True)
+class _Estimates:
+    """Interventional, observational and gap rows of every contrast, with dowhy's refutations and overlap."""
+
+    tables: tuple[EffectTable, ...]
+    refutations: pd.DataFrame | None
+    overlap: pd.DataFrame | None
+    warnings: tuple[str, ...]
+
+
+def _contrast_estimates(
+    experiment: Experiment, documents: pd.DataFrame, outcomes: pd.DataFrame, factual: pd.Series,
+    progress: Progress | None,
+) -> _Estimates:
+    """For each contrast: paired effects of the rewrites; for total effects also dowhy's and the confounding gap."""
+    config = experiment.config
+    observed = documents[list(experiment.data.config.factors)].assign(
+        outcome=factual.loc[documents["doc_id"]].to_numpy())
+    tables, refutations, overlap, warnings = [], [], [], []
+    report = counting(stage(progress, "observational estimates (dowhy)"), len(experiment.contrasts))
+    for index, contrast in enumerate(experiment.contrasts):
+        paired = _paired(contrast, documents, outcomes)
+        tables.append(_interventional(experiment, contrast, paired, index, contrast.moderators))
+        name = f"{contrast.treatment} ({contrast.contrast})"
+        if contrast.estimand != "total":
+            warnings.append(f"{name}: the rewrite gives the direct effect; dowhy's backdoor estimate is a total "
+                            "effect, so no observational estimate is made")
+        else:
+            result = estimate_observational(
+                observed, graph=experiment.graph, treatment=contrast.treatment,
+                contrast=(contrast.treated.value, contrast.reference.value), level=config.inference.level,
+                seed=_seed(config.sampling.seed, 3_000 + index))
+            in_groups = paired[paired["source"].isin([contrast.treated.value, contrast.reference.value])]
+            same = _interventional(experiment, contrast, in_groups, index, ())
+            tables += [result.effects, EffectTable((confounding_gap(result.effects, same),))]
+            refutations.append(result.refutations)
+            overlap.append(result.overlap.assign(treatment=contrast.treatment, contrast=contrast.contrast))
+            warnings += [f"{name}: {warning}" for warning in result.warnings]
+        if report is not None:
+            report(1)
+    if not refutations:
+        return _Estimates(tuple(tables), None, None, tuple(warnings))
+    frame = pd.concat(overlap, ignore_index=True)
+    return _Estimates(tuple(tables), pd.concat(refutations, ignore_index=True),
+                      frame[["treatment", "contrast", *frame.columns[:-2]]], tuple(warnings))
 
 
 def rewrite_documents(experiment: Experiment, documents: pd.DataFrame) -> Counterfactuals:
@@ -246,11 +274,18 @@ def _paired(contrast: ContrastPlan, documents: pd.DataFrame, outcomes: pd.DataFr
     return frame.reset_index()
 
 
-def _interventional(experiment: Experiment, contrast: ContrastPlan, paired: pd.DataFrame, index: int) -> EffectTable:
+def _interventional(
+    experiment: Experiment, contrast: ContrastPlan, paired: pd.DataFrame, index: int, moderators: tuple[str, ...]
+) -> EffectTable:
+    """Paired effects of one contrast over the given documents; an error when none has both rewrites."""
     config = experiment.config
+    if paired.empty:
+        raise ConfigError(f"no document could be rewritten to both {contrast.treated.value} and "
+                          f"{contrast.reference.value}; rewrites.parquet in the run folder says why for each",
+                          path=f"rewrite.{contrast.treatment}")
     return estimate_paired_effects(
         paired, treatment=contrast.treatment, contrast=contrast.contrast, estimand=contrast.estimand,
-        moderators=contrast.moderators, level=config.inference.level, n_bootstrap=config.inference.bootstrap,
+        moderators=moderators, level=config.inference.level, n_bootstrap=config.inference.bootstrap,
         seed=_seed(config.sampling.seed, index),
     )
 
@@ -303,6 +338,9 @@ def _patch_pairs(
     usable = [row for row in range(len(documents))
               if counterfactuals.texts[(plan.treatment, plan.treated.value)][row] is not None
               and counterfactuals.texts[(plan.treatment, plan.reference.value)][row] is not None]
+    if not usable:
+        raise ConfigError(f"no document could be rewritten to both {plan.treated.value} and {plan.reference.value}, "
+                          "so there is nothing to patch", path=f"{plan.path}.contrast")
     rng = np.random.default_rng(seed)
     chosen = sorted(rng.choice(usable, size=min(plan.units, len(usable)), replace=False).tolist())
     suffix = experiment.data.config.suffix
