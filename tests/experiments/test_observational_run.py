@@ -10,6 +10,7 @@ age (the declared graph's backdoor set) removes the bias.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -76,6 +77,32 @@ def test_the_shipped_example_validates_and_counts_its_bad_rows() -> None:
     assert result.exit_code == 0, result.output
     assert "363 of 367 documents kept (dropped: 1 empty_text, 1 unannotated, 1 unknown_value, 1 duplicate_id)" in result.output
     assert "30 of 31 human pairs kept (dropped: 1 unknown_original)" in result.output
+
+
+def test_an_all_bad_dataset_stops_the_run_before_the_model_loads_and_says_why(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from experiments.cli import app
+
+    (tmp_path / "rules.yaml").write_text(RULES, encoding="utf-8")
+    pd.DataFrame({"note": ["Patient with private insurance.", ""], "ins": ["gold", "none"]}).to_csv(
+        tmp_path / "notes.csv", index=False)
+    config = {
+        "name": "bad", "model": {"id": "builtin:triage-demo"},
+        "outcome": {"type": "logit_diff", "answers": {"positive": " yes", "negative": " no"}},
+        "data": {"path": "notes.csv", "text": "note", "factors": {"insurance": "ins"}},
+        "rewrite": {"insurance": "rules.yaml"}, "factors": {"insurance": {"values": ["private", "public", "none"]}},
+        "graph": {"edges": ["insurance -> decision"]}, "effects": [{"treatment": "insurance"}],
+    }
+    (tmp_path / "bad.yaml").write_text(json.dumps(config), encoding="utf-8")
+    message = ("data: no usable row among 2: 1 row(s) unknown value in column 'ins' (ids '0'; values ['gold']); "
+               "1 row(s) empty text in column 'note' (ids '1')")
+    validated = CliRunner().invoke(app, ["validate", str(tmp_path / "bad.yaml")])
+    assert validated.exit_code == 2 and message in " ".join(validated.output.split())
+    with pytest.raises(ValueError, match=re.escape(message)):
+        run_experiment(load_experiment(tmp_path / "bad.yaml"), out_dir=tmp_path / "run")
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["status"] == "failed" and "model_fingerprint" not in manifest
 
 
 def _corpus(folder: Path, n_units: int, seed: int) -> pd.DataFrame:
