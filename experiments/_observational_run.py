@@ -222,8 +222,9 @@ def confounding_gap(observational: EffectTable, interventional: EffectTable) -> 
     )
 
 
-def rewritten_pair(treated: RenderedText, reference: RenderedText, factor: str, suffix: str = "") -> tuple[
-        RenderedText, RenderedText, Template]:
+def rewritten_pair(
+    treated: RenderedText, reference: RenderedText, factor: str, suffix: str = ""
+) -> tuple[RenderedText, RenderedText, Template]:
     """Two texts of one document that differ only inside `factor`'s spans, as renders of one template.
 
     The template's literals are the text between the spans (equal in both texts, as
