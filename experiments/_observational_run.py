@@ -46,7 +46,7 @@ from interventions import (
     patch_effects,
 )
 
-from experiments._compile import ContrastPlan, Experiment, MediationPlan
+from experiments._compile import Arm, ContrastPlan, Experiment, MediationPlan
 from experiments._dataset import DROP_COLUMNS, load_documents, load_pairs
 from experiments._heatmap import mediation_heatmap
 from experiments._mediation_step import _exact_per_unit
@@ -260,7 +260,7 @@ def _arm_frame(experiment: Experiment, documents: pd.DataFrame, counterfactuals:
     """One row per (document, arm) with a text: the factual document, then each available counterfactual."""
     frames = [pd.DataFrame({"doc_id": documents["doc_id"], "arm": "factual", "text": documents["text"]})]
     for (factor, target), texts in counterfactuals.texts.items():
-        frame = pd.DataFrame({"doc_id": documents["doc_id"], "arm": f"do({factor}={target})", "text": texts})
+        frame = pd.DataFrame({"doc_id": documents["doc_id"], "arm": Arm(factor, target).label, "text": texts})
         frames.append(frame[frame["text"].notna()])
     return pd.concat(frames, ignore_index=True)
 
@@ -268,7 +268,9 @@ def _arm_frame(experiment: Experiment, documents: pd.DataFrame, counterfactuals:
 def _paired(contrast: ContrastPlan, documents: pd.DataFrame, outcomes: pd.DataFrame) -> pd.DataFrame:
     """One row per document with both arms: difference treated minus reference, source value and annotations."""
     by_arm = outcomes.pivot(index="doc_id", columns="arm", values="outcome")
-    treated, reference = by_arm.get(contrast.treated.label), by_arm.get(contrast.reference.label)
+    # A rewrite is the same whichever mediators a direct effect names: its arm is labelled without them.
+    treated, reference = (by_arm.get(Arm(contrast.treatment, arm.value).label)
+                          for arm in (contrast.treated, contrast.reference))
     frame = documents.set_index("doc_id")
     difference = (treated - reference).reindex(frame.index) if treated is not None and reference is not None else None
     frame = frame.assign(difference=difference, source=frame[contrast.treatment]).dropna(subset=["difference"])

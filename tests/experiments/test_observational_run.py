@@ -30,6 +30,14 @@ values: [private, public, none]
 forms:
   - {private: "private insurance", public: "Medicaid insurance", none: "no insurance"}
 """
+AGE_RULES = """\
+factor: age
+values: [young, old]
+forms:
+  - {young: "24 year old", old: "67 year old"}
+  - {young: "31 year old", old: "74 year old"}
+  - {young: "38 year old", old: "81 year old"}
+"""
 
 
 def _estimate(analysis: str, method: str, estimate: float, std_error: float, n_units: int) -> EffectEstimate:
@@ -130,6 +138,7 @@ def _corpus(folder: Path, n_units: int, seed: int) -> pd.DataFrame:
               "text": row.note.replace("private insurance", "no insurance")} for i, row in enumerate(private.itertuples())]
     (folder / "edits.jsonl").write_text("".join(json.dumps(edit) + "\n" for edit in edits), encoding="utf-8")
     (folder / "insurance.yaml").write_text(RULES, encoding="utf-8")
+    (folder / "age.yaml").write_text(AGE_RULES, encoding="utf-8")
     return notes
 
 
@@ -140,14 +149,15 @@ def _config(folder: Path) -> Path:
         "outcome": {"type": "logit_diff", "answers": {"positive": " yes", "negative": " no"}},
         "data": {"path": "notes.parquet", "text": "note", "id": "case_id",
                  "factors": {"age": "age", "sex": "sex", "insurance": "insurance"}},
-        "rewrite": {"insurance": "insurance.yaml"},
+        "rewrite": {"insurance": "insurance.yaml", "age": "age.yaml"},
         "pairs": {"path": "edits.jsonl"},
         "factors": {"age": {"values": ["young", "old"]}, "sex": {"values": ["female", "male"]},
                     "insurance": {"values": ["private", "public", "none"]}, "symptom": {"values": ["mild", "severe"]},
                     "weekday": {"values": ["weekday", "weekend"]}},
         "graph": {"outcome": "decision", "edges": ["age -> insurance", "age -> symptom", "symptom -> decision",
                                                     "insurance -> decision", "sex -> decision"]},
-        "effects": [{"treatment": "insurance", "contrast": ["none", "private"]}],
+        "effects": [{"treatment": "insurance", "contrast": ["none", "private"]},
+                    {"treatment": "age", "contrast": ["old", "young"], "estimand": "direct"}],
         "mediation": [{"treatment": "insurance", "contrast": ["none", "private"], "components": ["resid_pre"],
                        "layers": [0], "positions": ["all", "factor", "last"], "units": 6}],
         "inference": {"bootstrap": 200},
@@ -188,7 +198,8 @@ def test_a_confounded_corpus_naive_is_biased_backdoor_covers_the_rewrite_effect(
     difference = outcomes["do(insurance=none)"] - outcomes["do(insurance=private)"]
     truth = float(difference.loc[in_groups].mean())
     effects = pd.read_csv(folder / "effects.csv")
-    row = effects.set_index(["analysis", "method"]).loc
+    insurance = effects[effects["treatment"] == "insurance"]
+    row = insurance.set_index(["analysis", "method"]).loc
     assert row[("ate", "t"), "estimate"] == pytest.approx(float(difference.loc[notes["case_id"]].mean()))
     naive, regression, ipw = row[("observational", "naive")], row[("observational", "regression")], row[("observational", "ipw")]
     assert not naive["ci_low"] <= truth <= naive["ci_high"]                  # biased by age
@@ -208,6 +219,13 @@ def test_a_confounded_corpus_naive_is_biased_backdoor_covers_the_rewrite_effect(
     by_hand = (outcomes.loc[edited, "do(insurance=none)"] - outcomes.loc[edited, "factual"]).mean()
     assert row[("human_pairs", "t"), "estimate"] == pytest.approx(by_hand)
     assert row[("human_pairs", "t"), "contrast"] == "none vs private"
+
+    # Rewriting age holds the symptom the note states: the direct effect, which the demo's rule does not have.
+    age = effects[effects["treatment"] == "age"]
+    assert set(age["analysis"]) == {"ate"} and (age["estimand"] == "direct").all()
+    assert abs(age[age["method"] == "t"]["estimate"].iloc[0]) < 0.1
+    assert any(warning.startswith("age (old vs young): the rewrite gives the direct effect")
+               for warning in manifest["data"]["warnings"])
 
     # Patching through the rewrites' spans: resid_pre.0 patched at every position is the whole effect.
     mediation = pd.read_parquet(folder / "mediation.parquet")
