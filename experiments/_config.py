@@ -11,7 +11,16 @@ import difflib
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from experiments.errors import ConfigError
 
@@ -297,6 +306,16 @@ class ExperimentConfig(_Section):
         if not _NAME.match(value):
             raise ValueError(f"name {value!r} must be letters, digits, '_', '-' or '.', as it names the run folder")
         return value
+
+    @model_serializer(mode="wrap")
+    def _without_the_other_mode(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """Leave out the unused mode's empty sections, so a templated config dumps (and hashes) as it did
+        before data mode existed, and a data-mode config.yaml shows no `prompt: null`."""
+        dumped = handler(self)
+        for key in ("prompt", "data", "rewrite", "pairs"):
+            if dumped.get(key) in (None, {}):
+                dumped.pop(key)
+        return dumped
 
     @model_validator(mode="after")
     def _one_mode(self) -> ExperimentConfig:

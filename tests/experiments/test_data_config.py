@@ -121,3 +121,14 @@ def test_a_templated_config_still_needs_a_prompt_and_surface_forms(tmp_path: Pat
         parse_config(templated)
     with pytest.raises(ConfigError, match=r"^factors.age.*needs a non-empty list of surface forms"):
         compile_config(parse_config({**templated, "prompt": {"template": "{age} {sex} {insurance} {symptom}"}}))
+
+
+def test_a_templated_config_dumps_and_hashes_without_the_data_mode_sections() -> None:
+    from experiments._store import config_hash
+
+    templated = load_experiment(EXAMPLES / "triage.yaml").config
+    assert not {"data", "rewrite", "pairs"} & set(templated.model_dump(mode="json"))
+    documents = load_experiment(EXAMPLES / "casenotes.yaml").config
+    dumped = documents.model_dump(mode="json")
+    assert "prompt" not in dumped and parse_config(dumped) == documents
+    assert config_hash(parse_config(dumped)) == config_hash(documents)
