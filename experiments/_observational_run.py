@@ -36,6 +36,7 @@ from causal import (
 )
 from interventions import (
     AlignedPair,
+    InterventionError,
     ModelAdapter,
     RenderedText,
     Rewrite,
@@ -309,7 +310,10 @@ def _mediation(
     for index, plan in enumerate(experiment.mediation):
         seed = _seed(experiment.config.sampling.seed, 1_000 + index)
         pairs, chosen = _patch_pairs(experiment, plan, documents, counterfactuals, adapter, seed)
-        sites = model_sites(adapter, plan.components, layers=plan.layers)
+        try:
+            sites = model_sites(adapter, plan.components, layers=plan.layers)
+        except InterventionError as error:
+            raise ConfigError(str(error), path=f"{plan.path}.layers") from None
         advance = counting(stage(progress, f"patching {plan.treatment} ({plan.contrast})"),
                            len(pairs) * len(sites) * len(plan.positions))
         result = patch_effects(adapter, experiment.outcome, pairs, sites, plan.positions, progress=advance)
