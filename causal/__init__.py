@@ -4,9 +4,11 @@ Never imports torch: estimation runs on tables produced elsewhere.
 """
 
 from causal._estimate import estimate_paired_effects
+from causal._human_pairs import estimate_human_pairs
 from causal._linking import AGREEMENT_COLUMNS, LINK_COLUMNS, EvidenceLinks, FactorLink, RankAgreement, link_evidence
 from causal._mediation import MEDIATION_COLUMNS, SITE_KEYS, MediationEstimate, MediationTable, estimate_mediation
 from causal._multiple_testing import adjust_p_values
+from causal._observational import OVERLAP_COLUMNS, REFUTATION_COLUMNS, ObservationalResult, estimate_observational
 from causal._results import EFFECT_COLUMNS, EffectEstimate, EffectTable
 from causal.errors import EstimationError
 
@@ -26,6 +28,11 @@ __all__ = [
     "FactorLink",
     "RankAgreement",
     "link_evidence",
+    "REFUTATION_COLUMNS",
+    "OVERLAP_COLUMNS",
+    "ObservationalResult",
+    "estimate_observational",
+    "estimate_human_pairs",
     "adjust_p_values",
     "EstimationError",
 ]

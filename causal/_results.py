@@ -18,8 +18,8 @@ EFFECT_COLUMNS = (
     "n_units", "method",
 )
 
-Analysis = Literal["ate", "cate", "heterogeneity"]
-Method = Literal["t", "bootstrap", "exact", "wald_hc3"]
+Analysis = Literal["ate", "cate", "heterogeneity", "observational", "human_pairs", "confounding_gap"]
+Method = Literal["t", "bootstrap", "exact", "wald_hc3", "naive", "regression", "ipw", "regression_minus_t"]
 Correction = Literal["holm", "bh"]
 
 

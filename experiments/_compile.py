@@ -14,14 +14,16 @@ from interventions import (
     ClassLogit,
     ClassProb,
     ContinuationLogProb,
+    InterventionError,
     LogitDiff,
     ModelSpec,
     Outcome,
+    RewriteRules,
     Template,
     TemplateError,
 )
 
-from experiments._config import EffectConfig, ExperimentConfig, OutcomeConfig, parse_config
+from experiments._config import DataConfig, EffectConfig, ExperimentConfig, OutcomeConfig, parse_config
 from experiments._yaml import load_yaml
 from experiments.errors import ConfigError
 
@@ -78,17 +80,35 @@ class MediationPlan(_TwoArms):
 
 
 @dataclass(frozen=True)
+class DataPlan:
+    """Data mode: the documents file, the human pairs file, and the rewrite rules of each factor.
+
+    Paths are resolved against the config file's folder.
+    """
+
+    config: DataConfig
+    path: Path
+    rules: Mapping[str, RewriteRules]
+    pairs: Path | None = None
+
+
+@dataclass(frozen=True)
 class Experiment:
-    """A config compiled into graph, structural model, templates, model spec, outcome and contrasts."""
+    """A config compiled into graph, structural model, templates, model spec, outcome and contrasts.
+
+    A data-mode experiment (`data` set) has no structural model and no templates: its
+    units are documents and its counterfactuals are rewrites.
+    """
 
     config: ExperimentConfig
     graph: CausalGraph
-    model: StructuralModel
+    model: StructuralModel | None
     templates: tuple[Template, ...]
     model_spec: ModelSpec
     outcome: Outcome
     contrasts: tuple[ContrastPlan, ...]
     mediation: tuple[MediationPlan, ...] = ()
+    data: DataPlan | None = None
 
     @property
     def arms(self) -> tuple[Arm, ...]:
@@ -108,17 +128,29 @@ def load_experiment(path: str | Path, *, overrides: Mapping[str, Mapping[str, An
             merged = dict(data.get(section) or {})
             merged.update(values)
             data[section] = merged
-    return compile_config(parse_config(data))
+    return compile_config(parse_config(data), base_dir=Path(path).parent)
 
 
-def compile_config(config: ExperimentConfig) -> Experiment:
-    """Check cross-section rules and build the run's objects; ConfigError names the YAML path."""
+def compile_config(config: ExperimentConfig, *, base_dir: str | Path | None = None) -> Experiment:
+    """Check cross-section rules and build the run's objects; ConfigError names the YAML path.
+
+    `base_dir` is where relative data, pairs and rule files lie (the config file's folder;
+    default the working directory).
+    """
     names = list(config.factors)
     graph = _with_path("graph", lambda: CausalGraph.from_edges(names, config.graph.outcome, config.graph.edges))
-    factors = [_factor(name, config, graph) for name in names]
-    templates = _templates(config, names)
-    structural = _with_path("factors", lambda: StructuralModel(graph, factors, n_templates=len(templates)))
+    if config.data is None:
+        factors = [_factor(name, config, graph) for name in names]
+        templates = _templates(config, names)
+        structural = _with_path("factors", lambda: StructuralModel(graph, factors, n_templates=len(templates)))
+        data = None
+    else:
+        structural, templates = None, ()
+        data = _data_plan(config, config.data, graph, Path(base_dir or "."))
     contrasts = tuple(plan for index, effect in enumerate(config.effects) for plan in _plans(index, effect, config, graph))
+    mediation = tuple(_mediation_plan(index, config) for index in range(len(config.mediation)))
+    if data is not None:
+        _check_data_effects(config, data.config, graph, mediation)
     return Experiment(
         config=config,
         graph=graph,
@@ -134,7 +166,8 @@ def compile_config(config: ExperimentConfig) -> Experiment:
         ),
         outcome=_outcome(config.outcome),
         contrasts=contrasts,
-        mediation=tuple(_mediation_plan(index, config) for index in range(len(config.mediation))),
+        mediation=mediation,
+        data=data,
     )
 
 
@@ -149,14 +182,7 @@ def _with_path(prefix: str, build: Any) -> Any:
 
 def _factor(name: str, config: ExperimentConfig, graph: CausalGraph) -> Factor:
     spec = config.factors[name]
-    parents = graph.parents(name)
-    if spec.parents is not None and set(spec.parents) != set(parents):
-        raise ConfigError(
-            f"parents {spec.parents} differ from the graph's parents {list(parents)}; "
-            "make graph.edges and this list agree (or omit parents to take them from the graph)",
-            path=f"factors.{name}.parents",
-        )
-    order = tuple(spec.parents) if spec.parents is not None else parents
+    order = _parents(name, config, graph)
     parent_values = {parent: tuple(config.factors[parent].values) for parent in order}
     return _with_path(
         "factors",
@@ -164,6 +190,110 @@ def _factor(name: str, config: ExperimentConfig, graph: CausalGraph) -> Factor:
             name, spec.values, parents=order, parent_values=parent_values, distribution=spec.distribution
         ),
     )
+
+
+def _parents(name: str, config: ExperimentConfig, graph: CausalGraph) -> tuple[str, ...]:
+    """The factor's parents, in its own order when given; they must agree with the graph's."""
+    spec = config.factors[name]
+    parents = graph.parents(name)
+    if spec.parents is not None and set(spec.parents) != set(parents):
+        raise ConfigError(
+            f"parents {spec.parents} differ from the graph's parents {list(parents)}; "
+            "make graph.edges and this list agree (or omit parents to take them from the graph)",
+            path=f"factors.{name}.parents",
+        )
+    return tuple(spec.parents) if spec.parents is not None else parents
+
+
+def _data_plan(config: ExperimentConfig, data: DataConfig, graph: CausalGraph, base_dir: Path) -> DataPlan:
+    """Data-mode sections checked against the factors; rewrite rule files are read here, so `validate` sees them."""
+    names = list(config.factors)
+    for name, spec in config.factors.items():
+        _parents(name, config, graph)
+        if spec.distribution is not None:
+            raise ConfigError("distribution is not used with data: the documents carry the values; remove it",
+                              path=f"factors.{name}.distribution")
+    for name in data.factors:
+        if name not in config.factors:
+            raise ConfigError(f"{name!r} is not a factor{_suggest(name, names)}", path=f"data.factors.{name}")
+    if config.sampling.mode == "exact":
+        raise ConfigError("exact mode enumerates a structural model; with data: the documents are the units; "
+                          "use mode: sample (or omit sampling)", path="sampling.mode")
+    if config.evidence is not None:
+        raise ConfigError("evidence is not yet read on rewritten documents; remove evidence "
+                          "(mediation patching does work with data:)", path="evidence")
+    rules = {}
+    for name, source in config.rewrite.items():
+        if name not in data.factors:
+            raise ConfigError(f"{name!r} is not an annotated factor (data.factors: {', '.join(data.factors)}); "
+                              "only annotated factors can be rewritten", path=f"rewrite.{name}")
+        rules[name] = _rules(name, source, config, base_dir)
+    return DataPlan(config=data, path=_resolve(data.path, base_dir), rules=rules,
+                    pairs=None if config.pairs is None else _resolve(config.pairs.path, base_dir))
+
+
+def _resolve(path: str, base_dir: Path) -> Path:
+    return Path(path) if Path(path).is_absolute() else base_dir / path
+
+
+def _rules(name: str, source: str, config: ExperimentConfig, base_dir: Path) -> RewriteRules:
+    """Load one factor's rewrite rules; the rules must know every value the factor declares."""
+    builtin = source.startswith("builtin:")
+    try:
+        rules = RewriteRules.load(source if builtin else _resolve(source, base_dir), factor=name)
+    except InterventionError as error:
+        raise ConfigError(str(error), path=f"rewrite.{name}") from None
+    unknown = [value for value in config.factors[name].values if value not in rules.values]
+    if unknown:
+        raise ConfigError(
+            f"the rules {source!r} know the values {list(rules.values)}, not {unknown}; "
+            f"name factor {name}'s values as the rules do, or extend the rules",
+            path=f"rewrite.{name}",
+        )
+    return rules
+
+
+def _check_data_effects(
+    config: ExperimentConfig, data: DataConfig, graph: CausalGraph, mediation: tuple[MediationPlan, ...]
+) -> None:
+    """Data-mode rules: treatments and moderators annotated, treatments rewritable, estimands a rewrite can give.
+
+    A rewrite changes only the treatment's words, so every mediator written in the
+    document keeps its factual value: with mediators that is the direct effect.
+    """
+    for index, effect in enumerate(config.effects):
+        path = f"effects[{index}]"
+        _check_rewritable(effect.treatment, config, data, f"{path}.treatment")
+        for moderator in effect.moderators:
+            if moderator not in data.factors:
+                raise ConfigError(f"moderator {moderator!r} is not annotated; add it to data.factors",
+                                  path=f"{path}.moderators")
+        mediators = graph.mediators(effect.treatment)
+        if effect.estimand == "total" and mediators:
+            raise ConfigError(
+                f"a rewrite changes only {effect.treatment}'s words, so its mediators {list(mediators)} keep their "
+                "factual values: that is the direct effect; write estimand: direct",
+                path=f"{path}.estimand",
+            )
+        if effect.estimand == "direct" and effect.hold is not None and set(effect.hold) != set(mediators):
+            raise ConfigError(f"a rewrite holds every mediator {list(mediators)} at its factual value; omit hold",
+                              path=f"{path}.hold")
+    for plan in mediation:
+        _check_rewritable(plan.treatment, config, data, f"{plan.path}.treatment")
+        if plan.method != "exact":
+            raise ConfigError("with data: patching sweeps run exactly; use method: exact", path=f"{plan.path}.method")
+        other = [position for position in plan.positions if position not in ("factor", "last", "all")]
+        if other:
+            raise ConfigError(f"positions {other}: a rewrite records spans of the treatment only; "
+                              "use factor, last or all", path=f"{plan.path}.positions")
+
+
+def _check_rewritable(treatment: str, config: ExperimentConfig, data: DataConfig, path: str) -> None:
+    if treatment not in data.factors:
+        raise ConfigError(f"treatment {treatment!r} is not annotated in the documents; add it to data.factors", path=path)
+    if treatment not in config.rewrite:
+        raise ConfigError(f"treatment {treatment!r} has no rewrite rules; add rewrite.{treatment} "
+                          "(builtin:sex or a rules file)", path=path)
 
 
 def _templates(config: ExperimentConfig, names: list[str]) -> tuple[Template, ...]:

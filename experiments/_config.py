@@ -11,12 +11,22 @@ import difflib
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from experiments.errors import ConfigError
 
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+DATA_FORMATS = (".parquet", ".csv", ".jsonl")
 
 
 def _distinct_pair(value: list[str]) -> list[str]:
@@ -24,6 +34,13 @@ def _distinct_pair(value: list[str]) -> list[str]:
     if len(value) != 2 or value[0] == value[1]:
         raise ValueError(f"contrast must name two different values [treated, reference], got {value}")
     return value
+
+
+def _data_format(path: str) -> str:
+    """A data file path in one of the formats the loader reads."""
+    if not path.lower().endswith(DATA_FORMATS):
+        raise ValueError(f"data file {path!r} must end in one of {', '.join(DATA_FORMATS)}")
+    return path
 
 
 class _Section(BaseModel):
@@ -110,11 +127,25 @@ class PromptConfig(_Section):
 
 
 class FactorConfig(_Section):
-    """One input factor: its values with their surface forms, parents and distribution."""
+    """One input factor: its values with their surface forms, parents and distribution.
+
+    In data mode the documents carry the values, so `values` may be a plain list of
+    value names (surface forms and distributions belong to templated runs).
+    """
 
     values: dict[str, list[str]] = Field(min_length=1)
     parents: list[str] | None = None
     distribution: dict[str, Any] | None = None
+
+    @field_validator("values", mode="before")
+    @classmethod
+    def _value_list(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            repeated = sorted({str(item) for item in value if value.count(item) > 1})
+            if repeated:
+                raise ValueError(f"values {repeated} are listed more than once")
+            return {item: [] for item in value}
+        return value
 
 
 class GraphConfig(_Section):
@@ -188,6 +219,43 @@ class EvidenceConfig(_Section):
     token_view_units: int = Field(4, ge=0)
 
 
+class DataConfig(_Section):
+    """Real documents with annotated factors (data mode): the file and which column holds what.
+
+    `path` is relative to the config file; `factors` maps factor names to annotation
+    columns; `suffix` is appended to every document (and counterfactual) before the
+    model reads it, e.g. the question the decision answers. `on_bad_rows: drop` keeps
+    the good rows and reports the rest; `error` stops at the first bad row's reason.
+    """
+
+    path: str = Field(min_length=1)
+    text: str = Field(min_length=1)
+    id: str | None = None
+    factors: dict[str, str] = Field(min_length=1)
+    label: str | None = None
+    suffix: str = ""
+    on_bad_rows: Literal["drop", "error"] = "drop"
+
+    @field_validator("path")
+    @classmethod
+    def _readable_format(cls, value: str) -> str:
+        return _data_format(value)
+
+
+class PairsConfig(_Section):
+    """Counterfactual edits written by people: one row per edit of a document (data mode).
+
+    Columns: id, original_id, factor, from, to, text; `path` is relative to the config file.
+    """
+
+    path: str = Field(min_length=1)
+
+    @field_validator("path")
+    @classmethod
+    def _readable_format(cls, value: str) -> str:
+        return _data_format(value)
+
+
 class SamplingConfig(_Section):
     """How units are drawn: sampled, or every unit of a small space enumerated."""
 
@@ -211,12 +279,19 @@ class InferenceConfig(_Section):
 
 
 class ExperimentConfig(_Section):
-    """A whole experiment, as written in YAML."""
+    """A whole experiment, as written in YAML.
+
+    Templated mode renders `prompt` from the structural model; data mode (`data:`)
+    reads real documents and makes counterfactuals by `rewrite` rules instead.
+    """
 
     name: str
     model: ModelConfig
     outcome: OutcomeConfig
-    prompt: PromptConfig
+    prompt: PromptConfig | None = None
+    data: DataConfig | None = None
+    rewrite: dict[str, str] = Field(default_factory=dict)
+    pairs: PairsConfig | None = None
     factors: dict[str, FactorConfig] = Field(min_length=1)
     graph: GraphConfig
     effects: list[EffectConfig] = Field(min_length=1)
@@ -231,6 +306,29 @@ class ExperimentConfig(_Section):
         if not _NAME.match(value):
             raise ValueError(f"name {value!r} must be letters, digits, '_', '-' or '.', as it names the run folder")
         return value
+
+    @model_serializer(mode="wrap")
+    def _without_the_other_mode(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """Leave out the unused mode's empty sections, so a templated config dumps (and hashes) as it did
+        before data mode existed, and a data-mode config.yaml shows no `prompt: null`."""
+        dumped = handler(self)
+        for key in ("prompt", "data", "rewrite", "pairs"):
+            if dumped.get(key) in (None, {}):
+                dumped.pop(key)
+        return dumped
+
+    @model_validator(mode="after")
+    def _one_mode(self) -> ExperimentConfig:
+        if self.data is None:
+            if self.prompt is None:
+                raise ValueError("prompt is missing: give prompt (templated mode) or data (real documents)")
+            for key in ("rewrite", "pairs"):
+                if getattr(self, key):
+                    raise ValueError(f"{key} is only used with data: (real documents); add data or remove {key}")
+        elif self.prompt is not None:
+            raise ValueError("prompt is not used with data: the documents are the prompts; remove prompt "
+                             "(put a question to append to every document in data.suffix)")
+        return self
 
 
 def _dotted(loc: tuple[int | str, ...]) -> str:

@@ -51,7 +51,12 @@ def run_experiment(
     clock = time.perf_counter()
 
     try:
-        effects, mediation, evidence = _carry_out(experiment, store, manifest, progress)
+        if experiment.data is None:
+            effects, mediation, evidence = _carry_out(experiment, store, manifest, progress)
+        else:
+            from experiments._observational_run import carry_out_documents  # it builds on this module's helpers
+
+            effects, mediation, evidence = carry_out_documents(experiment, store, manifest, progress)
     except BaseException as error:
         manifest.update(status="failed", error=f"{type(error).__name__}: {error}", finished_at=utc_now())
         store.write_manifest(manifest)

@@ -55,14 +55,37 @@ def validate(config: ConfigArg) -> None:
     """Check a config without running a model; exit status 2 and the problem when it is invalid."""
     experiment = _load(config, {})
     graph = experiment.graph
+    source = f"{len(experiment.templates)} template(s)"
+    if experiment.data is not None:
+        with _user_errors():
+            source = _documents_words(experiment)
     _out.print(
         f"[green]valid[/green]: {escape(experiment.config.name)}: {len(graph.factors)} factors, "
-        f"{len(graph.edges)} edges into/among them, {len(experiment.templates)} template(s), "
+        f"{len(graph.edges)} edges into/among them, {source}, "
         f"{len(experiment.contrasts)} contrasts over {len(experiment.arms)} arms, "
         f"{len(experiment.mediation)} patching sweep(s), evidence {'on' if experiment.config.evidence else 'off'}",
         highlight=False,
         soft_wrap=True,
     )
+
+
+def _documents_words(experiment: Experiment) -> str:
+    """Data mode: how many documents and human pairs would be kept, and why the others would be dropped."""
+    from experiments._dataset import load_documents, load_pairs
+
+    plan = experiment.data
+    values = {name: tuple(factor.values) for name, factor in experiment.config.factors.items()}
+    documents = load_documents(plan.config, plan.path, values)
+    words = [f"{len(documents.frame)} of {documents.n_rows} documents kept{_dropped_words(documents.counts())}",
+             f"rewrite rules for {', '.join(plan.rules)}"]
+    if plan.pairs is not None:
+        pairs = load_pairs(plan.pairs, documents.frame, values)
+        words.append(f"{len(pairs.frame)} of {pairs.n_rows} human pairs kept{_dropped_words(pairs.counts())}")
+    return ", ".join(words)
+
+
+def _dropped_words(counts: dict[str, int]) -> str:
+    return f" (dropped: {', '.join(f'{n} {reason}' for reason, n in counts.items())})" if counts else ""
 
 
 @app.command()

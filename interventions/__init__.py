@@ -6,6 +6,7 @@ from interventions._attention import AttentionEvidence, attention_evidence, eage
 from interventions._attribution import attribution_effects
 from interventions._evaluate import evaluate_outcomes
 from interventions._render_world import render_world
+from interventions._rewrite import Rewrite, RewriteRules
 from interventions._outcomes import (
     AnswerProb,
     ClassLogit,
@@ -24,6 +25,7 @@ from interventions.errors import (
     AnswerTokenError,
     InterventionError,
     ModelLoadError,
+    RewriteError,
     TemplateError,
 )
 
@@ -31,6 +33,8 @@ __all__ = [
     "Template",
     "RenderedText",
     "render_world",
+    "RewriteRules",
+    "Rewrite",
     "ModelSpec",
     "ModelAdapter",
     "LogitDiff",
@@ -63,4 +67,5 @@ __all__ = [
     "TemplateError",
     "ModelLoadError",
     "AnswerTokenError",
+    "RewriteError",
 ]

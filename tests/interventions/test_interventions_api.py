@@ -4,7 +4,13 @@ import subprocess
 import sys
 
 import interventions
-from interventions import AnswerTokenError, InterventionError, ModelLoadError, TemplateError
+from interventions import (
+    AnswerTokenError,
+    InterventionError,
+    ModelLoadError,
+    RewriteError,
+    TemplateError,
+)
 
 
 def test_public_names_are_pinned():
@@ -12,6 +18,8 @@ def test_public_names_are_pinned():
         "Template",
         "RenderedText",
         "render_world",
+        "RewriteRules",
+        "Rewrite",
         "ModelSpec",
         "ModelAdapter",
         "LogitDiff",
@@ -44,12 +52,13 @@ def test_public_names_are_pinned():
         "TemplateError",
         "ModelLoadError",
         "AnswerTokenError",
+        "RewriteError",
     ]
 
 
 def test_errors_share_one_value_error_base():
     assert issubclass(InterventionError, ValueError)
-    for error in (TemplateError, ModelLoadError, AnswerTokenError):
+    for error in (TemplateError, ModelLoadError, AnswerTokenError, RewriteError):
         assert issubclass(error, InterventionError)
 
 
