@@ -4,6 +4,7 @@ Never imports torch: estimation runs on tables produced elsewhere.
 """
 
 from causal._estimate import estimate_paired_effects
+from causal._hypotheses import VERDICT_COLUMNS, Hypothesis, Verdict, VerdictTable, judge_hypotheses
 from causal._linking import AGREEMENT_COLUMNS, LINK_COLUMNS, EvidenceLinks, FactorLink, RankAgreement, link_evidence
 from causal._mediation import MEDIATION_COLUMNS, SITE_KEYS, MediationEstimate, MediationTable, estimate_mediation
 from causal._multiple_testing import adjust_p_values
@@ -26,6 +27,11 @@ __all__ = [
     "FactorLink",
     "RankAgreement",
     "link_evidence",
+    "VERDICT_COLUMNS",
+    "Hypothesis",
+    "Verdict",
+    "VerdictTable",
+    "judge_hypotheses",
     "adjust_p_values",
     "EstimationError",
 ]

@@ -41,6 +41,11 @@ def test_public_names_are_pinned():
         "FactorLink",
         "RankAgreement",
         "link_evidence",
+        "VERDICT_COLUMNS",
+        "Hypothesis",
+        "Verdict",
+        "VerdictTable",
+        "judge_hypotheses",
         "adjust_p_values",
         "EstimationError",
     ]
