@@ -46,6 +46,11 @@ def test_public_names_are_pinned():
         "Verdict",
         "VerdictTable",
         "judge_hypotheses",
+        "FAIRNESS_COLUMNS",
+        "FairnessMetric",
+        "FairnessTable",
+        "counterfactual_flip_rates",
+        "group_fairness",
         "adjust_p_values",
         "EstimationError",
     ]
