@@ -10,6 +10,7 @@ from causal._linking import AGREEMENT_COLUMNS, LINK_COLUMNS, EvidenceLinks, Fact
 from causal._mediation import MEDIATION_COLUMNS, SITE_KEYS, MediationEstimate, MediationTable, estimate_mediation
 from causal._multiple_testing import adjust_p_values
 from causal._results import EFFECT_COLUMNS, EffectEstimate, EffectTable
+from causal._surrogate import SURROGATE_COLUMNS, Fidelity, SurrogateResult, fit_surrogates
 from causal.errors import EstimationError
 
 __all__ = [
@@ -38,6 +39,10 @@ __all__ = [
     "FairnessTable",
     "counterfactual_flip_rates",
     "group_fairness",
+    "SURROGATE_COLUMNS",
+    "Fidelity",
+    "SurrogateResult",
+    "fit_surrogates",
     "adjust_p_values",
     "EstimationError",
 ]

@@ -15,7 +15,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from causal._proportions import difference_interval, proportion_interval
+from causal._proportions import as_binary, difference_interval, proportion_interval
 from causal.errors import EstimationError
 
 FAIRNESS_COLUMNS = (
@@ -122,8 +122,8 @@ def counterfactual_flip_rates(
     _require(decisions, columns + ([weight] if weight else []), "decisions")
     rows = []
     for (treatment, contrast), group in decisions.groupby(["treatment", "contrast"], sort=False):
-        flips = (_binary(group["decision_treated"], "decision_treated")
-                 != _binary(group["decision_reference"], "decision_reference")).to_numpy(np.float64)
+        flips = (as_binary(group["decision_treated"], "decision_treated")
+                 != as_binary(group["decision_reference"], "decision_reference")).to_numpy(np.float64)
         estimate, ci_low, ci_high = _rate(flips, _weights(group, weight), level)
         rows.append(FairnessMetric("flip_rate", str(treatment), str(contrast), None, estimate,
                                    ci_low, ci_high, len(group)))
@@ -149,13 +149,13 @@ def group_fairness(
     """
     _check_level(level)
     _require(frame, [factor, decision] + [c for c in (label, weight) if c], "frame")
-    decided = _binary(frame[decision], decision).to_numpy(np.float64)
+    decided = as_binary(frame[decision], decision).to_numpy(np.float64)
     weights = _weights(frame, weight)
     values = frame[factor]
     rates = _value_rates("positive_rate", factor, values, decided, weights, level)
     rows = [*rates, *_parity(factor, rates, level, exact=weights is not None, ratio=True)]
     if label is not None:
-        positive = (_binary(frame[label], label) == 1).to_numpy()
+        positive = (as_binary(frame[label], label) == 1).to_numpy()
         tprs = _value_rates("true_positive_rate", factor, values[positive], decided[positive],
                             None if weights is None else weights[positive], level)
         rows += [*tprs, *_parity(factor, tprs, level, exact=weights is not None, ratio=False)]
@@ -228,15 +228,6 @@ def _weights(frame: pd.DataFrame, weight: str | None) -> np.ndarray | None:
             f"weights in column {weight!r} must be finite, >= 0 and not all zero; got "
             f"min {weights.min()!r}, sum {weights.sum()!r}")
     return weights
-
-
-def _binary(column: pd.Series, name: str) -> pd.Series:
-    bad = sorted({str(v) for v in column.unique()} - {"0", "1", "True", "False", "0.0", "1.0"})
-    if bad:
-        raise EstimationError(
-            f"column {name!r} must hold 0/1 decisions or labels; got values {bad[:5]}; threshold "
-            "the outcome first")
-    return column.astype(np.int64)
 
 
 def _require(frame: pd.DataFrame, columns: list[str], name: str) -> None:

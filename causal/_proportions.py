@@ -8,7 +8,21 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+import pandas as pd
 from scipy.stats import binomtest
+
+from causal.errors import EstimationError
+
+
+def as_binary(column: pd.Series, name: str) -> pd.Series:
+    """A 0/1 (or boolean) column as integers; anything else raises, naming the column."""
+    bad = sorted({str(v) for v in column.unique()} - {"0", "1", "True", "False", "0.0", "1.0"})
+    if bad:
+        raise EstimationError(
+            f"column {name!r} must hold 0/1 decisions or labels; got values {bad[:5]}; threshold "
+            "the outcome first")
+    return column.astype(np.int64)
 
 
 def proportion_interval(successes: int, n: int, *, level: float) -> tuple[float, float]:

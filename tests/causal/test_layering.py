@@ -14,6 +14,9 @@ import causal
 paired = pd.DataFrame({"difference": np.arange(8.0), "age": ["young", "old"] * 4})
 causal.estimate_paired_effects(paired, treatment="t", contrast="a vs b", moderators=["age"],
                                n_bootstrap=50).corrected("holm")
+units = pd.DataFrame({"sex": ["f", "m"] * 10, "decision": [0, 1, 1, 1] * 5})
+causal.group_fairness(units, factor="sex")
+causal.fit_surrogates(units, factors=["sex"], seed=0)
 print("torch" in sys.modules)
 """
 
@@ -51,6 +54,10 @@ def test_public_names_are_pinned():
         "FairnessTable",
         "counterfactual_flip_rates",
         "group_fairness",
+        "SURROGATE_COLUMNS",
+        "Fidelity",
+        "SurrogateResult",
+        "fit_surrogates",
         "adjust_p_values",
         "EstimationError",
     ]
