@@ -3,6 +3,7 @@
 Never imports torch: estimation runs on tables produced elsewhere.
 """
 
+from causal._comparison import COMPARISON_COLUMNS, UNMATCHED_COLUMNS, VERDICT_CHANGE_COLUMNS, ComparisonTable, EffectDifference, Unmatched, compare_effects, compare_verdicts
 from causal._estimate import estimate_paired_effects
 from causal._fairness import FAIRNESS_COLUMNS, FairnessMetric, FairnessTable, counterfactual_flip_rates, group_fairness
 from causal._hypotheses import VERDICT_COLUMNS, Hypothesis, Verdict, VerdictTable, judge_hypotheses
@@ -43,6 +44,14 @@ __all__ = [
     "Fidelity",
     "SurrogateResult",
     "fit_surrogates",
+    "COMPARISON_COLUMNS",
+    "UNMATCHED_COLUMNS",
+    "VERDICT_CHANGE_COLUMNS",
+    "ComparisonTable",
+    "EffectDifference",
+    "Unmatched",
+    "compare_effects",
+    "compare_verdicts",
     "adjust_p_values",
     "EstimationError",
 ]

@@ -15,6 +15,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from causal._linking import _records
 from causal._proportions import as_binary, difference_interval, proportion_interval
 from causal.errors import EstimationError
 
@@ -85,8 +86,7 @@ class FairnessTable:
 
     def to_frame(self) -> pd.DataFrame:
         """One row per figure, columns exactly `FAIRNESS_COLUMNS`."""
-        return pd.DataFrame([[getattr(m, column) for column in FAIRNESS_COLUMNS] for m in self.metrics],
-                            columns=list(FAIRNESS_COLUMNS))
+        return _records(self.metrics, FAIRNESS_COLUMNS)
 
     def summary(self) -> str:
         """Plain text: one line per figure."""

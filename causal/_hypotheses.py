@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from causal._linking import _records
 from causal._multiple_testing import adjust_p_values
 from causal.errors import EstimationError
 
@@ -153,8 +154,7 @@ class VerdictTable:
 
     def to_frame(self) -> pd.DataFrame:
         """One row per hypothesis, columns exactly `VERDICT_COLUMNS`."""
-        return pd.DataFrame([[getattr(v, column) for column in VERDICT_COLUMNS] for v in self.verdicts],
-                            columns=list(VERDICT_COLUMNS))
+        return _records(self.verdicts, VERDICT_COLUMNS)
 
     def summary(self) -> str:
         """Plain text: a count per verdict, then one line per hypothesis."""

@@ -15,6 +15,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from causal._linking import _records
 from causal._proportions import as_binary, proportion_interval
 from causal.errors import EstimationError
 
@@ -59,8 +60,7 @@ class SurrogateResult:
     def to_frame(self) -> pd.DataFrame:
         """One row per surrogate (tree, logistic, majority baseline), columns `SURROGATE_COLUMNS`."""
         fidelities = (self.tree_fidelity, self.logistic_fidelity, self.majority_fidelity)
-        return pd.DataFrame([[getattr(f, c) for c in SURROGATE_COLUMNS] for f in fidelities],
-                            columns=list(SURROGATE_COLUMNS))
+        return _records(fidelities, SURROGATE_COLUMNS)
 
     def coefficient_frame(self) -> pd.DataFrame:
         """Columns feature, coefficient: the logistic regression, intercept first."""
