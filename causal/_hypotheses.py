@@ -326,14 +326,14 @@ def _reason(hypothesis: Hypothesis, label: VerdictLabel, decider: _Contrast, n_c
         subject += f" ({hypothesis.estimand} effect)"
     if n_contrasts > 1:
         subject += f", the deciding one of {n_contrasts} contrasts,"
-    region = _region_text(hypothesis)
+    region, opposite = _region_text(hypothesis)
     interval = f"[{decider.ci_low:.4g}, {decider.ci_high:.4g}]"
     if decider.exact:
-        verb = "lies" if label == "supported" else "does not lie"
-        return (f"The exact effect of {subject} is {decider.estimate:.4g}, which {verb} {region} "
+        where = region if label == "supported" else opposite
+        return (f"The exact effect of {subject} is {decider.estimate:.4g}, {where} "
                 "(enumerated units: no sampling error).")
     if label == "contradicted":
-        return (f"The {level:.0%} CI of {subject} {interval} lies entirely outside {region}: "
+        return (f"The {level:.0%} CI of {subject} {interval} lies entirely {opposite}: "
                 "the effect is confidently not as claimed.")
     if label == "supported":
         test = "TOST" if hypothesis.equivalence is not None else "one-sided"
@@ -342,14 +342,17 @@ def _reason(hypothesis: Hypothesis, label: VerdictLabel, decider: _Contrast, n_c
     if math.isnan(p_adjusted):
         return (f"The effect of {subject} could not be tested (fewer than two units or an "
                 "undefined standard error); more units are needed.")
-    return (f"The {level:.0%} CI of {subject} {interval} neither lies {region} nor excludes it "
-            f"(Holm-adjusted p = {p_adjusted:.3g} >= {1 - level:.3g}): more units are needed "
-            "to decide.")
+    return (f"The {level:.0%} CI of {subject} {interval} does not settle whether the effect lies "
+            f"{region} (Holm-adjusted p = {p_adjusted:.3g} >= {1 - level:.3g}): more units are "
+            "needed to decide.")
 
 
-def _region_text(hypothesis: Hypothesis) -> str:
+def _region_text(hypothesis: Hypothesis) -> tuple[str, str]:
+    """Where the claim puts the effect, and where a contradicting effect lies."""
     if hypothesis.equivalence is not None:
-        return f"within the equivalence margin ±{hypothesis.equivalence:g}"
+        margin = f"the equivalence margin ±{hypothesis.equivalence:g}"
+        return f"within {margin}", f"outside {margin}"
     if hypothesis.direction == "negative":
-        return f"below -{hypothesis.min_effect:g}"
-    return f"above {hypothesis.min_effect:g}"
+        bound = -hypothesis.min_effect if hypothesis.min_effect else 0.0
+        return f"below {bound:g}", f"at or above {bound:g}"
+    return f"above {hypothesis.min_effect:g}", f"at or below {hypothesis.min_effect:g}"

@@ -69,14 +69,14 @@ def test_directional_claim_is_contradicted_when_the_ci_lies_above_minus_min_effe
     verdict = _judge(_negative(0.05), _row("insurance", "none vs private", estimate, std_error))
     assert verdict.ci_low > -0.05
     assert verdict.verdict == "contradicted"
-    assert "entirely outside below -0.05" in verdict.reason
+    assert "lies entirely at or above -0.05: the effect is confidently not as claimed" in verdict.reason
 
 
 def test_directional_claim_is_inconclusive_when_the_ci_straddles_minus_min_effect():
     verdict = _judge(_negative(0.05), _row("insurance", "none vs private", -0.06, 0.05))
     assert verdict.ci_low < -0.05 < verdict.ci_high
     assert verdict.verdict == "inconclusive" and verdict.p_value > 0.05
-    assert "more units are needed" in verdict.reason
+    assert "does not settle whether the effect lies below -0.05" in verdict.reason
 
 
 def test_positive_direction_mirrors_the_negative_one():
@@ -92,6 +92,7 @@ def test_zero_min_effect_gives_half_the_two_sided_p_value_of_the_effects_table()
     row = _row("insurance", "none vs private", -0.05, 0.02)
     verdict = _judge(_negative(0.0), row)
     assert verdict.p_value == pytest.approx(row["p_value"] / 2)
+    assert "lies below 0:" in verdict.reason
 
 
 def test_equivalence_is_supported_by_tost_when_the_ci_is_tight_around_zero():
@@ -161,7 +162,9 @@ def test_exact_rows_are_judged_by_their_point_value_outside_the_holm_family():
     assert (supported.verdict, contradicted.verdict) == ("supported", "contradicted")
     assert math.isnan(supported.p_value) and math.isnan(supported.p_adjusted)
     assert supported.ci_low == supported.ci_high == -0.08
-    assert "no sampling error" in supported.reason
+    assert supported.reason == ("The exact effect of insurance[none vs private] is -0.08, below -0.05 "
+                                "(enumerated units: no sampling error).")
+    assert "is -0.01, at or above -0.05" in contradicted.reason
     assert tested.p_adjusted == pytest.approx(tested.p_value)
 
 
