@@ -11,7 +11,7 @@ from causal._linking import AGREEMENT_COLUMNS, LINK_COLUMNS, EvidenceLinks, Fact
 from causal._mediation import MEDIATION_COLUMNS, SITE_KEYS, MediationEstimate, MediationTable, estimate_mediation
 from causal._multiple_testing import adjust_p_values
 from causal._results import EFFECT_COLUMNS, EffectEstimate, EffectTable
-from causal._surrogate import SURROGATE_COLUMNS, Fidelity, SurrogateResult, fit_surrogates
+from causal._surrogate import SURROGATE_COLUMNS, SurrogateFidelity, SurrogateResult, fit_surrogates
 from causal.errors import EstimationError
 
 __all__ = [
@@ -41,7 +41,7 @@ __all__ = [
     "counterfactual_flip_rates",
     "group_fairness",
     "SURROGATE_COLUMNS",
-    "Fidelity",
+    "SurrogateFidelity",
     "SurrogateResult",
     "fit_surrogates",
     "COMPARISON_COLUMNS",

@@ -24,7 +24,7 @@ CAVEAT = "describes the model's decisions; not a causal claim"
 
 
 @dataclass(frozen=True)
-class Fidelity:
+class SurrogateFidelity:
     """Share of held-out units on which a surrogate's decision equals the model's (Clopper-Pearson CI)."""
 
     surrogate: Literal["tree", "logistic", "majority"]
@@ -44,9 +44,9 @@ class SurrogateResult:
     agreement of always predicting the training majority: the floor a surrogate must beat.
     """
 
-    tree_fidelity: Fidelity
-    logistic_fidelity: Fidelity
-    majority_fidelity: Fidelity
+    tree_fidelity: SurrogateFidelity
+    logistic_fidelity: SurrogateFidelity
+    majority_fidelity: SurrogateFidelity
     rules: str
     coefficients: tuple[tuple[str, float], ...]
     factors: tuple[str, ...]
@@ -140,7 +140,7 @@ def fit_surrogates(
 
 
 def _fidelity(surrogate: Literal["tree", "logistic", "majority"], predicted: np.ndarray,
-              truth: np.ndarray, level: float) -> Fidelity:
+              truth: np.ndarray, level: float) -> SurrogateFidelity:
     agree = int((predicted == truth).sum())
-    return Fidelity(surrogate, agree / truth.size, *proportion_interval(agree, truth.size, level=level),
+    return SurrogateFidelity(surrogate, agree / truth.size, *proportion_interval(agree, truth.size, level=level),
                     truth.size)

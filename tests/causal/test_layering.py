@@ -55,7 +55,7 @@ def test_public_names_are_pinned():
         "counterfactual_flip_rates",
         "group_fairness",
         "SURROGATE_COLUMNS",
-        "Fidelity",
+        "SurrogateFidelity",
         "SurrogateResult",
         "fit_surrogates",
         "COMPARISON_COLUMNS",
