@@ -44,7 +44,8 @@ class FairnessMetric:
     rates, `contrast` naming the two values ("highest vs lowest"). disparate_impact_ratio: lowest
     over highest positive rate (`contrast` "lowest vs highest"), with `four_fifths_violated`
     when below 0.8 (None on every other metric); its CI is not computed (nan). CIs are
-    Clopper-Pearson for rates and Newcombe for differences; zero-width for weighted
+    Clopper-Pearson for rates and Newcombe for differences (of the two values compared, taken
+    as given: choosing them as the extremes is not accounted for); zero-width for weighted
     (enumerated) units, which carry no sampling error.
     """
 
