@@ -12,7 +12,7 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -220,36 +220,40 @@ class _Contrast:
     contradicts: bool
 
 
-def _judged_rows(effects: pd.DataFrame) -> pd.DataFrame:
+def _judged_rows(effects: pd.DataFrame) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    """The ATE rows of methods t and exact, grouped by (treatment, estimand), one per contrast."""
     missing = [c for c in _REQUIRED_COLUMNS if c not in effects.columns]
     if missing:
         raise EstimationError(
             f"the effects table lacks columns {missing}; pass an effects.csv frame "
             "(causal.EFFECT_COLUMNS)")
     rows = effects.loc[(effects["analysis"] == "ate") & effects["method"].isin(_JUDGED_METHODS)]
-    return rows.drop_duplicates(subset=["estimand", "treatment", "contrast", "method"])
+    grouped: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for row in rows.drop_duplicates(subset=["estimand", "treatment", "contrast", "method"]).to_dict("records"):
+        grouped.setdefault((row["treatment"], row["estimand"]), []).append(row)
+    return grouped
 
 
-def _matching(hypothesis: Hypothesis, rows: pd.DataFrame) -> list[pd.Series]:
-    selected = rows.loc[(rows["treatment"] == hypothesis.treatment)
-                        & (rows["estimand"] == hypothesis.estimand)]
-    if hypothesis.contrast is not None:
-        selected = selected.loc[selected["contrast"] == hypothesis.contrast]
-    if selected.empty:
-        available = sorted({f"{r.treatment}[{r.contrast}] ({r.estimand})" for r in rows.itertuples()})
+def _matching(hypothesis: Hypothesis, rows: dict[tuple[str, str], list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    selected = [row for row in rows.get((hypothesis.treatment, hypothesis.estimand), [])
+                if hypothesis.contrast is None or row["contrast"] == hypothesis.contrast]
+    if not selected:
+        available = sorted(f"{r['treatment']}[{r['contrast']}] ({r['estimand']})"
+                           for group in rows.values() for r in group)
         raise EstimationError(
             f"hypothesis {hypothesis.id!r}: effect {hypothesis.effect} ({hypothesis.estimand}) has "
             f"no ATE row of method t or exact in the effects table; it has: "
             f"{', '.join(available) or 'none'}")
-    return [row for _, row in selected.iterrows()]
+    return selected
 
 
-def _judge_contrast(hypothesis: Hypothesis, row: pd.Series, level: float) -> _Contrast:
+def _judge_contrast(hypothesis: Hypothesis, row: dict[str, Any], level: float) -> _Contrast:
     estimate, exact = float(row["estimate"]), row["method"] == "exact"
     std_error, df = float(row["std_error"]), int(row["n_units"]) - 1
+    testable = math.isfinite(std_error) and df >= 1
     if exact or std_error == 0:
         ci_low = ci_high = estimate
-    elif math.isfinite(std_error) and df >= 1:
+    elif testable:
         half_width = float(stats.t.ppf((1 + level) / 2, df)) * std_error
         ci_low, ci_high = estimate - half_width, estimate + half_width
     else:
@@ -261,7 +265,7 @@ def _judge_contrast(hypothesis: Hypothesis, row: pd.Series, level: float) -> _Co
         p_value = math.nan
     elif std_error == 0:
         p_value = 0.0 if holds else 1.0
-    elif math.isfinite(std_error) and df >= 1:
+    elif testable:
         p_value = _p_value(estimate, std_error, df, low, high)
     else:
         p_value = math.nan
