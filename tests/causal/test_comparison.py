@@ -162,3 +162,17 @@ def test_bad_inputs_raise_and_results_are_frozen():
         compare_effects(a, a, level=0)
     with pytest.raises(dataclasses.FrozenInstanceError):
         compare_effects(a, a).level = 0.5
+
+
+def test_independent_intervals_cover_the_true_difference_in_simulation():
+    rng = np.random.default_rng(3)
+    replicates, n, truth = 1000, 60, 0.1
+
+    def run(mean):
+        draws = rng.normal(mean, 0.5, size=(replicates, n))
+        return _table(*(_row("a vs b", float(d.mean()), float(d.std(ddof=1) / math.sqrt(n)),
+                             treatment=f"r{i}") for i, d in enumerate(draws)))
+
+    frame = compare_effects(run(-0.3), run(-0.3 + truth)).to_frame()
+    covered = ((frame["ci_low"] <= truth) & (truth <= frame["ci_high"])).mean()
+    assert len(frame) == replicates and abs(covered - 0.95) < 0.025
