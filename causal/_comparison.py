@@ -8,9 +8,8 @@ seed), which cancels the units' own variation, else from the two independent sta
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -18,7 +17,7 @@ from scipy import stats
 
 from causal._linking import _records
 from causal._multiple_testing import adjust_p_values
-from causal._paired import t_interval
+from causal._paired import Interval, t_interval
 from causal.errors import EstimationError
 
 MATCH_KEYS = ("analysis", "estimand", "treatment", "contrast", "moderator", "stratum", "method")
@@ -140,16 +139,16 @@ def compare_effects(
     left, right = _compared_rows(a, "a"), _compared_rows(b, "b")
     merged = left.merge(right, on=list(MATCH_KEYS), how="outer", suffixes=("_a", "_b"), indicator=True)
     per_unit = _per_unit(paired)
-    matched = merged.loc[merged["_merge"] == "both"]
-    intervals = [_difference(row, per_unit, level) for _, row in matched.iterrows()]
-    adjusted = adjust_p_values([i[4] for i in intervals], method=correction)
-    alpha = 1 - level
+    matched = merged.loc[merged["_merge"] == "both"].to_dict("records")
+    computed = [_difference(row, per_unit, level) for row in matched]
+    adjusted = adjust_p_values([interval.p_value for interval, _ in computed], method=correction)
     differences = tuple(
-        EffectDifference(*_keys(row), row["estimate_a"], row["estimate_b"], *interval, float(p_adj),
-                         _significant(interval, float(p_adj), alpha), pairing)
-        for (_, row), (*interval, pairing), p_adj in zip(matched.iterrows(), intervals, adjusted, strict=True))
+        EffectDifference(*_keys(row), float(row["estimate_a"]), float(row["estimate_b"]), interval.estimate,
+                         interval.ci_low, interval.ci_high, interval.std_error, interval.p_value,
+                         float(p_adjusted), _significant(interval, float(p_adjusted), 1 - level), pairing)
+        for row, (interval, pairing), p_adjusted in zip(matched, computed, adjusted, strict=True))
     unmatched = tuple(Unmatched(*_keys(row), side="a" if row["_merge"] == "left_only" else "b")
-                      for _, row in merged.loc[merged["_merge"] != "both"].iterrows())
+                      for row in merged.loc[merged["_merge"] != "both"].to_dict("records"))
     return ComparisonTable(differences, unmatched, level=level, correction=correction)
 
 
@@ -190,8 +189,8 @@ def _compared_rows(effects: pd.DataFrame, side: str) -> pd.DataFrame:
     return rows.drop_duplicates(subset=list(MATCH_KEYS))
 
 
-def _keys(row: pd.Series) -> list[str | None]:
-    return [row[k] if row[k] != "" or k not in ("moderator", "stratum") else None for k in MATCH_KEYS]
+def _keys(row: dict[str, Any]) -> list[str | None]:
+    return [None if k in ("moderator", "stratum") and row[k] == "" else row[k] for k in MATCH_KEYS]
 
 
 def _per_unit(paired: pd.DataFrame | None) -> dict[tuple[str, str, str], np.ndarray]:
@@ -209,27 +208,25 @@ def _per_unit(paired: pd.DataFrame | None) -> dict[tuple[str, str, str], np.ndar
             for (e, t, c), group in groups}
 
 
-def _difference(row: pd.Series, per_unit: dict[tuple[str, str, str], np.ndarray],
-                level: float) -> tuple[float, float, float, float, float, Pairing]:
-    """(difference, ci_low, ci_high, std_error, p_value, pairing) of one matched row."""
+def _difference(row: dict[str, Any], per_unit: dict[tuple[str, str, str], np.ndarray],
+                level: float) -> tuple[Interval, Pairing]:
+    """The difference B - A of one matched row with its interval, and how it was paired."""
     difference = float(row["estimate_b"] - row["estimate_a"])
     if row["method"] == "exact":
-        return difference, difference, difference, 0.0, math.nan, "exact"
+        return Interval(difference, difference, difference, 0.0, math.nan), "exact"
     units = per_unit.get((row["estimand"], row["treatment"], row["contrast"]))
     if units is not None and row["analysis"] == "ate":
         _check_pairing(row, units)
-        interval = t_interval(units[:, 1] - units[:, 0], level=level)
-        return (interval.estimate, interval.ci_low, interval.ci_high, interval.std_error,
-                interval.p_value, "paired")
+        return t_interval(units[:, 1] - units[:, 0], level=level), "paired"
     std_error = math.hypot(float(row["std_error_a"]), float(row["std_error_b"]))
     if std_error == 0:
-        return difference, difference, difference, 0.0, 0.0 if difference != 0 else 1.0, "independent"
+        return Interval(difference, difference, difference, 0.0, 0.0 if difference != 0 else 1.0), "independent"
     half_width = float(stats.norm.ppf((1 + level) / 2)) * std_error
     p_value = float(2 * stats.norm.sf(abs(difference) / std_error))
-    return difference, difference - half_width, difference + half_width, std_error, p_value, "independent"
+    return Interval(difference, difference - half_width, difference + half_width, std_error, p_value), "independent"
 
 
-def _check_pairing(row: pd.Series, units: np.ndarray) -> None:
+def _check_pairing(row: dict[str, Any], units: np.ndarray) -> None:
     """Per-unit differences must reproduce both runs' estimates, else they belong to other units."""
     means = units.mean(axis=0)
     for side, mean in zip("ab", means, strict=True):
@@ -241,8 +238,7 @@ def _check_pairing(row: pd.Series, units: np.ndarray) -> None:
                 "same units, or omit paired for an independent comparison")
 
 
-def _significant(interval: Sequence[float], p_adjusted: float, alpha: float) -> bool:
-    difference, _, _, std_error, _ = interval
-    if std_error == 0:
-        return difference != 0
+def _significant(interval: Interval, p_adjusted: float, alpha: float) -> bool:
+    if interval.std_error == 0:
+        return interval.estimate != 0
     return bool(p_adjusted < alpha)
