@@ -3,9 +3,24 @@
 Never imports torch: estimation runs on tables produced elsewhere.
 """
 
-from causal._comparison import COMPARISON_COLUMNS, UNMATCHED_COLUMNS, VERDICT_CHANGE_COLUMNS, ComparisonTable, EffectDifference, Unmatched, compare_effects, compare_verdicts
+from causal._comparison import (
+    COMPARISON_COLUMNS,
+    UNMATCHED_COLUMNS,
+    VERDICT_CHANGE_COLUMNS,
+    ComparisonTable,
+    EffectDifference,
+    Unmatched,
+    compare_effects,
+    compare_verdicts,
+)
 from causal._estimate import estimate_paired_effects
-from causal._fairness import FAIRNESS_COLUMNS, FairnessMetric, FairnessTable, counterfactual_flip_rates, group_fairness
+from causal._fairness import (
+    FAIRNESS_COLUMNS,
+    FairnessMetric,
+    FairnessTable,
+    counterfactual_flip_rates,
+    group_fairness,
+)
 from causal._hypotheses import VERDICT_COLUMNS, Hypothesis, Verdict, VerdictTable, judge_hypotheses
 from causal._linking import AGREEMENT_COLUMNS, LINK_COLUMNS, EvidenceLinks, FactorLink, RankAgreement, link_evidence
 from causal._mediation import MEDIATION_COLUMNS, SITE_KEYS, MediationEstimate, MediationTable, estimate_mediation
