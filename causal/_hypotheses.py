@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -192,8 +193,7 @@ def judge_hypotheses(
         raise EstimationError(f"level must lie strictly between 0 and 1; got {level!r}")
     if correction != "holm":
         raise EstimationError(f"correction must be 'holm'; got {correction!r}")
-    ids = [h.id for h in hypotheses]
-    repeated = sorted({i for i in ids if ids.count(i) > 1})
+    repeated = sorted(i for i, n in Counter(h.id for h in hypotheses).items() if n > 1)
     if repeated:
         raise EstimationError(f"hypothesis ids must be unique; repeated: {repeated}")
     rows = _judged_rows(effects)
