@@ -82,7 +82,7 @@ def render_report(folder: Path) -> str:
         evidence=_evidence(folder, redact),
         examples=_examples(folder, experiment, redact),
         fairness=_fairness(folder),
-        surrogate=_surrogate(folder),
+        surrogate=_surrogate(folder, manifest),
         observational=[(title, about, _frame_table(frame)) for name, title, about in _OBSERVATIONAL
                        if (frame := _optional_csv(folder / name)) is not None],
         provenance=_provenance(manifest),
@@ -334,16 +334,19 @@ def _examples(folder: Path, experiment: Experiment, redact_texts: bool) -> list[
     return examples
 
 
-def _surrogate(folder: Path) -> dict[str, Any] | None:
+def _surrogate(folder: Path, manifest: dict[str, Any]) -> dict[str, Any] | None:
+    """Fidelities, rules and coefficients; or why no surrogate was fitted; None when fairness was not reviewed."""
     fidelity = _optional_csv(folder / "surrogate.csv")
+    skipped = (manifest.get("review") or {}).get("surrogate_skipped")
     if fidelity is None:
-        return None
+        return None if skipped is None else {"skipped": skipped}
     coefficients = _optional_csv(folder / "surrogate_coefficients.csv")
     rules = folder / "surrogate_rules.txt"
     return {
         "fidelity": _frame_table(fidelity),
         "coefficients": None if coefficients is None else _frame_table(coefficients),
         "rules": rules.read_text(encoding="utf-8") if rules.is_file() else "",
+        "skipped": None,
     }
 
 
