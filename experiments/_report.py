@@ -82,6 +82,7 @@ def render_report(folder: Path) -> str:
         evidence=_evidence(folder, redact),
         examples=_examples(folder, experiment, redact),
         fairness=_fairness(folder),
+        decision_threshold=experiment.decision_threshold,
         surrogate=_surrogate(folder, manifest),
         observational=[(title, about, _frame_table(frame)) for name, title, about in _OBSERVATIONAL
                        if (frame := _optional_csv(folder / name)) is not None],

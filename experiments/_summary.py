@@ -139,7 +139,7 @@ def _fairness_section(review: ReviewResult, outcome_type: str, level: str) -> li
     lines += [
         f"A decision tree (depth <= {surrogate.max_depth}) and a logistic regression over the factors, fitted to the "
         f"model's decisions on {surrogate.n_train} units; fidelity is agreement with the model on {surrogate.n_test} "
-        f"held-out units. They {surrogate.caveat}.",
+        f"held-out units. Each {surrogate.caveat}.",
         "",
         f"| surrogate | fidelity | {level} CI |",
         "|---|---|---|",

@@ -162,8 +162,8 @@ def test_fairness_and_surrogate_find_the_planted_mechanisms(contradicted_run) ->
     fairness = pd.read_csv(folder / "fairness.csv")
     assert tuple(fairness.columns) == FAIRNESS_COLUMNS
     flips = fairness[fairness["metric"] == "flip_rate"].set_index(["factor", "contrast"])
-    assert flips.loc[("sex", "male vs female"), "estimate"] <= 0.02
-    assert flips.loc[("insurance", "none vs private"), "ci_low"] > 0.05
+    assert flips.loc[("sex", "male vs female"), "estimate"] < 0.05          # only units at the threshold flip
+    assert flips.loc[("insurance", "none vs private"), "ci_low"] > flips.loc[("sex", "male vs female"), "ci_high"]
     impact = fairness[fairness["metric"] == "disparate_impact_ratio"].set_index("factor")
     assert bool(impact.loc["insurance", "four_fifths_violated"])
     units = pd.read_parquet(folder / "units.parquet")
