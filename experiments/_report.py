@@ -62,7 +62,7 @@ def render_report(folder: Path) -> str:
             raise RunError(f"{str(folder)!r} is not a finished run folder: {name} is missing; pass a folder that `paribus run` wrote")
     experiment = load_experiment(folder / "config.yaml")
     manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
-    redact = experiment.config.report.redact_texts
+    redacted = experiment.config.report.redact_texts
     effects = pd.read_csv(folder / "effects.csv")
     environment = Environment(autoescape=True, undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     template = environment.from_string((files("experiments") / "templates" / "report.html.j2").read_text(encoding="utf-8"))
@@ -72,15 +72,15 @@ def render_report(folder: Path) -> str:
         generated_at=utc_now(),
         manifest=manifest,
         level=level,
-        redacted=redact,
+        redacted=redacted,
         verdicts=_verdicts(folder),
         graph_png=_png(lambda figure: _draw_graph(figure, experiment)),
         forest_png=_png(lambda figure: _draw_forest(figure, experiment, effects, level)),
         effects=_effects_table(effects),
         cate=_cate_plots(experiment, effects, level),
         mediation=_mediation(folder, manifest),
-        evidence=_evidence(folder, redact),
-        examples=_examples(folder, experiment, redact),
+        evidence=_evidence(folder, redacted),
+        examples=_examples(folder, experiment, redacted),
         fairness=_fairness(folder),
         decision_threshold=experiment.decision_threshold,
         surrogate=_surrogate(folder, manifest),
@@ -95,6 +95,11 @@ def render_report(folder: Path) -> str:
 def redact(text: str) -> str:
     """A text's stand-in in a redacted report: the first 12 hex digits of its sha256."""
     return "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
+
+
+def _plain(text: str) -> str:
+    """A label for matplotlib, drawn as typed: a `$` would otherwise start mathtext."""
+    return text.replace("$", r"\$")
 
 
 def _optional_csv(path: Path) -> pd.DataFrame | None:
@@ -174,8 +179,8 @@ def _draw_graph(figure: Any, experiment: Experiment) -> None:
     axes = figure.add_subplot()
     outcome = experiment.graph.outcome
     colours = ["#f2c14e" if node == outcome else "#9ecae1" for node in graph.nodes]
-    nx.draw_networkx(graph, positions, ax=axes, node_color=colours, node_size=1600, font_size=9,
-                     arrowsize=16, edge_color="#555555")
+    nx.draw_networkx(graph, positions, ax=axes, labels={node: _plain(str(node)) for node in graph.nodes},
+                     node_color=colours, node_size=1600, font_size=9, arrowsize=16, edge_color="#555555")
     axes.margins(0.12)
     axes.set_axis_off()
     axes.set_title(f"declared graph: {len(graph.edges)} edges; yellow = outcome", fontsize=9)
@@ -188,7 +193,7 @@ def _headline(effects: pd.DataFrame, analysis: str) -> pd.DataFrame:
 def _draw_forest(figure: Any, experiment: Experiment, effects: pd.DataFrame, level: str) -> None:
     """Each average effect with its interval; the zero line and the negligible band for reference."""
     rows = _headline(effects, "ate").iloc[::-1]
-    labels = [f"{row.treatment}: {row.contrast}" + ("" if row.estimand == "total" else f" ({row.estimand})")
+    labels = [_plain(f"{row.treatment}: {row.contrast}" + ("" if row.estimand == "total" else f" ({row.estimand})"))
               for row in rows.itertuples()]
     figure.set_size_inches(7.5, 1.2 + 0.45 * len(rows))
     axes = figure.add_subplot()
@@ -239,7 +244,7 @@ def _draw_strata(figure: Any, rows: pd.DataFrame, average: pd.DataFrame, moderat
     figure.set_size_inches(6.0, 1.2 + 0.45 * len(rows))
     axes = figure.add_subplot()
     _intervals(axes, np.arange(len(rows)), rows)
-    axes.set_yticks(np.arange(len(rows)), [f"{moderator} = {stratum}" for stratum in rows["stratum"]], fontsize=8)
+    axes.set_yticks(np.arange(len(rows)), [_plain(f"{moderator} = {stratum}") for stratum in rows["stratum"]], fontsize=8)
     if len(average):
         axes.axvline(float(average["estimate"].iloc[0]), color="#2980b9", linestyle="--", linewidth=1,
                      label="average effect")
