@@ -59,7 +59,8 @@ def validate(config: ConfigArg) -> None:
         f"[green]valid[/green]: {escape(experiment.config.name)}: {len(graph.factors)} factors, "
         f"{len(graph.edges)} edges into/among them, {len(experiment.templates)} template(s), "
         f"{len(experiment.contrasts)} contrasts over {len(experiment.arms)} arms, "
-        f"{len(experiment.mediation)} patching sweep(s), evidence {'on' if experiment.config.evidence else 'off'}",
+        f"{len(experiment.mediation)} patching sweep(s), evidence {'on' if experiment.config.evidence else 'off'}, "
+        f"{len(experiment.hypotheses)} hypotheses, fairness {'on' if experiment.config.fairness else 'off'}",
         highlight=False,
         soft_wrap=True,
     )

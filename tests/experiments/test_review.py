@@ -55,6 +55,12 @@ def test_example_config_declares_the_issue_hypotheses(example: Path) -> None:
     assert experiment.config.fairness.protected == ["sex", "insurance"]
 
 
+def test_validate_counts_hypotheses_and_fairness(example: Path, tmp_path: Path) -> None:
+    done = paribus("validate", str(example), cache=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "evidence on, 2 hypotheses, fairness on" in done.stdout
+
+
 @pytest.mark.parametrize(
     ("hypothesis", "message"),
     [
