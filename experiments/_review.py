@@ -64,10 +64,10 @@ def run_review(experiment: Experiment, store: RunStore) -> ReviewResult:
         return ReviewResult(verdicts, None, None, None, None)
 
     units = pd.read_parquet(store.folder / "units.parquet")
-    decisions = decision_frame(pd.read_parquet(store.folder / "outcomes.parquet"), experiment.decision_threshold)
-    fairness = _fairness(experiment, units, decisions)
-    store.write_table("fairness.csv", fairness.to_frame())
+    decisions = _decisions(pd.read_parquet(store.folder / "outcomes.parquet"), experiment.decision_threshold)
     factual = units.assign(decision=decisions["factual"].loc[units["unit_id"]].to_numpy())
+    fairness = _fairness(experiment, factual, decisions)
+    store.write_table("fairness.csv", fairness.to_frame())
     seed = int(np.random.SeedSequence([config.sampling.seed, 3_000]).generate_state(1)[0])
     try:
         surrogate = fit_surrogates(factual, factors=list(config.factors), seed=seed,
@@ -80,15 +80,18 @@ def run_review(experiment: Experiment, store: RunStore) -> ReviewResult:
     return ReviewResult(verdicts, fairness, surrogate, None, experiment.decision_threshold)
 
 
-def decision_frame(outcomes: pd.DataFrame, threshold: float) -> pd.DataFrame:
+def _decisions(outcomes: pd.DataFrame, threshold: float) -> pd.DataFrame:
     """0/1 decisions (outcome above `threshold`), one row per unit and one column per arm label."""
     return (outcomes["outcome"] > threshold).astype(int).to_frame("decision").assign(
         unit_id=outcomes["unit_id"], arm=outcomes["arm"]
     ).pivot(index="unit_id", columns="arm", values="decision")
 
 
-def _fairness(experiment: Experiment, units: pd.DataFrame, decisions: pd.DataFrame) -> FairnessTable:
-    """Flip rates of every contrast on a protected factor, then group figures of each protected factor."""
+def _fairness(experiment: Experiment, factual: pd.DataFrame, decisions: pd.DataFrame) -> FairnessTable:
+    """Flip rates of every contrast on a protected factor, then group figures of each protected factor.
+
+    `factual` is units.parquet with each unit's factual decision; `decisions` has a column per arm.
+    """
     config = experiment.config
     level = config.inference.level
     weight = "weight" if config.sampling.mode == "exact" else None
@@ -103,14 +106,13 @@ def _fairness(experiment: Experiment, units: pd.DataFrame, decisions: pd.DataFra
             pd.DataFrame({
                 "treatment": plan.treatment,
                 "contrast": plan.contrast,
-                "decision_treated": decisions[plan.treated.label].loc[units["unit_id"]].to_numpy(),
-                "decision_reference": decisions[plan.reference.label].loc[units["unit_id"]].to_numpy(),
-                "weight": units["weight"].to_numpy(),
+                "decision_treated": decisions[plan.treated.label].loc[factual["unit_id"]].to_numpy(),
+                "decision_reference": decisions[plan.reference.label].loc[factual["unit_id"]].to_numpy(),
+                "weight": factual["weight"].to_numpy(),
             })
             for plan in plans.values()
         ]
         tables.append(counterfactual_flip_rates(pd.concat(rows, ignore_index=True), weight=weight, level=level))
-    factual = units.assign(decision=decisions["factual"].loc[units["unit_id"]].to_numpy())
     for factor in protected:
         values = pd.Categorical(factual[factor], categories=list(config.factors[factor].values))
         tables.append(group_fairness(factual.assign(**{factor: values}), factor=factor, weight=weight, level=level))
