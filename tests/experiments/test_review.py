@@ -118,6 +118,62 @@ def test_report_section_rejects_unknown_keys(example: Path) -> None:
         compiled(example, report={"redact_text": True})
 
 
+def test_review_of_an_enumerated_run_matches_a_hand_computation(tmp_path: Path) -> None:
+    """Exact mode, a planted decision rule (refer iff private insurance), no model.
+
+    P(private | female) = 0.8 and P(private | male) = 0.4 (sex weighted 1:3). By hand: every
+    unit's decision flips between do(none) and do(private); under do(sex) it flips when the
+    unit's insurance noise lies in [0.4, 0.8), a share of 0.4; women are referred at 0.8 and
+    men at 0.4 (impact ratio 0.5, parity difference 0.4), which only weighting by the units'
+    probabilities gets right (unweighted, the enumerated cells give 0.5 each).
+    """
+    from experiments._review import run_review
+    from experiments._runner import _units_frame, arm_texts, draw_units, realize_arms
+    from experiments._store import RunStore
+
+    experiment = compile_config(parse_config({
+        "name": "planted",
+        "model": {"id": "unused"},
+        "outcome": {"type": "logit_diff", "answers": {"positive": " yes", "negative": " no"}},
+        "prompt": {"template": "A {sex} with {insurance} insurance. Refer?"},
+        "factors": {"sex": {"values": {"female": ["woman"], "male": ["man", "gentleman"]},
+                            "distribution": {"female": 0.25, "male": 0.75}},
+                    "insurance": {"values": {"private": ["private"], "none": ["no"]}, "parents": ["sex"],
+                                  "distribution": {"female": {"private": 0.8, "none": 0.2},
+                                                   "male": {"private": 0.4, "none": 0.6}}}},
+        "graph": {"edges": ["sex -> insurance", "sex -> decision", "insurance -> decision"]},
+        "effects": [{"treatment": "insurance", "contrast": ["none", "private"]}, {"treatment": "sex"}],
+        "fairness": {"protected": ["sex", "insurance"]},
+        "sampling": {"mode": "exact"},
+    }))
+    units = draw_units(experiment)
+    worlds = realize_arms(experiment, units)
+    outcomes = arm_texts(experiment, units, worlds)
+    private = {arm.label: world.values["insurance"] == "private" for arm, world in worlds.items()}
+    outcomes["outcome"] = [1.0 if private[arm][unit] else -1.0 for arm, unit in zip(outcomes["arm"], outcomes["unit_id"])]
+    store = RunStore(tmp_path / "run")
+    store.write_table("units.parquet", _units_frame(units, worlds[experiment.arms[0]]))
+    store.write_table("outcomes.parquet", outcomes)
+
+    review = run_review(experiment, store)
+    figures = pd.read_csv(store.folder / "fairness.csv")
+    by = {(row.metric, row.factor, row.contrast if isinstance(row.contrast, str) else row.value): row
+          for row in figures.itertuples()}
+    assert by[("flip_rate", "insurance", "none vs private")].estimate == 1.0
+    assert by[("flip_rate", "sex", "male vs female")].estimate == pytest.approx(0.4)
+    assert by[("positive_rate", "insurance", "private")].estimate == 1.0
+    assert by[("positive_rate", "insurance", "none")].estimate == 0.0
+    assert by[("positive_rate", "sex", "female")].estimate == pytest.approx(0.8)
+    assert by[("positive_rate", "sex", "male")].estimate == pytest.approx(0.4)
+    assert by[("demographic_parity_difference", "sex", "female vs male")].estimate == pytest.approx(0.4)
+    assert figures[figures["metric"] == "disparate_impact_ratio"].set_index("factor")["estimate"].to_dict() == \
+        pytest.approx({"sex": 0.5, "insurance": 0.0})
+    assert review.record["four_fifths_violations"] == ["sex", "insurance"]
+    assert (figures["ci_low"].dropna() == figures["estimate"][figures["ci_low"].notna()]).all()  # exact: no sampling error
+    assert "insurance=" in (store.folder / "surrogate_rules.txt").read_text()
+    assert not (store.folder / "hypotheses.csv").exists()
+
+
 @pytest.fixture(scope="module")
 def contradicted_run(demo_cache: Path, example: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess[str]]:
     """A demo run whose third hypothesis (weekend raises referral by >= 0.5) the planted rule contradicts."""
