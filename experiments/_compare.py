@@ -43,8 +43,8 @@ class RunComparison:
             "",
             ("Both runs drew the same units: each average effect's difference is a paired t-interval over units."
              if self.paired else "The runs drew different units: differences are compared as independent samples."),
-            f"{len(frame)} matched estimates, {len(self.effects.significant)} significant at {level} "
-            f"({self.effects.correction}-adjusted across all of them).",
+            (f"{len(frame)} matched estimates, {len(self.effects.significant)} significant at {level} "
+             f"({self.effects.correction}-adjusted across all of them)."),
             "",
             "## Average effects",
             "",

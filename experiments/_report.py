@@ -74,8 +74,8 @@ def render_report(folder: Path) -> str:
         level=level,
         redacted=redacted,
         verdicts=_verdicts(folder),
-        graph_png=_png(lambda figure: _draw_graph(figure, experiment)),
-        forest_png=_png(lambda figure: _draw_forest(figure, experiment, effects, level)),
+        graph_png=_png(_draw_graph, experiment),
+        forest_png=_png(_draw_forest, experiment, effects, level),
         effects=_effects_table(effects),
         cate=_cate_plots(experiment, effects, level),
         mediation=_mediation(folder, manifest),
@@ -154,14 +154,14 @@ def _effects_table(effects: pd.DataFrame) -> _Table:
     return _frame_table(effects.drop(columns=["std_error"]))
 
 
-def _png(draw: Callable[[Any], None]) -> str:
-    """Draw on a fresh matplotlib Figure (no pyplot state) and return it as base64 PNG."""
+def _png(draw: Callable[..., None], *args: Any) -> str:
+    """`draw(figure, *args)` on a fresh matplotlib Figure (no pyplot state), returned as base64 PNG."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     figure = Figure(figsize=(7.5, 4.0), layout="constrained")
     FigureCanvasAgg(figure)
-    draw(figure)
+    draw(figure, *args)
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=100)
     return base64.b64encode(buffer.getvalue()).decode("ascii")
@@ -231,8 +231,7 @@ def _cate_plots(experiment: Experiment, effects: pd.DataFrame, level: str) -> li
             average = _headline(effects, "ate")
             average = average[_plan_rows(average, plan)]
             title = f"{plan.treatment}: {plan.contrast} ({plan.estimand}) by {moderator}"
-            plots.append((title, _png(lambda figure, rows=rows, average=average: _draw_strata(
-                figure, rows, average, moderator, level))))
+            plots.append((title, _png(_draw_strata, rows, average, moderator, level)))
     return plots
 
 

@@ -58,7 +58,7 @@ def config(model: Path) -> dict:
         "prompt": {"template": "A {sex} with {insurance} insurance. " + MARKUP + " Refer?"},
         "factors": {
             "sex": {"values": {"female": ["woman", INJECTION], "male": ["man"]}},
-            "insurance": {"values": {"private": ["private"], "$no^ne$": ["no"]}},   # a `$` pair is not mathtext
+            "insurance": {"values": {"private": ["private"], "$\\frac{$": ["no"]}},   # not mathtext
         },
         "graph": {"edges": ["sex -> decision", "insurance -> decision"]},
         "effects": [{"treatment": "insurance", "moderators": ["sex"]}, {"treatment": "sex"}],

@@ -65,8 +65,8 @@ def test_validate_counts_hypotheses_and_fairness(example: Path, tmp_path: Path) 
     ("hypothesis", "message"),
     [
         ({"effect": "insurance[private vs none]", "direction": "negative"},
-         r"^hypotheses\[0\]\.effect: 'insurance\[private vs none\]' \(total\) is not among the effects this config "
-         r"estimates: .*insurance\[none vs private\]"),
+         (r"^hypotheses\[0\]\.effect: 'insurance\[private vs none\]' \(total\) is not among the effects this config "
+          r"estimates: .*insurance\[none vs private\]")),
         ({"effect": "weekday[*]", "estimand": "direct", "equivalence": 0.1},
          r"^hypotheses\[0\]\.effect: 'weekday\[\*\]' \(direct\) is not among"),
         ({"effect": "insurance none", "direction": "negative"},
@@ -150,7 +150,7 @@ def test_review_of_an_enumerated_run_matches_a_hand_computation(tmp_path: Path) 
     worlds = realize_arms(experiment, units)
     outcomes = arm_texts(experiment, units, worlds)
     private = {arm.label: world.values["insurance"] == "private" for arm, world in worlds.items()}
-    outcomes["outcome"] = [1.0 if private[arm][unit] else -1.0 for arm, unit in zip(outcomes["arm"], outcomes["unit_id"])]
+    outcomes["outcome"] = [1.0 if private[arm][unit] else -1.0 for arm, unit in zip(outcomes["arm"], outcomes["unit_id"], strict=True)]
     store = RunStore(tmp_path / "run")
     store.write_table("units.parquet", _units_frame(units, worlds[experiment.arms[0]]))
     store.write_table("outcomes.parquet", outcomes)
@@ -203,7 +203,7 @@ def test_verdicts_follow_the_planted_rule(contradicted_run) -> None:
     folder, _ = contradicted_run
     verdicts = pd.read_csv(folder / "hypotheses.csv")
     assert tuple(verdicts.columns) == VERDICT_COLUMNS
-    assert dict(zip(verdicts["id"], verdicts["verdict"])) == {"H1": "supported", "H2": "supported", "H3": "contradicted"}
+    assert dict(zip(verdicts["id"], verdicts["verdict"], strict=True)) == {"H1": "supported", "H2": "supported", "H3": "contradicted"}
 
 
 @pytest.mark.slow
