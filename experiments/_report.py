@@ -168,19 +168,19 @@ def _png(draw: Callable[..., None], *args: Any) -> str:
 
 
 def _draw_graph(figure: Any, experiment: Experiment) -> None:
-    """The declared causal graph, layered by topological generation, the outcome last."""
+    """The declared causal graph, layered by topological generation (config order within a layer)."""
     import networkx as nx
 
     graph = experiment.graph.to_networkx()
-    for layer, nodes in enumerate(nx.topological_generations(graph)):
-        for node in nodes:
-            graph.nodes[node]["layer"] = layer
-    positions = nx.multipartite_layout(graph, subset_key="layer")
-    axes = figure.add_subplot()
     outcome = experiment.graph.outcome
+    order = {node: index for index, node in enumerate((*experiment.graph.factors, outcome))}
+    layers = [sorted(nodes, key=order.__getitem__) for nodes in nx.topological_generations(graph)]
+    positions = {node: (float(x), (len(nodes) - 1) / 2 - y) for x, nodes in enumerate(layers) for y, node in enumerate(nodes)}
+    axes = figure.add_subplot()
     colours = ["#f2c14e" if node == outcome else "#9ecae1" for node in graph.nodes]
     nx.draw_networkx(graph, positions, ax=axes, labels={node: _plain(str(node)) for node in graph.nodes},
-                     node_color=colours, node_size=1600, font_size=9, arrowsize=16, edge_color="#555555")
+                     node_color=colours, node_size=1600, font_size=9, arrowsize=16, edge_color="#555555",
+                     connectionstyle="arc3,rad=0.12")   # curved, so an edge never runs through a node in its way
     axes.margins(0.12)
     axes.set_axis_off()
     axes.set_title(f"declared graph: {len(graph.edges)} edges; yellow = outcome", fontsize=9)

@@ -173,6 +173,21 @@ def test_redacted_report_shows_hashes_instead_of_texts(run_folder: Path, tmp_pat
     assert "<span class=\"token" not in html and len(tokens)
 
 
+def test_rebuilding_gives_the_same_report_in_any_process(run_folder: Path, tmp_path: Path) -> None:
+    """`paribus report` reproduces the report byte for byte, build time aside, whatever the hash seed."""
+    pages = []
+    for seed in ("1", "2"):
+        folder = tmp_path / seed
+        shutil.copytree(run_folder, folder)
+        done = subprocess.run([sys.executable, "-m", "experiments.cli", "report", str(folder)], cwd=ROOT, capture_output=True,
+                              text=True, timeout=300, env={**os.environ, "PYTHONHASHSEED": seed, "OMP_NUM_THREADS": "1"})
+        assert done.returncode == 0, done.stderr
+        pages.append(re.sub(r"report built [0-9T:+-]+", "", (folder / "report.html").read_text()))
+    assert pages[0] == pages[1]
+    original = re.sub(r"report built [0-9T:+-]+", "", (run_folder / "report.html").read_text())
+    assert pages[0] == original
+
+
 def test_sections_follow_the_files_of_the_folder(run_folder: Path, tmp_path: Path) -> None:
     """Absent tables drop their section; observational tables, when present, get one."""
     folder = tmp_path / "data-mode"
