@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from causal import EstimationError, Hypothesis
 from graphs import CausalGraph, Factor, GraphError, StructuralModel
 from interventions import (
     AnswerProb,
@@ -109,6 +110,8 @@ class Experiment:
     contrasts: tuple[ContrastPlan, ...]
     mediation: tuple[MediationPlan, ...] = ()
     data: DataPlan | None = None
+    hypotheses: tuple[Hypothesis, ...] = ()
+    decision_threshold: float | None = None
 
     @property
     def arms(self) -> tuple[Arm, ...]:
@@ -168,6 +171,8 @@ def compile_config(config: ExperimentConfig, *, base_dir: str | Path | None = No
         contrasts=contrasts,
         mediation=mediation,
         data=data,
+        hypotheses=_hypotheses(config, contrasts),
+        decision_threshold=_decision_threshold(config),
     )
 
 
@@ -403,6 +408,58 @@ def _hold(path: str, effect: EffectConfig, graph: CausalGraph) -> tuple[str, ...
                 path=f"{path}.hold",
             )
     return tuple(effect.hold)
+
+
+def _hypotheses(config: ExperimentConfig, contrasts: tuple[ContrastPlan, ...]) -> tuple[Hypothesis, ...]:
+    """Each hypothesis must name an effect the config estimates; ids are unique."""
+    hypotheses: list[Hypothesis] = []
+    for index, spec in enumerate(config.hypotheses):
+        path = f"hypotheses[{index}]"
+        if spec.id in {known.id for known in hypotheses}:
+            raise ConfigError(f"id {spec.id!r} is used by an earlier hypothesis; give each a distinct id", path=f"{path}.id")
+        try:
+            treatment, contrast = Hypothesis.parse_effect(spec.effect)
+        except EstimationError as error:
+            raise ConfigError(str(error), path=f"{path}.effect") from None
+        estimated = [plan.contrast for plan in contrasts if plan.treatment == treatment and plan.estimand == spec.estimand]
+        if not estimated or (contrast is not None and contrast not in estimated):
+            known = sorted({f"{plan.treatment}[{plan.contrast}]" + ("" if plan.estimand == "total" else f" ({plan.estimand})")
+                            for plan in contrasts})
+            raise ConfigError(
+                f"{spec.effect!r} ({spec.estimand}) is not among the effects this config estimates: {', '.join(known)}; "
+                "name one of them, or add it under effects",
+                path=f"{path}.effect",
+            )
+        hypotheses.append(Hypothesis(
+            id=spec.id, claim=spec.claim, treatment=treatment, contrast=contrast, direction=spec.direction,
+            min_effect=spec.min_effect, equivalence=spec.equivalence, estimand=spec.estimand,
+        ))
+    return tuple(hypotheses)
+
+
+_DEFAULT_THRESHOLD = {"logit_diff": 0.0, "class_logit": 0.0, "answer_prob": 0.5, "class_prob": 0.5}
+
+
+def _decision_threshold(config: ExperimentConfig) -> float | None:
+    """The outcome above which a decision is positive: the config's, else the outcome type's default."""
+    if config.fairness is None:
+        return None
+    for index, name in enumerate(config.fairness.protected):
+        if name not in config.factors:
+            raise ConfigError(f"{name!r} is not a factor{_suggest(name, list(config.factors))}",
+                              path=f"fairness.protected[{index}]")
+        if config.data is not None and name not in config.data.factors:
+            raise ConfigError(f"{name!r} is not annotated in the documents: fairness needs each document's value; "
+                              f"annotated are {sorted(config.data.factors)}", path=f"fairness.protected[{index}]")
+    if config.fairness.threshold is not None:
+        return config.fairness.threshold
+    if config.outcome.type not in _DEFAULT_THRESHOLD:
+        raise ConfigError(
+            f"outcome type {config.outcome.type} has no natural decision threshold; set fairness.threshold "
+            "(a unit's decision is positive when its outcome exceeds it)",
+            path="fairness.threshold",
+        )
+    return _DEFAULT_THRESHOLD[config.outcome.type]
 
 
 def _outcome(config: OutcomeConfig) -> Outcome:

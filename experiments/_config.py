@@ -278,6 +278,49 @@ class InferenceConfig(_Section):
     negligible: float = Field(0.0, ge=0)
 
 
+class HypothesisConfig(_Section):
+    """A pre-registered claim about one effect, judged after the run.
+
+    `effect` reads `treatment[a vs b]` or `treatment[*]` (every contrast of the treatment).
+    Give `direction` (with `min_effect`, the smallest effect of interest) or `equivalence`
+    (the margin of a two one-sided test), not both.
+    """
+
+    id: str = Field(min_length=1)
+    claim: str = Field(min_length=1)
+    effect: str
+    estimand: Literal["total", "direct"] = "total"
+    direction: Literal["positive", "negative"] | None = None
+    min_effect: float = Field(0.0, ge=0)
+    equivalence: float | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _one_test(self) -> HypothesisConfig:
+        if (self.direction is None) == (self.equivalence is None):
+            raise ValueError("give exactly one of direction (positive | negative, with min_effect) or equivalence (a margin)")
+        if self.equivalence is not None and self.min_effect:
+            raise ValueError("min_effect belongs to a directional claim; an equivalence claim has only its margin")
+        return self
+
+
+class FairnessConfig(_Section):
+    """Fairness of the model's decisions over protected factors, and surrogate models of the decisions.
+
+    A unit's decision is positive when its outcome exceeds `threshold`; the default follows
+    the outcome type (0 for logits, 0.5 for probabilities; a log-likelihood needs one).
+    """
+
+    protected: list[str] = Field(min_length=1)
+    threshold: float | None = None
+    surrogate_depth: int = Field(3, ge=1, le=8)
+
+
+class ReportConfig(_Section):
+    """The HTML report; `redact_texts` replaces example texts by their sha256 prefix."""
+
+    redact_texts: bool = False
+
+
 class ExperimentConfig(_Section):
     """A whole experiment, as written in YAML.
 
@@ -299,6 +342,9 @@ class ExperimentConfig(_Section):
     evidence: EvidenceConfig | None = None
     sampling: SamplingConfig = SamplingConfig()
     inference: InferenceConfig = InferenceConfig()
+    hypotheses: list[HypothesisConfig] = Field(default_factory=list)
+    fairness: FairnessConfig | None = None
+    report: ReportConfig = ReportConfig()
 
     @field_validator("name")
     @classmethod

@@ -1,4 +1,4 @@
-"""The built-in demo model, `builtin:triage-demo`, trained by Paribus on first use and cached.
+"""The built-in demo models, `builtin:triage-demo` and `builtin:triage-demo-fair`, trained on first use and cached.
 
 A two-layer GPT-2 with its own byte-level BPE tokenizer, trained on notes drawn
 from `examples/triage.yaml`'s own structural model and labelled by a rule with
@@ -11,7 +11,9 @@ known mechanisms, so a run on it can be checked against the truth:
 - sex and weekday are ignored by the rule (weekday is the declared placebo).
 
 The model learns P(" yes") = sigmoid(rule), so its logit difference between
-" yes" and " no" approximates the rule's log-odds.
+" yes" and " no" approximates the rule's log-odds. `builtin:triage-demo-fair` is the
+same model trained on the same notes by the rule without the insurance terms: a second
+build to compare against, whose insurance effect is zero by construction.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from experiments.errors import ConfigError
 
 BUILTIN_PREFIX = "builtin:"
 DEMO_NAME = "triage-demo"
+FAIR_NAME = "triage-demo-fair"
 EXAMPLE_CONFIG = files("experiments") / "examples" / "triage.yaml"
 
 PLANTED_LOG_ODDS: Mapping[str, float] = {
@@ -43,6 +46,10 @@ PLANTED_LOG_ODDS: Mapping[str, float] = {
     "insurance=none": -1.5,
     "insurance=public": -0.5,
 }
+FAIR_LOG_ODDS: Mapping[str, float] = {
+    key: value for key, value in PLANTED_LOG_ODDS.items() if not key.startswith("insurance=")
+}
+RULES: Mapping[str, Mapping[str, float]] = {DEMO_NAME: PLANTED_LOG_ODDS, FAIR_NAME: FAIR_LOG_ODDS}
 
 
 @dataclass(frozen=True)
@@ -65,10 +72,10 @@ class TrainingSpec:
 TRAINING = TrainingSpec()
 
 
-def referral_log_odds(values: Mapping[str, np.ndarray]) -> np.ndarray:
-    """The planted rule: referral log-odds of each unit from its factor values."""
-    log_odds = np.full(len(values["symptom"]), PLANTED_LOG_ODDS["intercept"])
-    for key, weight in PLANTED_LOG_ODDS.items():
+def referral_log_odds(values: Mapping[str, np.ndarray], rule: Mapping[str, float] = PLANTED_LOG_ODDS) -> np.ndarray:
+    """A rule's referral log-odds of each unit from its factor values (the planted rule by default)."""
+    log_odds = np.full(len(values["symptom"]), rule["intercept"])
+    for key, weight in rule.items():
         if key != "intercept":
             factor, value = key.split("=")
             log_odds += weight * (values[factor] == value)
@@ -91,28 +98,30 @@ def resolve_model_path(model_id: str, *, progress: Callable[[int, int], None] | 
     if not model_id.startswith(BUILTIN_PREFIX):
         return model_id
     name = model_id.removeprefix(BUILTIN_PREFIX)
-    if name != DEMO_NAME:
-        raise ConfigError(f"unknown built-in model {model_id!r}; built-in models: {BUILTIN_PREFIX}{DEMO_NAME}", path="model.id")
-    folder = cache_root() / f"{DEMO_NAME}-{_training_key()}"
+    if name not in RULES:
+        known = ", ".join(BUILTIN_PREFIX + known for known in RULES)
+        raise ConfigError(f"unknown built-in model {model_id!r}; built-in models: {known}", path="model.id")
+    rule = RULES[name]
+    folder = cache_root() / f"{name}-{_training_key(rule)}"
     if not (folder / "training.json").exists():
-        _train_into(folder, progress)
+        _train_into(folder, rule, progress)
     return str(folder)
 
 
-def _training_key() -> str:
+def _training_key(rule: Mapping[str, float]) -> str:
     """Hash of what determines the weights: the spec, the rule, and the example's factors and prompt."""
     config = load_experiment(Path(str(EXAMPLE_CONFIG))).config
     notes = {"factors": config.model_dump(mode="json")["factors"], "prompt": config.prompt.variants}
-    payload = json.dumps({"spec": asdict(TRAINING), "rule": dict(PLANTED_LOG_ODDS), "notes": notes}, sort_keys=True)
+    payload = json.dumps({"spec": asdict(TRAINING), "rule": dict(rule), "notes": notes}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
 
-def _train_into(folder: Path, progress: Callable[[int, int], None] | None) -> None:
+def _train_into(folder: Path, rule: Mapping[str, float], progress: Callable[[int, int], None] | None) -> None:
     """Train into a scratch folder and move it into place, so a cache entry is whole or absent."""
     folder.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
     try:
-        _train(scratch, progress)
+        _train(scratch, rule, progress)
         os.replace(scratch, folder)
     except OSError:
         if not (folder / "training.json").exists():
@@ -121,12 +130,12 @@ def _train_into(folder: Path, progress: Callable[[int, int], None] | None) -> No
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _notes(n_units: int, seed: int) -> tuple[list[str], np.ndarray]:
+def _notes(n_units: int, seed: int, rule: Mapping[str, float]) -> tuple[list[str], np.ndarray]:
     """Factual notes drawn from the example's structural model, with the rule's referral probability."""
     experiment = load_experiment(Path(str(EXAMPLE_CONFIG)))
     world = experiment.model.realize(experiment.model.sample_units(n_units, seed=seed))
     texts = [rendered.text for rendered in render_world(experiment.templates, world)]
-    return texts, 1.0 / (1.0 + np.exp(-referral_log_odds(world.values)))
+    return texts, 1.0 / (1.0 + np.exp(-referral_log_odds(world.values, rule)))
 
 
 def _tokenizer(texts: list[str]):
@@ -155,11 +164,11 @@ def _tokenizer(texts: list[str]):
     return tokenizer
 
 
-def _train(folder: Path, progress: Callable[[int, int], None] | None) -> None:
+def _train(folder: Path, rule: Mapping[str, float], progress: Callable[[int, int], None] | None) -> None:
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    texts, probability = _notes(TRAINING.units, TRAINING.seed)
+    texts, probability = _notes(TRAINING.units, TRAINING.seed, rule)
     tokenizer = _tokenizer(texts)
     encoded = tokenizer(texts, padding=True, return_tensors="pt")
     last = encoded["attention_mask"].sum(dim=1) - 1
@@ -204,16 +213,16 @@ def _train(folder: Path, progress: Callable[[int, int], None] | None) -> None:
     model.eval()
     model.save_pretrained(folder, safe_serialization=True)
     tokenizer.save_pretrained(folder)
-    fit = _held_out_fit(model, tokenizer, yes, no)
-    record = {"spec": asdict(TRAINING), "planted_log_odds": dict(PLANTED_LOG_ODDS), **fit}
+    fit = _held_out_fit(model, tokenizer, yes, no, rule)
+    record = {"spec": asdict(TRAINING), "planted_log_odds": dict(rule), **fit}
     (folder / "training.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
 
 
-def _held_out_fit(model, tokenizer, yes: int, no: int) -> dict[str, float]:
+def _held_out_fit(model, tokenizer, yes: int, no: int, rule: Mapping[str, float]) -> dict[str, float]:
     """How closely the trained logit difference tracks the rule's log-odds on fresh notes."""
     import torch
 
-    texts, probability = _notes(2_000, TRAINING.seed + 1)
+    texts, probability = _notes(2_000, TRAINING.seed + 1, rule)
     rule = np.log(probability / (1 - probability))
     with torch.inference_mode():
         encoded = tokenizer(texts, padding=True, return_tensors="pt")

@@ -21,6 +21,8 @@ from experiments._evidence_step import EvidenceResult, run_evidence
 from experiments._heatmap import mediation_heatmap
 from experiments._mediation_step import run_mediation
 from experiments._progress import Progress, counting, stage
+from experiments._report import write_report
+from experiments._review import run_review
 from experiments._store import RunStore, base_manifest, utc_now
 from experiments._summary import render_summary
 
@@ -57,13 +59,16 @@ def run_experiment(
             from experiments._observational_run import carry_out_documents  # it builds on this module's helpers
 
             effects, mediation, evidence = carry_out_documents(experiment, store, manifest, progress)
+        review = run_review(experiment, store)
     except BaseException as error:
         manifest.update(status="failed", error=f"{type(error).__name__}: {error}", finished_at=utc_now())
         store.write_manifest(manifest)
         raise
-    manifest.update(status="complete", finished_at=utc_now(), seconds=round(time.perf_counter() - clock, 3))
-    store.write_text("summary.md", render_summary(experiment, effects, manifest, mediation, evidence))
+    manifest.update(status="complete", finished_at=utc_now(), seconds=round(time.perf_counter() - clock, 3),
+                    review=review.record)
+    store.write_text("summary.md", render_summary(experiment, effects, manifest, mediation, evidence, review))
     store.write_manifest(manifest)
+    write_report(out_dir)
     return RunResult(folder=out_dir, effects=effects, manifest=manifest)
 
 

@@ -12,6 +12,7 @@ from causal import EffectTable, MediationTable
 
 from experiments._compile import ContrastPlan, Experiment, MediationPlan
 from experiments._evidence_step import EvidenceResult
+from experiments._review import ReviewResult
 
 _OUTCOME_WORDS = {
     "logit_diff": "logit difference {positive!r} minus {negative!r} at the decision position",
@@ -28,8 +29,9 @@ def render_summary(
     manifest: Mapping[str, Any],
     mediation: MediationTable | None = None,
     evidence: EvidenceResult | None = None,
+    review: ReviewResult | None = None,
 ) -> str:
-    """The Markdown summary of one run."""
+    """The Markdown summary of one run: the hypotheses' verdicts first, then the effects and what explains them."""
     config = experiment.config
     frame = effects.to_frame()
     level = f"{config.inference.level:.0%}"
@@ -50,6 +52,7 @@ def render_summary(
            f"{int(frame['p_value'].notna().sum())} tests of the run"),
         f"- config hash `{manifest.get('config_hash', '')[:16]}`",
         "",
+        *(_verdict_section(review, level) if review is not None and review.verdicts is not None else []),
         _DOCUMENT_EFFECTS if data is not None else
         "Each effect is the mean over units of outcome(do(treatment = first value)) minus "
         "outcome(do(treatment = second value)), every other factor's noise held equal. "
@@ -73,6 +76,8 @@ def render_summary(
             lines += ["", *_mediation_section(plan, record, mediation.to_frame(), level)]
     if evidence is not None:
         lines += ["", *_evidence_section(evidence, level)]
+    if review is not None and review.fairness is not None:
+        lines += ["", *_fairness_section(review, experiment.config.outcome.type, level)]
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -153,6 +158,82 @@ def _data_section(data: Mapping[str, Any]) -> list[str]:
         pairs = data["pairs"]
         dropped = ", ".join(f"{count} {reason.replace('_', ' ')}" for reason, count in pairs["dropped"].items())
         lines += ["", f"Human-edited pairs: {pairs['kept']} of {pairs['rows']} kept" + (f" (dropped: {dropped})" if dropped else "") + "."]
+    return lines
+
+
+_VERDICT_MARK = {"supported": "supported", "contradicted": "**CONTRADICTED**", "inconclusive": "inconclusive"}
+
+
+def _verdict_section(review: ReviewResult, level: str) -> list[str]:
+    """The pre-registered hypotheses and their verdicts: the first thing a reader sees."""
+    verdicts = review.verdicts
+    lines = [
+        "## Hypotheses",
+        "",
+        f"Pre-registered claims, judged at {level} with Holm's correction across the {len(verdicts.verdicts)} "
+        "hypotheses: a directional claim by a one-sided test against its smallest effect of interest, "
+        "an equivalence claim by two one-sided tests (TOST).",
+        "",
+        f"| id | claim | effect | test | verdict | estimate | {level} CI | p adjusted |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for verdict in verdicts.verdicts:
+        lines.append(
+            f"| {verdict.id} | {verdict.claim} | `{verdict.effect}` | {verdict.test} | {_VERDICT_MARK[verdict.verdict]} "
+            f"| {_number(verdict.estimate)} | {_bounds(verdict.ci_low, verdict.ci_high)} "
+            f"| {_p(verdict.p_adjusted)} |"
+        )
+    lines += ["", *(f"- {verdict.id}: {verdict.reason}" for verdict in verdicts.verdicts), ""]
+    return lines
+
+
+_FAIRNESS_WORDS = {
+    "flip_rate": "counterfactual flip rate",
+    "positive_rate": "positive-decision rate",
+    "demographic_parity_difference": "demographic parity difference",
+    "disparate_impact_ratio": "disparate impact ratio",
+    "true_positive_rate": "true positive rate",
+    "equal_opportunity_difference": "equal opportunity difference",
+}
+
+
+def _fairness_section(review: ReviewResult, outcome_type: str, level: str) -> list[str]:
+    """Fairness figures of the decisions, then the surrogates that describe them."""
+    frame = review.fairness.to_frame()
+    lines = [
+        "## Fairness of the decisions",
+        "",
+        f"A unit's decision is positive when its outcome ({outcome_type}) exceeds {review.decision_threshold:g}. "
+        "The flip rate is the share of units whose decision changes under the intervention; the group figures "
+        "compare decision rates across the factor's values in the sampled population.",
+        "",
+        f"| factor | figure | values | estimate | {level} CI | units | four-fifths rule |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in frame.itertuples():
+        where = row.contrast if isinstance(row.contrast, str) else (row.value if isinstance(row.value, str) else "")
+        flag = {True: "**violated**", False: "met"}.get(row.four_fifths_violated, "")
+        interval = "n/a" if math.isnan(row.ci_low) else f"[{row.ci_low:.3f}, {row.ci_high:.3f}]"
+        lines.append(f"| {row.factor} | {_FAIRNESS_WORDS[row.metric]} | {where} | {row.estimate:.3f} "
+                     f"| {interval} | {row.n_units} | {flag} |")
+    lines += ["", "## Surrogates of the decisions (a description, not a cause)", ""]
+    surrogate = review.surrogate
+    if surrogate is None:
+        return [*lines, f"No surrogate was fitted: {review.surrogate_skipped}"]
+    lines += [
+        f"A decision tree (depth <= {surrogate.max_depth}) and a logistic regression over the factors, fitted to the "
+        f"model's decisions on {surrogate.n_train} units; fidelity is agreement with the model on {surrogate.n_test} "
+        f"held-out units. Each {surrogate.caveat}.",
+        "",
+        f"| surrogate | fidelity | {level} CI |",
+        "|---|---|---|",
+        *(f"| {row.surrogate} | {row.fidelity:.3f} | [{row.ci_low:.3f}, {row.ci_high:.3f}] |"
+          for row in surrogate.to_frame().itertuples()),
+        "",
+        "```",
+        surrogate.rules.rstrip(),
+        "```",
+    ]
     return lines
 
 
@@ -287,9 +368,11 @@ def _number(value: float) -> str:
 
 
 def _interval(row: pd.Series) -> str:
-    if math.isnan(row["ci_low"]):
-        return "n/a"
-    return f"[{_number(row['ci_low'])}, {_number(row['ci_high'])}]"
+    return _bounds(row["ci_low"], row["ci_high"])
+
+
+def _bounds(low: float, high: float) -> str:
+    return "n/a" if math.isnan(low) else f"[{_number(low)}, {_number(high)}]"
 
 
 def _p(value: float) -> str:

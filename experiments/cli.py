@@ -1,4 +1,4 @@
-"""The `paribus` command line: validate and run experiment configs."""
+"""The `paribus` command line: validate and run experiment configs, rebuild reports, compare runs."""
 
 from __future__ import annotations
 
@@ -30,8 +30,8 @@ ConfigArg = Annotated[Path, typer.Argument(help="Experiment config (YAML).", sho
 
 
 @contextmanager
-def _user_errors(run_folder: Path | None = None) -> Iterator[None]:
-    """Turn bad input into a one-line message and exit status 2 (1 for a run that failed otherwise)."""
+def _user_errors(run_folder: Path | None = None, *, failure: str = "run failed") -> Iterator[None]:
+    """Turn bad input into a one-line message and exit status 2 (1, after `failure`, for a RunError)."""
     from experiments.errors import RunError
 
     try:
@@ -41,7 +41,7 @@ def _user_errors(run_folder: Path | None = None) -> Iterator[None]:
         _err.print(f"[bold red]error:[/bold red] {escape(str(error))}{kept}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     except RunError as error:
-        _err.print(f"[bold red]run failed:[/bold red] {escape(str(error))}", highlight=False, soft_wrap=True)
+        _err.print(f"[bold red]{failure}:[/bold red] {escape(str(error))}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
 
 
@@ -63,7 +63,8 @@ def validate(config: ConfigArg) -> None:
         f"[green]valid[/green]: {escape(experiment.config.name)}: {len(graph.factors)} factors, "
         f"{len(graph.edges)} edges into/among them, {source}, "
         f"{len(experiment.contrasts)} contrasts over {len(experiment.arms)} arms, "
-        f"{len(experiment.mediation)} patching sweep(s), evidence {'on' if experiment.config.evidence else 'off'}",
+        f"{len(experiment.mediation)} patching sweep(s), evidence {'on' if experiment.config.evidence else 'off'}, "
+        f"{len(experiment.hypotheses)} hypotheses, fairness {'on' if experiment.config.fairness else 'off'}",
         highlight=False,
         soft_wrap=True,
     )
@@ -95,8 +96,11 @@ def run(
     units: Annotated[int | None, typer.Option(help="Override sampling.units.")] = None,
     seed: Annotated[int | None, typer.Option(help="Override sampling.seed.")] = None,
     device: Annotated[str | None, typer.Option(help="Override model.device: auto, cpu, cuda, cuda:N.")] = None,
+    fail_on_hypotheses: Annotated[
+        bool, typer.Option(help="Exit with status 3 when a pre-registered hypothesis is contradicted.")
+    ] = False,
 ) -> None:
-    """Run an experiment and write its run folder (config, manifest, tables, summary.md)."""
+    """Run an experiment and write its run folder (config, manifest, tables, summary.md, report.html)."""
     from transformers.utils import logging as transformers_logging
 
     from experiments._runner import run_experiment
@@ -116,6 +120,42 @@ def run(
         result = run_experiment(experiment, out_dir=folder, progress=progress, command=sys.argv)
     typer.echo((result.folder / "summary.md").read_text(encoding="utf-8"))
     _out.print(f"run folder: {escape(str(result.folder))}", highlight=False, soft_wrap=True)
+    contradicted = result.manifest["review"]["contradicted"]
+    if fail_on_hypotheses and contradicted:
+        _err.print(f"[bold red]contradicted hypotheses:[/bold red] {escape(', '.join(contradicted))}",
+                   highlight=False, soft_wrap=True)
+        raise typer.Exit(3)
+
+
+RunArg = Annotated[Path, typer.Argument(help="A run folder written by `paribus run`.", show_default=False)]
+
+
+@app.command()
+def report(run_dir: RunArg) -> None:
+    """Rebuild report.html of a run folder from its files (no model needed)."""
+    from experiments._report import write_report
+
+    with _user_errors(failure="cannot build the report"):
+        path = write_report(run_dir)
+    _out.print(f"report: {escape(str(path))}", highlight=False, soft_wrap=True)
+
+
+@app.command()
+def compare(
+    run_a: RunArg,
+    run_b: RunArg,
+    out: Annotated[Path | None, typer.Option(help="Also write comparison.csv, comparison.md and friends here.")] = None,
+) -> None:
+    """Compare run B's effects with run A's: differences B - A with CIs, and changed verdicts."""
+    from experiments._compare import compare_runs, write_comparison
+
+    with _user_errors(failure="cannot compare"):
+        comparison = compare_runs(run_a, run_b)
+        if out is not None:
+            write_comparison(comparison, out)
+    typer.echo(comparison.summary())
+    if out is not None:
+        _out.print(f"comparison folder: {escape(str(out))}", highlight=False, soft_wrap=True)
 
 
 @contextmanager
@@ -135,3 +175,6 @@ def _progress() -> Iterator[Any]:
     with bars:
         yield report
 
+
+if __name__ == "__main__":
+    app()

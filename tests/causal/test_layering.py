@@ -19,6 +19,9 @@ graph = graphs.CausalGraph.from_edges(["age", "t"], "y", ["age -> t", "age -> y"
 documents = paired.assign(t=["a", "a", "b", "b"] * 2, outcome=np.arange(8.0) ** 2)
 causal.estimate_observational(documents, graph=graph, treatment="t", contrast=("a", "b"),
                               n_refutation_simulations=2)
+units = pd.DataFrame({"sex": ["f", "m"] * 10, "decision": [0, 1, 1, 1] * 5})
+causal.group_fairness(units, factor="sex")
+causal.fit_surrogates(units, factors=["sex"], seed=0)
 print("torch" in sys.modules)
 """
 
@@ -52,6 +55,28 @@ def test_public_names_are_pinned():
         "ObservationalResult",
         "estimate_observational",
         "estimate_human_pairs",
+        "VERDICT_COLUMNS",
+        "Hypothesis",
+        "Verdict",
+        "VerdictTable",
+        "judge_hypotheses",
+        "FAIRNESS_COLUMNS",
+        "FairnessMetric",
+        "FairnessTable",
+        "counterfactual_flip_rates",
+        "group_fairness",
+        "SURROGATE_COLUMNS",
+        "SurrogateFidelity",
+        "SurrogateResult",
+        "fit_surrogates",
+        "COMPARISON_COLUMNS",
+        "UNMATCHED_COLUMNS",
+        "VERDICT_CHANGE_COLUMNS",
+        "ComparisonTable",
+        "EffectDifference",
+        "Unmatched",
+        "compare_effects",
+        "compare_verdicts",
         "adjust_p_values",
         "EstimationError",
     ]

@@ -1,0 +1,150 @@
+"""`paribus compare`: two run folders' effects side by side, with CIs of their differences.
+
+Runs that drew the same units (same factors, prompt, sampling and seed) are compared unit by
+unit, which cancels the units' own variation; other runs are compared as independent samples.
+Everything is read from the run folders.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from causal import ComparisonTable, compare_effects, compare_verdicts
+
+from experiments._compile import Experiment, load_experiment
+from experiments.errors import RunError
+
+
+@dataclass(frozen=True)
+class RunComparison:
+    """Run B against run A: matched effects with differences, changed verdicts, and how units were paired."""
+
+    run_a: Path
+    run_b: Path
+    effects: ComparisonTable
+    verdict_changes: pd.DataFrame | None
+    paired: bool
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per matched estimate (`causal.COMPARISON_COLUMNS`)."""
+        return self.effects.to_frame()
+
+    def summary(self) -> str:
+        """Markdown: the headline differences, the changed verdicts, then the unmatched estimates."""
+        level = f"{self.effects.level:.0%}"
+        frame = self.to_frame()
+        average = frame[frame["analysis"] == "ate"]
+        lines = [
+            f"# Comparison: B = `{self.run_b}` minus A = `{self.run_a}`",
+            "",
+            ("Both runs drew the same units: each average effect's difference is a paired t-interval over units."
+             if self.paired else "The runs drew different units: differences are compared as independent samples."),
+            (f"{len(frame)} matched estimates, {len(self.effects.significant)} significant at {level} "
+             f"({self.effects.correction}-adjusted across all of them)."),
+            "",
+            "## Average effects",
+            "",
+            f"| treatment | contrast | estimand | A | B | B - A | {level} CI | p adjusted | pairing | significant |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+            *(f"| {row.treatment} | {row.contrast} | {row.estimand} | {row.estimate_a:+.4g} | {row.estimate_b:+.4g} "
+              f"| {row.difference:+.4g} | [{row.ci_low:+.4g}, {row.ci_high:+.4g}] | {_p(row.p_adjusted)} | {row.pairing} "
+              f"| {'**yes**' if row.significant else 'no'} |" for row in average.itertuples()),
+            "",
+            "Per-stratum and heterogeneity differences are in comparison.csv.",
+        ]
+        if self.verdict_changes is not None:
+            lines += ["", "## Hypotheses whose verdict changed", ""]
+            if self.verdict_changes.empty:
+                lines.append("None: every hypothesis has the same verdict in both runs.")
+            else:
+                lines += ["| id | claim | effect | A | B |", "|---|---|---|---|---|"]
+                lines += [f"| {row.id} | {row.claim} | `{row.effect}` | {row.verdict_a or 'not judged'} | "
+                          f"{row.verdict_b or 'not judged'} |" for row in self.verdict_changes.itertuples()]
+        unmatched = self.effects.unmatched_frame()
+        if len(unmatched):
+            lines += ["", "## Estimates in one run only", ""]
+            lines += [f"- run {row.side}: {row.analysis} {row.estimand} {row.treatment}[{row.contrast}]"
+                      + (f", {row.moderator} = {row.stratum}" if isinstance(row.moderator, str) else "")
+                      for row in unmatched.itertuples()]
+        return "\n".join(lines) + "\n"
+
+
+def compare_runs(run_a: Path, run_b: Path) -> RunComparison:
+    """Compare run B's estimates with run A's, at run A's interval level and correction."""
+    experiment_a, experiment_b = _experiment(run_a), _experiment(run_b)
+    inference = experiment_a.config.inference
+    paired = _same_units(run_a, run_b)
+    effects = compare_effects(
+        pd.read_csv(run_a / "effects.csv"),
+        pd.read_csv(run_b / "effects.csv"),
+        paired=_paired_differences(run_a, experiment_a, run_b, experiment_b) if paired else None,
+        level=inference.level,
+        correction=inference.correction,
+    )
+    hypotheses = [run / "hypotheses.csv" for run in (run_a, run_b)]
+    changes = compare_verdicts(*map(pd.read_csv, hypotheses)) if all(path.is_file() for path in hypotheses) else None
+    return RunComparison(run_a=run_a, run_b=run_b, effects=effects, verdict_changes=changes, paired=paired)
+
+
+def write_comparison(comparison: RunComparison, out_dir: Path) -> Path:
+    """comparison.csv, unmatched.csv, verdict_changes.csv (when both runs have hypotheses) and comparison.md."""
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise RunError(f"output folder {str(out_dir)!r} already exists and is not empty; choose another --out")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    comparison.to_frame().to_csv(out_dir / "comparison.csv", index=False)
+    comparison.effects.unmatched_frame().to_csv(out_dir / "unmatched.csv", index=False)
+    if comparison.verdict_changes is not None:
+        comparison.verdict_changes.to_csv(out_dir / "verdict_changes.csv", index=False)
+    (out_dir / "comparison.md").write_text(comparison.summary(), encoding="utf-8")
+    return out_dir
+
+
+def _experiment(run: Path) -> Experiment:
+    for name in ("config.yaml", "effects.csv"):
+        if not (run / name).is_file():
+            raise RunError(f"{str(run)!r} is not a finished run folder: {name} is missing; pass folders that `paribus run` wrote")
+    return load_experiment(run / "config.yaml")
+
+
+def _same_units(run_a: Path, run_b: Path) -> bool:
+    """Whether both runs drew identical units: same ids, weights, template variants, factor values and forms."""
+    paths = [run / name for run in (run_a, run_b) for name in ("units.parquet", "outcomes.parquet")]
+    if not all(path.is_file() for path in paths):
+        return False
+    units_a, units_b = pd.read_parquet(run_a / "units.parquet"), pd.read_parquet(run_b / "units.parquet")
+    return units_a.equals(units_b)
+
+
+def _paired_differences(
+    run_a: Path, experiment_a: Experiment, run_b: Path, experiment_b: Experiment
+) -> pd.DataFrame | None:
+    """Per unit and contrast estimated in both runs: the unit's difference in run A and in run B."""
+    frames = []
+    plans_b = {(plan.estimand, plan.treatment, plan.contrast): plan for plan in experiment_b.contrasts}
+    by_arm_a, by_arm_b = _by_arm(run_a), _by_arm(run_b)
+    plans_a = {(plan.estimand, plan.treatment, plan.contrast): plan for plan in experiment_a.contrasts}
+    for key, plan in plans_a.items():
+        other = plans_b.get(key)
+        if other is None or other.treated.hold != plan.treated.hold:
+            continue
+        frames.append(pd.DataFrame({
+            "estimand": plan.estimand,
+            "treatment": plan.treatment,
+            "contrast": plan.contrast,
+            "difference_a": by_arm_a[plan.treated.label] - by_arm_a[plan.reference.label],
+            "difference_b": by_arm_b[other.treated.label] - by_arm_b[other.reference.label],
+        }))
+    return pd.concat(frames, ignore_index=True) if frames else None
+
+
+def _by_arm(run: Path) -> pd.DataFrame:
+    outcomes = pd.read_parquet(run / "outcomes.parquet")
+    return outcomes.pivot(index="unit_id", columns="arm", values="outcome").sort_index()
+
+
+def _p(value: float) -> str:
+    return "" if math.isnan(value) else ("<0.001" if value < 0.001 else f"{value:.3f}")

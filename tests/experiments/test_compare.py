@@ -1,0 +1,96 @@
+"""`paribus compare`: two runs of one model agree on the planted effect; the model trained without it differs.
+
+Three runs of the demo config (without patching and evidence, for speed): the demo model
+with seeds 1 and 2 (different units, compared as independent samples), and
+`builtin:triage-demo-fair` with seed 1 (the same units, compared unit by unit), whose
+insurance effect is zero by construction where the demo's is about -1.5 log-odds.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from causal import COMPARISON_COLUMNS
+
+ROOT = Path(__file__).resolve().parents[2]
+PLANTED = ("ate", "total", "insurance", "none vs private")
+
+
+def paribus(*args: str, cache: Path | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **({"PARIBUS_CACHE_DIR": str(cache)} if cache else {})}
+    return subprocess.run([sys.executable, "-m", "experiments.cli", *args], capture_output=True, text=True,
+                          env=env, cwd=ROOT, timeout=900)
+
+
+@pytest.fixture(scope="module")
+def runs(demo_model_path: Path, example: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Runs a1, a2 (demo, seeds 1 and 2) and fair (the fair model, seed 1), in a cache of their own."""
+    base = tmp_path_factory.mktemp("compare")
+    cache = base / "cache"
+    shutil.copytree(demo_model_path, cache / demo_model_path.name)   # the fair model trains here, not in the shared cache
+    config = yaml.safe_load(example.read_text())
+    config.pop("mediation")
+    config.pop("evidence")
+    config["inference"]["bootstrap"] = 200
+    folders = {}
+    for name, model, seed in (("a1", "builtin:triage-demo", 1), ("a2", "builtin:triage-demo", 2),
+                              ("fair", "builtin:triage-demo-fair", 1)):
+        config["model"]["id"] = model
+        (base / f"{name}.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+        folders[name] = base / name
+        done = paribus("run", str(base / f"{name}.yaml"), "--units", "120", "--seed", str(seed),
+                       "--out", str(folders[name]), "--fail-on-hypotheses", cache=cache)
+        assert done.returncode == (3 if name == "fair" else 0), done.stderr
+    return folders
+
+
+def planted_row(comparison: Path) -> pd.Series:
+    frame = pd.read_csv(comparison / "comparison.csv")
+    assert tuple(frame.columns) == COMPARISON_COLUMNS
+    rows = frame.set_index(["analysis", "estimand", "treatment", "contrast"]).loc[[PLANTED]]
+    (row,) = [row for _, row in rows.iterrows() if row["method"] == "t" and pd.isna(row["moderator"])]
+    return row
+
+
+@pytest.mark.slow
+def test_two_seeds_of_one_model_show_no_difference_in_the_planted_effect(runs: dict[str, Path], tmp_path: Path) -> None:
+    done = paribus("compare", str(runs["a1"]), str(runs["a2"]), "--out", str(tmp_path / "same"))
+    assert done.returncode == 0, done.stderr
+    assert "The runs drew different units" in done.stdout
+    row = planted_row(tmp_path / "same")
+    assert row["pairing"] == "independent"
+    assert not row["significant"]
+    assert row["ci_low"] < 0 < row["ci_high"]
+    assert row["estimate_a"] == pytest.approx(-1.5, abs=0.2) and row["estimate_b"] == pytest.approx(-1.5, abs=0.2)
+    assert pd.read_csv(tmp_path / "same" / "verdict_changes.csv").empty
+
+
+@pytest.mark.slow
+def test_the_model_without_the_bias_differs_in_the_planted_effect(runs: dict[str, Path], tmp_path: Path) -> None:
+    done = paribus("compare", str(runs["a1"]), str(runs["fair"]), "--out", str(tmp_path / "fair"))
+    assert done.returncode == 0, done.stderr
+    assert "Both runs drew the same units" in done.stdout
+    row = planted_row(tmp_path / "fair")
+    assert row["pairing"] == "paired"
+    assert row["significant"]
+    assert row["difference"] == pytest.approx(1.5, abs=0.2)
+    assert row["ci_low"] > 1.0
+    assert abs(row["estimate_b"]) < 0.2
+    changes = pd.read_csv(tmp_path / "fair" / "verdict_changes.csv").set_index("id")
+    assert changes.loc["H1", ["verdict_a", "verdict_b"]].tolist() == ["supported", "contradicted"]
+    assert "| H1 | uninsured patients are referred less |" in (tmp_path / "fair" / "comparison.md").read_text()
+
+
+def test_compare_refuses_a_folder_that_is_not_a_run(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    done = paribus("compare", str(tmp_path / "a"), str(tmp_path / "a"))
+    assert done.returncode == 1
+    assert "cannot compare" in done.stderr and "config.yaml is missing" in done.stderr
