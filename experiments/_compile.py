@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +91,7 @@ class DataPlan:
     path: Path
     rules: Mapping[str, RewriteRules]
     pairs: Path | None = None
+    rule_files: Mapping[str, Path] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -234,7 +235,26 @@ def _data_plan(config: ExperimentConfig, data: DataConfig, graph: CausalGraph, b
                               "only annotated factors can be rewritten", path=f"rewrite.{name}")
         rules[name] = _rules(name, source, config, base_dir)
     return DataPlan(config=data, path=_resolve(data.path, base_dir), rules=rules,
-                    pairs=None if config.pairs is None else _resolve(config.pairs.path, base_dir))
+                    pairs=None if config.pairs is None else _resolve(config.pairs.path, base_dir),
+                    rule_files={name: _resolve(source, base_dir) for name, source in config.rewrite.items()
+                                if not source.startswith("builtin:")})
+
+
+def stored_config(experiment: Experiment) -> ExperimentConfig:
+    """The config as a run folder keeps it: data, pairs and rule-file paths absolute, so the copy runs anywhere.
+
+    `paribus report` and `paribus compare` compile the run folder's copy, which lies
+    elsewhere than the config it was written from.
+    """
+    config, plan = experiment.config, experiment.data
+    if plan is None:
+        return config
+    return config.model_copy(update={
+        "data": plan.config.model_copy(update={"path": str(plan.path.resolve())}),
+        "rewrite": {name: str(plan.rule_files[name].resolve()) if name in plan.rule_files else source
+                    for name, source in config.rewrite.items()},
+        "pairs": None if plan.pairs is None else config.pairs.model_copy(update={"path": str(plan.pairs.resolve())}),
+    })
 
 
 def _resolve(path: str, base_dir: Path) -> Path:

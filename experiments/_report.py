@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from experiments._compile import ContrastPlan, Experiment, load_experiment
-from experiments._store import utc_now
+from experiments._store import read_outcomes, utc_now
 from experiments.errors import RunError
 
 REPORT_FILE = "report.html"
@@ -324,7 +324,7 @@ def _examples(folder: Path, experiment: Experiment, redact_texts: bool) -> list[
     path = folder / "outcomes.parquet"
     if not path.is_file() or not experiment.contrasts:
         return []
-    outcomes = pd.read_parquet(path)
+    outcomes = read_outcomes(folder)
     plan = experiment.contrasts[0]
     arms = ("factual", plan.treated.label, plan.reference.label)
     shown = outcomes[outcomes["arm"].isin(arms)]
@@ -332,7 +332,7 @@ def _examples(folder: Path, experiment: Experiment, redact_texts: bool) -> list[
     for unit in list(dict.fromkeys(shown["unit_id"]))[:_EXAMPLE_UNITS]:
         rows = shown[shown["unit_id"] == unit].set_index("arm")
         examples.append({
-            "unit": int(unit),
+            "unit": str(unit),
             "arms": [(arm, redact(rows.at[arm, "text"]) if redact_texts else rows.at[arm, "text"],
                       _cell(float(rows.at[arm, "outcome"]))) for arm in arms if arm in rows.index],
         })

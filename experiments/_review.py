@@ -26,7 +26,7 @@ from causal import (
 )
 
 from experiments._compile import ContrastPlan, Experiment
-from experiments._store import RunStore
+from experiments._store import RunStore, read_outcomes
 
 @dataclass(frozen=True)
 class ReviewResult:
@@ -66,8 +66,7 @@ def run_review(experiment: Experiment, store: RunStore) -> ReviewResult:
         return ReviewResult(verdicts, None, None, None, None)
 
     units, factors, label = _population(experiment, store)
-    outcomes = pd.read_parquet(store.folder / "outcomes.parquet").rename(columns={"doc_id": "unit_id"})
-    decisions = _decisions(outcomes, experiment.decision_threshold)
+    decisions = _decisions(read_outcomes(store.folder), experiment.decision_threshold)
     factual = units.assign(decision=decisions["factual"].loc[units["unit_id"]].to_numpy())
     fairness = _fairness(experiment, factual, decisions, label)
     store.write_table("fairness.csv", fairness.to_frame())

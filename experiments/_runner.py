@@ -15,7 +15,7 @@ from causal import EffectTable, MediationTable, estimate_paired_effects
 from graphs import Units, World
 from interventions import ModelAdapter, ModelSpec, evaluate_outcomes, render_world
 
-from experiments._compile import Arm, Experiment
+from experiments._compile import Arm, Experiment, stored_config
 from experiments._demo_model import resolve_model_path
 from experiments._evidence_step import EvidenceResult, run_evidence
 from experiments._heatmap import mediation_heatmap
@@ -45,7 +45,7 @@ def run_experiment(
     command: list[str] | None = None,
 ) -> RunResult:
     """Carry out an experiment and write its run folder; tables are written as soon as they exist."""
-    config = experiment.config
+    config = stored_config(experiment)
     store = RunStore(out_dir)
     store.write_config(config)
     manifest = base_manifest(config, command=command)

@@ -90,3 +90,8 @@ def base_manifest(config: ExperimentConfig, *, command: list[str] | None = None)
         "packages": package_versions(),
         "command": command,
     }
+
+
+def read_outcomes(folder: Path) -> pd.DataFrame:
+    """A run folder's outcomes.parquet keyed by `unit_id` (a data-mode run's units are its documents, `doc_id`)."""
+    return pd.read_parquet(folder / "outcomes.parquet").rename(columns={"doc_id": "unit_id"})

@@ -128,10 +128,11 @@ def _corpus(folder: Path, n_units: int, seed: int) -> pd.DataFrame:
         "case_id": [f"N{i:05d}" for i in range(n_units)],
         "note": [rendered.text for rendered in render_world(experiment.templates, world)],
         **{name: world.values[name].astype(str) for name in ("age", "sex", "insurance")},
+        "referred": (world.values["symptom"].astype(str) == "severe").astype(int),
     })
     bad = pd.DataFrame({"case_id": ["B1", "B2", "B3"], "note": ["", notes["note"][0], notes["note"][1]],
                         "age": ["old", "old", None], "sex": ["male", "female", "male"],
-                        "insurance": ["none", "gold", "private"]})
+                        "insurance": ["none", "gold", "private"], "referred": [1, 0, 1]})
     pd.concat([notes, bad], ignore_index=True).to_parquet(folder / "notes.parquet", index=False)
     private = notes[notes["insurance"] == "private"].head(12)
     edits = [{"id": f"E{i}", "original_id": row.case_id, "factor": "insurance", "from": "private", "to": "none",
@@ -148,7 +149,7 @@ def _config(folder: Path) -> Path:
         "model": {"id": "builtin:triage-demo"},
         "outcome": {"type": "logit_diff", "answers": {"positive": " yes", "negative": " no"}},
         "data": {"path": "notes.parquet", "text": "note", "id": "case_id",
-                 "factors": {"age": "age", "sex": "sex", "insurance": "insurance"}},
+                 "factors": {"age": "age", "sex": "sex", "insurance": "insurance"}, "label": "referred"},
         "rewrite": {"insurance": "insurance.yaml", "age": "age.yaml"},
         "pairs": {"path": "edits.jsonl"},
         "factors": {"age": {"values": ["young", "old"]}, "sex": {"values": ["female", "male"]},
@@ -160,6 +161,7 @@ def _config(folder: Path) -> Path:
                     {"treatment": "age", "contrast": ["old", "young"], "estimand": "direct"}],
         "mediation": [{"treatment": "insurance", "contrast": ["none", "private"], "components": ["resid_pre"],
                        "layers": [0], "positions": ["all", "factor", "last"], "units": 6}],
+        "fairness": {"protected": ["sex"]},
         "inference": {"bootstrap": 200},
     }
     path = folder / "confounded.yaml"
@@ -235,3 +237,10 @@ def test_a_confounded_corpus_naive_is_biased_backdoor_covers_the_rewrite_effect(
     assert everywhere["estimate"].iloc[0] == pytest.approx(total, abs=1e-4)
     summary = (folder / "summary.md").read_text(encoding="utf-8")
     assert "1200 of 1203 rows" in summary and "dowhy backdoor, linear regression" in summary
+
+    # Fairness over the documents: their labels give equal opportunity, computed here by hand.
+    decided = notes.assign(decision=(outcomes.loc[notes["case_id"], "factual"].to_numpy() > 0).astype(int))
+    true_positive = decided[decided["referred"] == 1].groupby("sex")["decision"].mean()
+    fairness = pd.read_csv(folder / "fairness.csv").set_index("metric")
+    assert fairness.loc["equal_opportunity_difference", "estimate"] == pytest.approx(true_positive.max() - true_positive.min())
+    assert "Fairness of the decisions" in (folder / "report.html").read_text(encoding="utf-8")

@@ -43,7 +43,8 @@ def test_run_folder_holds_every_file_of_the_contract(run_folder: Path) -> None:
     assert names == {
         "config.yaml", "manifest.json", "units.parquet", "outcomes.parquet", "effects.csv", "summary.md",
         "mediation.parquet", "mediation_0_insurance.png", "evidence.parquet", "evidence_links.csv",
-        "evidence_agreement.csv", "probes.csv", "token_view.parquet", "token_view.html",
+        "evidence_agreement.csv", "probes.csv", "token_view.parquet", "token_view.html", "hypotheses.csv",
+        "fairness.csv", "surrogate.csv", "surrogate_coefficients.csv", "surrogate_rules.txt", "report.html",
     }
     assert tuple(pd.read_csv(run_folder / "effects.csv").columns) == EFFECT_COLUMNS
     assert tuple(pd.read_parquet(run_folder / "mediation.parquet").columns) == MEDIATION_COLUMNS
