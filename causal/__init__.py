@@ -8,6 +8,7 @@ from causal._linking import AGREEMENT_COLUMNS, LINK_COLUMNS, EvidenceLinks, Fact
 from causal._mediation import MEDIATION_COLUMNS, SITE_KEYS, MediationEstimate, MediationTable, estimate_mediation
 from causal._multiple_testing import adjust_p_values
 from causal._results import EFFECT_COLUMNS, EffectEstimate, EffectTable
+from causal._sequential import SEQUENCE_COLUMNS, SequenceInterval, confidence_sequence
 from causal.errors import EstimationError
 
 __all__ = [
@@ -26,6 +27,9 @@ __all__ = [
     "FactorLink",
     "RankAgreement",
     "link_evidence",
+    "SEQUENCE_COLUMNS",
+    "SequenceInterval",
+    "confidence_sequence",
     "adjust_p_values",
     "EstimationError",
 ]

@@ -41,6 +41,9 @@ def test_public_names_are_pinned():
         "FactorLink",
         "RankAgreement",
         "link_evidence",
+        "SEQUENCE_COLUMNS",
+        "SequenceInterval",
+        "confidence_sequence",
         "adjust_p_values",
         "EstimationError",
     ]
