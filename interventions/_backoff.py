@@ -63,7 +63,7 @@ def halving(size: int, attempt: Callable[[int], T], *, what: str) -> tuple[T, in
     """(attempt(size), size), halving `size` after each out-of-memory error until one fits.
 
     At size 1 the error is raised again as torch.OutOfMemoryError naming the sizes tried;
-    other errors pass through untouched. `what` names the rows in that message ("texts").
+    other errors pass through untouched. `what` names what a row is in that message.
     """
     initial = size
     while True:
@@ -74,9 +74,10 @@ def halving(size: int, attempt: Callable[[int], T], *, what: str) -> tuple[T, in
                 raise
             if size == 1:
                 raise torch.OutOfMemoryError(
-                    f"out of memory with a batch of 1 of {what} (halved from {initial} after "
-                    f"out-of-memory errors): {error}; nothing smaller can run; free device "
-                    "memory, or use a smaller model, a half-precision dtype or shorter texts"
+                    f"out of memory at batch size 1 ({what} one at a time; halved from "
+                    f"{initial} after out-of-memory errors): {error}; nothing smaller can run; "
+                    "free device memory, or use a smaller model, a half-precision dtype or "
+                    "shorter texts"
                 ) from error
         # Retried outside the handler, so the failed attempt's tensors are released first.
         _release_cached_memory()

@@ -143,7 +143,7 @@ class _Engine:
         texts, dest_text, src_text = sweep.texts(units)
         batch = sweep.batch_size or max(1, min(64, token_budget(sweep) // sweep.max_length))
         trace, self.capture_rows = halving(
-            min(batch, self.capture_rows),
+            min(batch, len(texts), self.capture_rows),
             lambda size: capture(
                 sweep.adapter, self.architecture, sweep.reader, texts, self.points,
                 batch_size=size,
