@@ -20,6 +20,9 @@ from interventions.errors import InterventionError
 # Prefixes shorter than this are not shared: the tokens saved cost less than the extra
 # forward and the copy of the keys and values (benchmarks/throughput.py).
 _MIN_PREFIX = 8
+# Most texts in one group: a group of n saves (n - 1) / n of its prefix, so larger groups
+# gain little, and the search over groups costs texts x this.
+_MAX_RUN = 256
 
 
 @dataclass(frozen=True)
@@ -45,38 +48,49 @@ class PrefixGroups:
 
 
 def group_prefixes(token_ids: Sequence[Sequence[int]], *, keep: int) -> PrefixGroups:
-    """Group texts by a shared token prefix, greedily maximising the tokens not recomputed.
+    """Group texts by a shared token prefix so that the fewest tokens are computed.
 
-    Texts are visited in lexicographic token order, where texts with long common prefixes
-    are neighbours. A text joins the open group when the group's prefix, shortened to what
-    the text shares, still saves at least as many tokens as before. A prefix leaves every
-    text's last `keep` + 1 tokens to its continuation (the positions an outcome reads).
+    In lexicographic token order, texts with long common prefixes are neighbours, and a run
+    of neighbours shares the smallest of their adjacent common prefixes. The runs that save
+    the most tokens in all ((members - 1) x prefix each; prefixes shorter than `_MIN_PREFIX`
+    save nothing; at most `_MAX_RUN` members) are found by dynamic programming over the
+    sorted texts. A prefix leaves
+    every text's last `keep` + 1 tokens to its continuation (the positions an outcome reads).
     """
     n_texts = len(token_ids)
+    order = sorted(range(n_texts), key=lambda index: list(token_ids[index]))
+    limit = np.array([len(token_ids[row]) - 1 - keep for row in order], dtype=np.int64)
+    # shared[k]: what sorted text k shares with text k - 1, within both texts' limits.
+    shared = np.zeros(n_texts, dtype=np.int64)
+    for k in range(1, n_texts):
+        common = common_prefix(token_ids[order[k - 1]], token_ids[order[k]])
+        shared[k] = min(common, limit[k], limit[k - 1])
+    best = np.zeros(n_texts + 1, dtype=np.int64)  # best[j]: most tokens saved in texts < j
+    first = np.arange(n_texts)  # first[j]: where the run ending at text j starts
+    too_short = -1  # the last k <= j whose text shares too little with its predecessor
+    for j in range(n_texts):
+        best[j + 1] = best[j]
+        if shared[j] < _MIN_PREFIX:
+            too_short = j
+        if too_short == j:
+            continue
+        starts = np.arange(max(too_short, j - _MAX_RUN + 1), j)  # runs from each start to j
+        prefix = np.minimum.accumulate(shared[starts[::-1] + 1])[::-1]
+        saved = best[starts] + (j - starts) * prefix
+        pick = int(np.argmax(saved))
+        if saved[pick] > best[j + 1]:
+            best[j + 1], first[j] = saved[pick], starts[pick]
     group = np.full(n_texts, -1, dtype=np.int64)
     length = np.zeros(n_texts, dtype=np.int64)
-    members: list[int] = []
-    shared = 0
-    count = 0
-
-    def close() -> None:
-        nonlocal count
-        if len(members) > 1:
-            group[members] = count
-            length[members] = shared
+    j, count = n_texts - 1, 0
+    while j >= 0:
+        i = first[j]
+        if i < j:
+            rows = np.array(order[i : j + 1])
+            group[rows] = count
+            length[rows] = shared[i + 1 : j + 1].min()
             count += 1
-
-    for row in sorted(range(n_texts), key=lambda index: list(token_ids[index])):
-        limit = len(token_ids[row]) - 1 - keep
-        if members:
-            joined = min(shared, limit, common_prefix(token_ids[members[-1]], token_ids[row]))
-            if joined >= _MIN_PREFIX and len(members) * joined >= (len(members) - 1) * shared:
-                members.append(row)
-                shared = joined
-                continue
-            close()
-        members, shared = [row], limit
-    close()
+        j = i - 1
     return PrefixGroups(group=group, length=length)
 
 

@@ -102,13 +102,19 @@ def test_groups_keep_the_read_positions_out_of_the_prefix():
     assert keep_two.length.tolist() == [17, 17, 17, 0, 0]
 
 
-def test_a_group_grows_only_while_it_saves_more_tokens():
+def test_groups_save_the_most_tokens():
     long, short = list(range(40)), list(range(10))
     token_ids = [long + [1], long + [2], short + [50, 51], short + [60, 61]]
     groups = group_prefixes(token_ids, keep=0)
-    # A short text in the long group would cut the tokens saved from 40 to 2 * 10: two groups.
+    # One group of four would save 3 x 10 tokens, two pairs 40 + 10.
     assert groups.length.tolist() == [40, 40, 10, 10]
     assert len(set(groups.group.tolist())) == 2
+    # Texts in token order: a shares 9 tokens with b; b, c and d share 20. A greedy pass
+    # from a would keep all four at 9 (saving 27); leaving a out saves 2 x 20.
+    a, b, c, d = short[:9] + [5], long[:20] + [1], long[:20] + [2], long[:20] + [3]
+    groups = group_prefixes([d, a, c, b], keep=0)
+    assert groups.length.tolist() == [20, 0, 20, 20]
+    assert groups.group[1] == -1 and len(set(groups.group[[0, 2, 3]])) == 1
     below = group_prefixes([short[: _MIN_PREFIX - 1] + [1], short[: _MIN_PREFIX - 1] + [2]],
                            keep=0)
     assert below.group.tolist() == [-1, -1]
