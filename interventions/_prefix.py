@@ -97,13 +97,18 @@ def group_prefixes(token_ids: Sequence[Sequence[int]], *, keep: int) -> PrefixGr
 def can_share(adapter: ModelAdapter, max_length: int) -> bool:
     """Whether prefix sharing gives this model's full-forward logits.
 
-    Needs a causal LM. Continuations attend across the padding between a shorter prefix
-    and themselves, so a sliding attention window (counted in cache slots) must cover twice
-    the longest text.
+    Needs a causal LM whose layers all attend (no recurrent or linear-attention layers,
+    whose state cannot be split by row). Continuations attend across the padding between a
+    shorter prefix and themselves, so a sliding attention window (counted in cache slots)
+    must cover twice the longest text.
     """
     if adapter.spec.task != "causal-lm":
         return False
-    window = getattr(adapter.model.config, "sliding_window", None)
+    config = adapter.model.config
+    layer_types = getattr(config, "layer_types", None) or ()
+    if not set(layer_types) <= {"full_attention", "sliding_attention"}:
+        return False
+    window = getattr(config, "sliding_window", None)
     return window is None or 2 * max_length <= window
 
 
@@ -152,8 +157,8 @@ def _check_cache(adapter: ModelAdapter, cache: object) -> None:
     from transformers import DynamicCache
     from transformers.cache_utils import DynamicLayer
 
-    if not isinstance(cache, DynamicCache) or any(
-        type(layer) is not DynamicLayer for layer in cache.layers
+    if not isinstance(cache, DynamicCache) or not all(
+        isinstance(layer, DynamicLayer) for layer in cache.layers
     ):
         raise InterventionError(
             f"{type(adapter.model).__name__} keeps its past in a {type(cache).__name__} that "

@@ -3,11 +3,14 @@
 import numpy as np
 import pytest
 import torch
+from transformers import MistralConfig, MistralForCausalLM
 
 from interventions import (
     AnswerProb,
     ContinuationLogProb,
     LogitDiff,
+    ModelAdapter,
+    ModelSpec,
     Template,
     evaluate_outcomes,
 )
@@ -127,6 +130,29 @@ def test_order_keeps_groups_together():
     order = groups.order(np.array([len(ids) for ids in token_ids]))
     # Continuation widths: text 1 three tokens, group (3, 4) two, group (0, 2) four, text 5 four.
     assert order.tolist() == [3, 4, 1, 0, 2, 5]
+
+
+def test_a_window_wider_than_twice_every_text_shares(tmp_path, bpe_tokenizer):
+    config = MistralConfig(vocab_size=len(bpe_tokenizer), hidden_size=32, intermediate_size=64,
+                           num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
+                           max_position_embeddings=64, sliding_window=64)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        MistralForCausalLM(config).save_pretrained(tmp_path)
+    bpe_tokenizer.save_pretrained(tmp_path)
+    adapter = ModelAdapter.load(ModelSpec(str(tmp_path), device="cpu"))
+    texts = arm_texts()
+    assert can_share(adapter, 32)
+    shapes, handle = count_tokens(adapter)
+    try:
+        shared = evaluate_outcomes(adapter, texts, LogitDiff(" yes", " no"))
+    finally:
+        handle.remove()
+    assert len(shapes) == 2  # the prefixes, then the continuations
+    np.testing.assert_allclose(
+        shared, evaluate_outcomes(adapter, texts, LogitDiff(" yes", " no"), share_prefix=False),
+        atol=1e-5, rtol=0,
+    )
 
 
 @pytest.mark.parametrize("model", ["mistral", "qwen2"])
