@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -45,7 +45,11 @@ class _Section(BaseModel):
 
 
 class ModelConfig(_Section):
-    """Which model to audit and where to run it."""
+    """Which model to audit and where to run it.
+
+    `batch_size` is texts per forward pass, or `auto` to fit free GPU memory (32 on CPU);
+    a batch that runs out of memory is halved and retried either way.
+    """
 
     id: str = Field(min_length=1)
     task: Literal["causal-lm", "sequence-classifier"] = "causal-lm"
@@ -53,7 +57,14 @@ class ModelConfig(_Section):
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
     trust_remote_code: bool = False
     revision: str | None = None
-    batch_size: Annotated[int, Field(ge=1)] | Literal["auto"] = 32
+    batch_size: int | Literal["auto"] = "auto"
+
+    @field_validator("batch_size", mode="before")
+    @classmethod
+    def _batch_size_form(cls, value: Any) -> Any:
+        if value != "auto" and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ValueError(f"batch_size must be a positive integer or auto, got {value!r}")
+        return value
 
     @field_validator("device")
     @classmethod
