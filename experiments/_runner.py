@@ -97,8 +97,9 @@ def _carry_out(
             units = draw_units(experiment)
             worlds = realize_arms(experiment, units)
             _evaluate_new_units(experiment, units, worlds, executor, shards, progress)
+            intervals = None
         else:
-            units, worlds, manifest["stopping"] = _sample_until_precise(experiment, executor, shards, progress)
+            units, worlds, intervals, manifest["stopping"] = _sample_until_precise(experiment, executor, shards, progress)
         manifest["executor"] = executor.record()
     manifest.update(n_units=len(units), shards={"stored": len(shards.paths()), "reused": reused})
     store.write_manifest(manifest)
@@ -108,8 +109,8 @@ def _carry_out(
     store.write_table("outcomes.parquet", outcomes)
 
     effects = estimate_effects(experiment, units, worlds[Arm(None, None)], outcomes)
-    if "stopping" in manifest:
-        effects = _with_sequence_rows(experiment, effects, units, outcomes)
+    if intervals is not None:
+        effects = _with_sequence_rows(experiment, effects, intervals)
     store.write_table("effects.csv", effects.to_frame())
 
     mediation = _mediation(experiment, units, adapter, store, manifest, progress)
@@ -158,12 +159,14 @@ def _evaluate_new_units(
 
 def _sample_until_precise(
     experiment: Experiment, executor: Executor, shards: ShardStore, progress: Progress | None
-) -> tuple[Units, dict[Arm, World], dict[str, Any]]:
+) -> tuple[Units, dict[Arm, World], list[SequenceInterval], dict[str, Any]]:
     """Draw `batch_units` more units of the same seeded draw until every effect is precise enough.
 
     After each batch, every contrast's anytime-valid confidence sequence is recomputed on all
     units so far; drawing stops when each half width is at most `target_half_width`, or at
     `max_units`. A resumed run replays the same batches from its shards and stops at the same place.
+    Returns the units, their worlds, the last intervals (one per contrast) and the manifest's
+    `stopping` record, whose half widths are keyed "treated arm - reference arm".
     """
     sampling = experiment.config.sampling
     count, batches = 0, 0
@@ -173,7 +176,8 @@ def _sample_until_precise(
         worlds = realize_arms(experiment, units)
         _evaluate_new_units(experiment, units, worlds, executor, shards, progress, start=start)
         intervals = _sequences(experiment, units, stored_outcomes(experiment, units, shards))
-        half_widths = {label: interval.half_width for label, interval in intervals.items()}
+        half_widths = {f"{plan.treated.label} - {plan.reference.label}": interval.half_width
+                       for plan, interval in zip(experiment.contrasts, intervals, strict=True)}
         reached = all(width <= sampling.target_half_width for width in half_widths.values())
         if reached or count >= sampling.max_units:
             stopping = {
@@ -181,23 +185,25 @@ def _sample_until_precise(
                 "target_half_width": sampling.target_half_width, "design_size": sampling.units,
                 "half_widths": half_widths,
             }
-            return units, worlds, stopping
+            return units, worlds, intervals, stopping
 
 
-def _sequences(experiment: Experiment, units: Units, outcomes: pd.DataFrame) -> dict[str, SequenceInterval]:
-    """Every contrast's confidence sequence over the units so far, keyed "treatment: contrast (estimand)"."""
+def _sequences(experiment: Experiment, units: Units, outcomes: pd.DataFrame) -> list[SequenceInterval]:
+    """Every contrast's confidence sequence over the units so far, in contrast order."""
     by_arm = outcomes.pivot(index="unit_id", columns="arm", values="outcome").loc[units.ids]
-    return {
-        f"{plan.treatment}: {plan.contrast} ({plan.estimand})": confidence_sequence(
+    return [
+        confidence_sequence(
             by_arm[plan.treated.label].to_numpy() - by_arm[plan.reference.label].to_numpy(),
             level=experiment.config.inference.level, weights=units.weights, design_size=experiment.config.sampling.units,
         )
         for plan in experiment.contrasts
-    }
+    ]
 
 
-def _with_sequence_rows(experiment: Experiment, effects: EffectTable, units: Units, outcomes: pd.DataFrame) -> EffectTable:
-    """`effects` followed by one anytime-valid row per contrast, method "asymptotic_cs".
+def _with_sequence_rows(
+    experiment: Experiment, effects: EffectTable, intervals: list[SequenceInterval]
+) -> EffectTable:
+    """`effects` followed by one anytime-valid row per contrast (`intervals` in contrast order), method "asymptotic_cs".
 
     Those rows' p-values are adjusted as their own family, leaving the fixed-n family as it was.
     """
@@ -208,7 +214,7 @@ def _with_sequence_rows(experiment: Experiment, effects: EffectTable, units: Uni
             std_error=interval.std_error, p_value=interval.p_value, n_units=interval.n_units,
             method=interval.method, level=interval.level,
         )
-        for plan, interval in zip(experiment.contrasts, _sequences(experiment, units, outcomes).values(), strict=True)
+        for plan, interval in zip(experiment.contrasts, intervals, strict=True)
     ]
     correction = experiment.config.inference.correction
     return EffectTable(effects.estimates + EffectTable(tuple(rows)).corrected(correction).estimates, correction=correction)
