@@ -146,6 +146,7 @@ class RayExecutor:
         queue = deque(range(len(shards)))
         live = set(range(len(self.actors)))
         in_flight: dict[Any, tuple[int, int]] = {}
+        death: Exception | None = None
         while queue or in_flight:
             for worker in sorted(live):
                 while queue and sum(1 for held, _ in in_flight.values() if held == worker) < 2:
@@ -153,12 +154,16 @@ class RayExecutor:
                     texts = shards[index]["text"].tolist()
                     in_flight[self.actors[worker].evaluate.remote(texts)] = (worker, index)
             if not in_flight:
-                raise RunError(f"every Ray worker died; {len(queue)} of {len(shards)} shards were not evaluated")
+                raise RunError(
+                    f"every Ray worker died; {len(queue)} of {len(shards)} shards were not evaluated "
+                    f"(the last worker to die said: {death}); the finished shards are kept, resume the run"
+                ) from death
             (ready,), _ = ray.wait(list(in_flight), num_returns=1)
             worker, index = in_flight.pop(ready)
             try:
                 values = ray.get(ready)
-            except ray.exceptions.RayActorError:
+            except ray.exceptions.RayActorError as error:
+                death = error
                 live.discard(worker)
                 queue.appendleft(index)
                 self.resubmitted += 1

@@ -73,6 +73,19 @@ def test_a_killed_actor_still_yields_every_unit_exactly_once(classifier: Path, l
     np.testing.assert_allclose(merged["outcome"], merged["outcome_local"], rtol=0, atol=1e-6)
 
 
+def test_when_every_actor_died_the_run_fails_saying_so(classifier: Path, local_ray: None) -> None:
+    import ray
+
+    experiment = tiny_experiment(classifier)
+    units = draw_units(experiment)
+    items = arm_texts(experiment, units, realize_arms(experiment, units))
+    shards = [shard.reset_index(drop=True) for _, shard in items.groupby(items["unit_id"] // 16)]
+    with RayExecutor(experiment.model_spec, experiment.outcome, num_workers=1) as executor:
+        ray.kill(executor.actors[0])
+        with pytest.raises(RunError, match=f"every Ray worker died; {len(shards)} of {len(shards)} shards were not evaluated"):
+            executor.evaluate(shards, lambda shard: None)
+
+
 def test_a_missing_ray_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "ray", None)
     with pytest.raises(RunError, match=r"ray is not installed; install it with pip install 'paribus\[ray\]'"):
