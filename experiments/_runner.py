@@ -139,15 +139,26 @@ def _evaluate_new_units(
     *,
     start: int = 0,
 ) -> None:
-    """Evaluate every (unit, arm) pair of units[start:] that no stored shard holds, `shard_units` units a shard."""
+    """Store the outcome of every (unit, arm) pair of units[start:] that no shard holds yet.
+
+    A pair whose text already has a stored outcome (from earlier units) reuses it; every other
+    text is evaluated once, in the shard of the `shard_units` block of the first unit that shows
+    it. Blocks depend on the units only, not on what is stored, so a resumed run cuts the same
+    shards (and so the same model batches) as an uninterrupted one.
+    """
     items = arm_texts(experiment, units, worlds, start=start)
-    done = shards.read()[list(SHARD_KEY)]
-    pending = items.merge(done, on=list(SHARD_KEY), how="left", indicator=True)
+    stored = shards.read()
+    pending = items.merge(stored[list(SHARD_KEY)], on=list(SHARD_KEY), how="left", indicator=True)
     pending = pending[pending["_merge"] == "left_only"].drop(columns="_merge")
-    size = experiment.config.executor.shard_units
-    blocks = pending["unit_id"].to_numpy() // size
-    work = [shard.reset_index(drop=True) for _, shard in pending.groupby(blocks, sort=True)]
-    advance = counting(stage(progress, "evaluating the model"), len(pending))
+    known = stored.drop_duplicates("text").set_index("text")["outcome"]
+    reused = pending["text"].isin(known.index)
+    if reused.any():
+        shards.append(pending[reused].assign(outcome=known.loc[pending.loc[reused, "text"]].to_numpy()))
+    fresh = pending[~reused]
+    block_of_text = items.groupby("text")["unit_id"].min() // experiment.config.executor.shard_units
+    blocks = block_of_text.loc[fresh["text"]].to_numpy()
+    work = [shard.reset_index(drop=True) for _, shard in fresh.groupby(blocks, sort=True)]
+    advance = counting(stage(progress, "evaluating the model"), len(fresh))
 
     def store(shard: pd.DataFrame) -> None:
         shards.append(shard)

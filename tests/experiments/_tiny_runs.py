@@ -1,5 +1,7 @@
 """A tiny BERT classifier saved to a folder, and a small experiment over it, for run-level tests.
 
+Age has many surface forms, so most (unit, arm) pairs have a text of their own.
+
 Nothing is downloaded: the tokenizer is the installed MiniLM package's, the weights are
 random under a forked torch RNG, so a run takes seconds.
 """
@@ -16,11 +18,12 @@ from experiments import Experiment, compile_config, parse_config
 
 ROOT = Path(__file__).resolve().parents[2]
 FACTORS = {
+    "age": {"values": {"young": [str(age) for age in range(18, 45)], "old": [str(age) for age in range(60, 90)]}},
     "sex": {"values": {"female": ["woman", "lady"], "male": ["man", "gentleman"]}},
     "insurance": {"values": {"private": ["private"], "public": ["Medicaid"], "none": ["no"]}},
     "symptom": {"values": {"mild": ["a headache", "a cough"], "severe": ["chest pain", "sudden weakness"]}},
 }
-TEMPLATE = "A {sex} with {insurance} insurance and {symptom}. Refer?"
+TEMPLATE = "A {age} year old {sex} with {insurance} insurance and {symptom}. Refer?"
 
 
 def save_tiny_classifier(folder: Path) -> Path:
@@ -48,7 +51,7 @@ def tiny_config(model: Path, **sections: dict[str, Any]) -> dict[str, Any]:
         "outcome": {"type": "class_prob", "label": "yes"},
         "prompt": {"template": TEMPLATE},
         "factors": FACTORS,
-        "graph": {"edges": ["sex -> decision", "insurance -> decision", "symptom -> decision"]},
+        "graph": {"edges": ["age -> decision", "sex -> decision", "insurance -> decision", "symptom -> decision"]},
         "effects": [{"treatment": "insurance", "moderators": ["sex"]}, {"treatment": "sex"}],
         "sampling": {"units": 40, "seed": 5},
         "inference": {"bootstrap": 200},

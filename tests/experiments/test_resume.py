@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from experiments import ConfigError, RunError, run_experiment
+from experiments._runner import _evaluate_new_units, arm_texts, realize_arms, stored_outcomes
 from experiments._shards import ShardStore
 from experiments._store import RunStore, base_manifest
 from tests.experiments._tiny_runs import ROOT, save_tiny_classifier, tiny_config, tiny_experiment
@@ -58,7 +59,7 @@ def test_a_run_killed_mid_evaluation_and_resumed_equals_an_uninterrupted_run(cla
     killed = tmp_path / "killed"
     _kill_after_shards(_cli("run", str(config_file), "--out", str(killed)), killed / "shards", 3)
     stored = len(list((killed / "shards").glob("outcomes-*.parquet")))
-    total = UNITS // SHARD_UNITS
+    total = whole.manifest["shards"]["stored"]
     assert 3 <= stored < total, "the run must be interrupted mid-evaluation"
     assert json.loads((killed / "manifest.json").read_text())["status"] == "running"
     assert not (killed / "outcomes.parquet").exists()
@@ -138,3 +139,30 @@ def test_shards_are_written_whole_and_no_pair_is_stored_twice(tmp_path: Path) ->
     reopened.append(_shard([1, 2]))
     with pytest.raises(RunError, match="2 outcome rows .* repeat a .unit, arm. pair, e.g. unit 1 in factual"):
         reopened.read()
+
+
+class _CountingExecutor:
+    """Outcome = text length; remembers the distinct texts of every shard (what evaluate_outcomes would run)."""
+
+    def __init__(self) -> None:
+        self.texts: list[str] = []
+
+    def evaluate(self, shards: list[pd.DataFrame], on_shard) -> None:
+        for shard in shards:
+            self.texts += shard["text"].unique().tolist()
+            on_shard(shard.assign(outcome=shard["text"].str.len().astype(float)))
+
+
+def test_each_distinct_text_is_evaluated_once_across_shards_and_batches(classifier: Path, tmp_path: Path) -> None:
+    experiment = tiny_experiment(classifier, sampling={"units": 300, "seed": 5}, executor={"shard_units": 8})
+    units = experiment.model.sample_units(300, seed=5)
+    worlds = realize_arms(experiment, units)
+    shards, executor = ShardStore(tmp_path), _CountingExecutor()
+    first = experiment.model.sample_units(120, seed=5)
+    _evaluate_new_units(experiment, first, realize_arms(experiment, first), executor, shards, None)
+    _evaluate_new_units(experiment, units, worlds, executor, shards, None, start=120)
+    items = arm_texts(experiment, units, worlds)
+    assert len(executor.texts) == items["text"].nunique() < len(items)
+    outcomes = stored_outcomes(experiment, units, shards)
+    assert len(outcomes) == len(items)
+    assert (outcomes["outcome"] == outcomes["text"].str.len()).all()
