@@ -15,6 +15,7 @@ shows as throughput), ratios to the plain loop, and the largest difference betwe
 engine's outcomes and the plain loop's, which must stay below 1e-4.
 
     python benchmarks/throughput.py [--device cpu|cuda] [--units 400] [--batch-size 32]
+                                    [--width 512 --layers 6]
 
 (From the repository root; in a checkout that is not installed, with PYTHONPATH=.)
 """
@@ -22,11 +23,14 @@ engine's outcomes and the plain loop's, which must stay below 1e-4.
 from __future__ import annotations
 
 import argparse
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
+from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
 from experiments._compile import load_experiment
 from experiments._demo_model import EXAMPLE_CONFIG, resolve_model_path
@@ -43,13 +47,23 @@ def main() -> None:
     parser.add_argument("--units", type=int, default=400)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--width", type=int, default=None,
+                        help="instead of the trained demo model, a random GPT-2 this wide "
+                             "(64-wide heads) with the demo's tokenizer: the same texts, "
+                             "more compute per token")
+    parser.add_argument("--layers", type=int, default=6, help="layers of the --width model")
     arguments = parser.parse_args()
     if arguments.repeats < 1:
         parser.error("--repeats must be at least 1")
     experiment = load_experiment(str(EXAMPLE_CONFIG))
-    adapter = ModelAdapter.load(
-        ModelSpec(resolve_model_path("builtin:triage-demo"), device=arguments.device)
-    )
+    with tempfile.TemporaryDirectory() as scratch:
+        folder = resolve_model_path("builtin:triage-demo")
+        if arguments.width is not None:
+            folder = _wider(folder, Path(scratch), arguments.width, arguments.layers)
+        adapter = ModelAdapter.load(ModelSpec(folder, device=arguments.device))
+    print(f"model: {adapter.model.config.n_layer} layers, width {adapter.model.config.n_embd}, "
+          f"{sum(p.numel() for p in adapter.model.parameters()) / 1e6:.1f}M parameters"
+          f"{' (random weights)' if arguments.width is not None else ' (the trained demo)'}")
     texts = _arm_texts(experiment, arguments.units)
     distinct = list(dict.fromkeys(texts))
     tokens = dict(zip(distinct, (len(ids) for ids in adapter.tokenizer(distinct)["input_ids"])))
@@ -68,7 +82,7 @@ def main() -> None:
     groups = group_prefixes(list(adapter.tokenizer(distinct)["input_ids"]), keep=0)
     _, first = np.unique(groups.group, return_index=True)
     saved = int(groups.length.sum() - groups.length[first].sum())  # all but one copy each
-    print(f"device {adapter.device}, batch size {size}, best of {repeats}; demo model, "
+    print(f"device {adapter.device}, batch size {size}, best of {repeats}; "
           f"{arguments.units} units x {len(experiment.arms)} arms = {len(texts)} texts, "
           f"{len(distinct)} distinct, {sum(tokens[t] for t in texts)} tokens")
     print(f"prefix sharing: {int((groups.group >= 0).sum())} distinct texts in "
@@ -103,6 +117,17 @@ def main() -> None:
             print(f"engine overhead: {100 * overhead:+.1f}% of the plain forward's time")
     if failures:
         raise SystemExit("; ".join(failures))
+
+
+def _wider(demo: str, folder: Path, width: int, layers: int) -> str:
+    """A randomly initialised GPT-2 of the given size with the demo's tokenizer, saved."""
+    config = GPT2Config.from_pretrained(demo)
+    config.update({"n_embd": width, "n_layer": layers, "n_head": max(1, width // 64)})
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        GPT2LMHeadModel(config).save_pretrained(folder)
+    AutoTokenizer.from_pretrained(demo).save_pretrained(folder)
+    return str(folder)
 
 
 def _arm_texts(experiment, n_units: int) -> list[str]:
