@@ -73,11 +73,11 @@ def halving(size: int, attempt: Callable[[int], T], *, what: str) -> tuple[T, in
             if not is_out_of_memory(error):
                 raise
             if size == 1:
+                halved = f"; halved from {initial} after out-of-memory errors" * (initial > 1)
                 raise torch.OutOfMemoryError(
-                    f"out of memory at batch size 1 ({what} one at a time; halved from "
-                    f"{initial} after out-of-memory errors): {error}; nothing smaller can run; "
-                    "free device memory, or use a smaller model, a half-precision dtype or "
-                    "shorter texts"
+                    f"out of memory at batch size 1 ({what} one at a time{halved}): {error}; "
+                    "nothing smaller can run; free device memory, or use a smaller model, a "
+                    "half-precision dtype or shorter texts"
                 ) from error
         # Retried outside the handler, so the failed attempt's tensors are released first.
         _release_cached_memory()
@@ -102,7 +102,7 @@ def in_batches(
     while start < len(rows):
         remaining = rows[start:]
         tried = min(size, len(remaining))
-        _, ran = halving(tried, lambda n: step(remaining[:n]), what=what)
+        _, ran = halving(tried, lambda n, remaining=remaining: step(remaining[:n]), what=what)
         size = ran if ran < tried else size
         start += ran
     return size

@@ -57,6 +57,8 @@ def test_out_of_memory_at_one_text_names_the_batch_size(gpt2, monkeypatch):
                        match=r"batch size 1 \(texts one at a time; halved from 8 .*Tried to "):
         evaluate_outcomes(gpt2, TEXTS, OUTCOME, batch_size=8)
     assert tried == [8, 4, 2, 1]
+    with pytest.raises(torch.OutOfMemoryError, match=r"\(texts one at a time\): CUDA out of"):
+        evaluate_outcomes(gpt2, TEXTS, OUTCOME, batch_size=1)
 
 
 def test_other_errors_are_not_retried(gpt2, monkeypatch):

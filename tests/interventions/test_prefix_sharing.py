@@ -179,8 +179,10 @@ def test_classifiers_and_duplicates_are_unaffected(gpt2, classifier, count_rows)
 def test_shared_outcomes_match_unpadded_single_forwards(llama):
     texts = arm_texts()[:6]
     values = evaluate_outcomes(llama, texts, LogitDiff(" yes", " no"))
-    yes, no = (llama.tokenizer(a, add_special_tokens=False)["input_ids"][0] for a in (" yes", " no"))
+    yes, no = (llama.tokenizer(answer, add_special_tokens=False)["input_ids"][0]
+               for answer in (" yes", " no"))
     for text, value in zip(texts, values):
+        ids = llama.tokenizer(text, return_tensors="pt")["input_ids"]
         with torch.inference_mode():
-            logits = llama.model(input_ids=llama.tokenizer(text, return_tensors="pt")["input_ids"]).logits
-        assert value == pytest.approx((logits[0, -1, yes] - logits[0, -1, no]).item(), abs=1e-5)
+            logits = llama.model(input_ids=ids).logits[0, -1]
+        assert value == pytest.approx((logits[yes] - logits[no]).item(), abs=1e-5)
