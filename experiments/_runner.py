@@ -21,7 +21,7 @@ from experiments._executor import Executor, LocalExecutor, RayExecutor
 from experiments._heatmap import mediation_heatmap
 from experiments._mediation_step import run_mediation
 from experiments._progress import Progress, counting, stage
-from experiments._shards import SHARD_KEY, ShardStore
+from experiments._shards import SHARD_KEY, ShardStore, discard_shards
 from experiments._store import RunStore, base_manifest, utc_now
 from experiments._summary import render_summary
 from experiments.errors import RunError
@@ -48,7 +48,8 @@ def run_experiment(
 
     Outcomes are stored in shards as they finish, so a run whose folder holds an unfinished
     run of the same config resumes it (`resume=True` insists that it does), skipping the
-    (unit, arm) pairs already evaluated.
+    (unit, arm) pairs already evaluated. A complete run's shards are removed: outcomes.parquet
+    holds the same rows.
     """
     config = experiment.config
     store = RunStore(out_dir, config, resume=resume)
@@ -72,6 +73,7 @@ def run_experiment(
     manifest.update(status="complete", finished_at=utc_now(), seconds=round(time.perf_counter() - clock, 3))
     store.write_text("summary.md", render_summary(experiment, effects, manifest, mediation, evidence))
     store.write_manifest(manifest)
+    discard_shards(out_dir)
     return RunResult(folder=out_dir, effects=effects, manifest=manifest)
 
 

@@ -8,6 +8,7 @@ complete shards, and a resumed run skips exactly the pairs they hold.
 from __future__ import annotations
 
 import hashlib
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -17,6 +18,11 @@ from experiments.errors import RunError
 
 SHARD_KEY = ("unit_id", "arm")
 SHARD_COLUMNS = ("unit_id", "arm", "template", "text", "outcome")
+
+
+def discard_shards(run_folder: Path) -> None:
+    """Remove a finished run's shards: its outcomes.parquet holds the same rows, and a complete run is never resumed."""
+    shutil.rmtree(run_folder / "shards", ignore_errors=True)
 
 
 class ShardStore:

@@ -69,6 +69,7 @@ def test_a_run_killed_mid_evaluation_and_resumed_equals_an_uninterrupted_run(cla
     assert done.returncode == 0, done.stderr
     manifest = json.loads((killed / "manifest.json").read_text())
     assert manifest["status"] == "complete"
+    assert not (killed / "shards").exists() and not (whole.folder / "shards").exists()
     assert manifest["shards"] == {"stored": total, "reused": stored}
     assert manifest["resumes"][0]["previous_status"] == "running"
     assert manifest["config_hash"] == whole.manifest["config_hash"]
