@@ -167,3 +167,16 @@ def test_each_distinct_text_is_evaluated_once_across_shards_and_batches(classifi
     outcomes = stored_outcomes(experiment, units, shards)
     assert len(outcomes) == len(items)
     assert (outcomes["outcome"] == outcomes["text"].str.len()).all()
+
+
+def test_cli_resume_and_out_must_name_one_folder(classifier: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from experiments.cli import app
+
+    config_file = tmp_path / "tiny.yaml"
+    config_file.write_text(yaml.safe_dump(tiny_config(classifier), sort_keys=False))
+    done = CliRunner().invoke(app, ["run", str(config_file), "--out", str(tmp_path / "a"), "--resume", str(tmp_path / "b")])
+    assert done.exit_code == 2
+    assert "name different folders; a resumed run writes into the folder it resumes" in done.output
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
