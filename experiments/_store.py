@@ -26,8 +26,12 @@ TRACKED_PACKAGES = (
 
 
 def config_hash(config: ExperimentConfig) -> str:
-    """sha256 of the resolved config in canonical JSON: equal configs, equal hashes."""
-    canonical = json.dumps(config.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    """sha256 of the resolved config in compact JSON: equal configs, equal hashes.
+
+    Mapping order is kept, not sorted: the order of a factor's values decides which value a
+    unit's noise picks and which value a contrast is taken against.
+    """
+    canonical = json.dumps(config.model_dump(mode="json"), separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -52,7 +56,11 @@ RESULT_NEUTRAL_FIELDS = ("name", "inference", "executor", "model.batch_size", "m
 
 
 def config_differences(stored: ExperimentConfig, current: ExperimentConfig) -> list[tuple[str, Any, Any]]:
-    """(YAML path, stored value, current value) of every leaf that differs, in path order."""
+    """(YAML path, stored value, current value) of every leaf that differs, in path order.
+
+    A mapping whose keys were reordered differs at "PATH (key order)": the order of a
+    factor's values changes which value each unit's noise picks.
+    """
     before, after = _leaves(stored.model_dump(mode="json")), _leaves(current.model_dump(mode="json"))
     missing = object()
     return [
@@ -64,15 +72,16 @@ def config_differences(stored: ExperimentConfig, current: ExperimentConfig) -> l
 
 def _leaves(data: Any, path: str = "") -> dict[str, Any]:
     if isinstance(data, dict) and data:
-        return {key: value for name, item in data.items()
-                for key, value in _leaves(item, f"{path}.{name}" if path else str(name)).items()}
+        return {f"{path or '<config>'} (key order)": list(data)} | {
+            key: value for name, item in data.items()
+            for key, value in _leaves(item, f"{path}.{name}" if path else str(name)).items()}
     if isinstance(data, list) and data:
         return {key: value for index, item in enumerate(data) for key, value in _leaves(item, f"{path}[{index}]").items()}
     return {path: data}
 
 
 def _result_neutral(path: str) -> bool:
-    return any(path == field or path.startswith((f"{field}.", f"{field}[")) for field in RESULT_NEUTRAL_FIELDS)
+    return any(path == field or path.startswith((f"{field}.", f"{field}[", f"{field} ")) for field in RESULT_NEUTRAL_FIELDS)
 
 
 class RunStore:

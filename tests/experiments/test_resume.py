@@ -14,10 +14,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from experiments import ConfigError, RunError, run_experiment
+from experiments import ConfigError, RunError, compile_config, parse_config, run_experiment
 from experiments._runner import _evaluate_new_units, arm_texts, realize_arms, stored_outcomes
 from experiments._shards import ShardStore
-from experiments._store import RunStore, base_manifest
+from experiments._store import RunStore, base_manifest, config_hash
 from tests.experiments._tiny_runs import ROOT, save_tiny_classifier, tiny_config, tiny_experiment
 
 UNITS, SHARD_UNITS = 240, 2
@@ -180,3 +180,14 @@ def test_cli_resume_and_out_must_name_one_folder(classifier: Path, tmp_path: Pat
     assert done.exit_code == 2
     assert "name different folders; a resumed run writes into the folder it resumes" in done.output
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_reordered_factor_values_are_a_different_config(classifier: Path, tmp_path: Path) -> None:
+    """The order of a factor's values decides what each unit's noise picks, so a reordering is refused."""
+    _unfinished_run(tmp_path / "run", classifier)
+    factors = tiny_config(classifier)["factors"]
+    reordered = {**factors, "insurance": {"values": dict(reversed(factors["insurance"]["values"].items()))}}
+    experiment = compile_config(parse_config({**tiny_config(classifier), "factors": reordered}))
+    assert config_hash(experiment.config) != config_hash(tiny_experiment(classifier).config)
+    with pytest.raises(ConfigError, match=r"factors\.insurance\.values \(key order\) \(\['private', 'public', 'none'\] -> \['none', 'public', 'private'\]\)"):
+        run_experiment(experiment, out_dir=tmp_path / "run")
