@@ -17,8 +17,8 @@ import torch
 from interventions._adapter import ModelAdapter
 from interventions.errors import InterventionError
 
-# Prefixes shorter than this are not shared: the tokens saved cost less than the extra
-# forward and the copy of the keys and values (benchmarks/throughput.py).
+# Prefixes shorter than this are not shared: each group adds a row to a prefix forward and
+# a copy of its keys and values per member, which a few tokens saved do not repay.
 _MIN_PREFIX = 8
 # Most texts in one group: a group of n saves (n - 1) / n of its prefix, so larger groups
 # gain little, and the search over groups costs texts x this.
