@@ -142,14 +142,16 @@ class _Engine:
         sweep, n_layers = self.sweep, self.architecture.n_layers
         texts, dest_text, src_text = sweep.texts(units)
         batch = sweep.batch_size or max(1, min(64, token_budget(sweep) // sweep.max_length))
-        trace, self.capture_rows = halving(
-            min(batch, len(texts), self.capture_rows),
+        tried = min(batch, len(texts), self.capture_rows)
+        trace, fitted = halving(
+            tried,
             lambda size: capture(
                 sweep.adapter, self.architecture, sweep.reader, texts, self.points,
                 batch_size=size,
             ),
             what="texts",
         )
+        self.capture_rows = fitted if fitted < tried else self.capture_rows
         self.work["capture_forwards"] += len(texts)
         self.work["layer_forwards"] += len(texts) * n_layers
         self.work["position_layers"] += int(trace.lengths.sum()) * n_layers
@@ -166,7 +168,7 @@ class _Engine:
         for rows in self._batches(plan, active, trace.lengths):
             self.stack_rows = in_batches(
                 rows,
-                min(len(rows), self.stack_rows),
+                self.stack_rows,
                 lambda part: self._stack(state, plan, part, values),
                 what="patch rows",
             )

@@ -8,6 +8,7 @@ import torch
 
 from interventions import LogitDiff, evaluate_outcomes, model_sites, patch_effects
 from interventions._backoff import _MAX_BATCH, auto_batch_size, halving, in_batches
+from interventions import _patching
 from interventions._patching import _Engine
 
 TEXTS = [f"Patient: {age} year old with private insurance. Refer for CT? Answer:"
@@ -107,6 +108,35 @@ def test_patching_backs_off_in_capture_and_stacks(gpt2, monkeypatch, patch_case)
     assert tried == [4, 2, 1, 1, 1, 1]  # the capture of 4 texts, retried one at a time
     assert stacks[0] == 3 and set(stacks[1:]) == {1}  # a stack of 3, then halves (of 1)
     assert result.work["patches"] == expected.work["patches"]
+
+
+def test_without_out_of_memory_errors_every_capture_and_stack_runs_whole(
+    gpt2, monkeypatch, patch_case
+):
+    monkeypatch.setattr("interventions._sweep._CPU_BYTES", 1)  # one unit per chunk
+    batches, stacks, captures = [], [], []
+    planned, run, capture = _Engine._batches, _Engine._stack, _patching.capture
+
+    def planning(self, *args):
+        for rows in planned(self, *args):
+            batches.append(rows.tolist())
+            yield rows
+
+    def running(self, state, plan, rows, values):
+        stacks.append(rows.tolist())
+        return run(self, state, plan, rows, values)
+
+    def capturing(*args, batch_size, **options):
+        captures.append(batch_size)
+        return capture(*args, batch_size=batch_size, **options)
+
+    monkeypatch.setattr(_Engine, "_batches", planning)
+    monkeypatch.setattr(_Engine, "_stack", running)
+    monkeypatch.setattr(_patching, "capture", capturing)
+    patch_effects(gpt2, OUTCOME, patch_case.pairs(gpt2), model_sites(gpt2, ["resid_pre"]),
+                  ["factor", "last"])
+    assert stacks == batches and len(set(map(len, stacks))) > 1
+    assert captures == [2, 2]  # each unit's two texts in one batch
 
 
 def test_auto_batch_size_is_the_default_on_cpu(gpt2, count_rows):
