@@ -8,7 +8,7 @@ import torch
 
 from interventions import LogitDiff, evaluate_outcomes, model_sites, patch_effects
 from interventions._backoff import _MAX_BATCH, auto_batch_size, halving, in_batches
-from interventions import _patching
+from interventions._capture import capture
 from interventions._patching import _Engine
 
 TEXTS = [f"Patient: {age} year old with private insurance. Refer for CT? Answer:"
@@ -115,7 +115,7 @@ def test_without_out_of_memory_errors_every_capture_and_stack_runs_whole(
 ):
     monkeypatch.setattr("interventions._sweep._CPU_BYTES", 1)  # one unit per chunk
     batches, stacks, captures = [], [], []
-    planned, run, capture = _Engine._batches, _Engine._stack, _patching.capture
+    planned, run = _Engine._batches, _Engine._stack
 
     def planning(self, *args):
         for rows in planned(self, *args):
@@ -132,7 +132,7 @@ def test_without_out_of_memory_errors_every_capture_and_stack_runs_whole(
 
     monkeypatch.setattr(_Engine, "_batches", planning)
     monkeypatch.setattr(_Engine, "_stack", running)
-    monkeypatch.setattr(_patching, "capture", capturing)
+    monkeypatch.setattr("interventions._patching.capture", capturing)
     patch_effects(gpt2, OUTCOME, patch_case.pairs(gpt2), model_sites(gpt2, ["resid_pre"]),
                   ["factor", "last"])
     assert stacks == batches and len(set(map(len, stacks))) > 1
