@@ -80,6 +80,29 @@ def test_shared_prefixes_give_the_outcomes_of_full_forwards(model, outcome, batc
         assert sum(rows * width for rows, width in shared_shapes) < shapes[0][0] * shapes[0][1]
 
 
+@pytest.mark.parametrize("model", ["gpt2", "llama"])
+def test_prefixes_of_different_lengths_share_one_batch(model, request):
+    adapter = request.getfixturevalue(model)
+    early = [TEMPLATE.render({**UNITS[0], "insurance": value}).text for value in INSURANCE]
+    late = [TEMPLATE.render({**UNITS[1], "insurance": "no", "symptom": symptom}).text
+            for symptom in ("cough", "chest pain", "a sore throat")]
+    ids = [adapter.tokenizer(text)["input_ids"] for text in early + late]
+    shapes, handle = count_tokens(adapter)
+    try:
+        shared = evaluate_outcomes(adapter, early + late, LogitDiff(" yes", " no"))
+    finally:
+        handle.remove()
+    prefixes = [min(common_prefix(a, b) for a in group for b in group if a != b)
+                for group in (ids[:3], ids[3:])]
+    assert prefixes[0] + 4 < prefixes[1]  # the shorter prefix is padded in the prefix batch
+    assert shapes[0] == (2, prefixes[1])
+    np.testing.assert_allclose(
+        shared,
+        evaluate_outcomes(adapter, early + late, LogitDiff(" yes", " no"), share_prefix=False),
+        atol=1e-5, rtol=0,
+    )
+
+
 def test_one_group_runs_its_prefix_once_and_each_continuation_after_it(gpt2):
     texts = [TEMPLATE.render({**UNITS[0], "insurance": value}).text for value in INSURANCE]
     ids = [gpt2.tokenizer(text)["input_ids"] for text in texts]
