@@ -54,8 +54,8 @@ def group_prefixes(token_ids: Sequence[Sequence[int]], *, keep: int) -> PrefixGr
     of neighbours shares the smallest of their adjacent common prefixes. The runs that save
     the most tokens in all ((members - 1) x prefix each; prefixes shorter than `_MIN_PREFIX`
     save nothing; at most `_MAX_RUN` members) are found by dynamic programming over the
-    sorted texts. A prefix leaves
-    every text's last `keep` + 1 tokens to its continuation (the positions an outcome reads).
+    sorted texts. A prefix leaves every text's last `keep` + 1 tokens to its continuation
+    (the positions an outcome reads).
     """
     n_texts = len(token_ids)
     order = sorted(range(n_texts), key=lambda index: list(token_ids[index]))
