@@ -125,7 +125,7 @@ def continue_prefixes(
 
     Prefixes (right-padded rows of `prefix_ids`) run once through the base model; row r
     continues from prefix `owner[r]`, whose first `offset[r]` tokens it keeps (0: none, the
-    row is a whole text). Positions of row r count on from `offset[r]`.
+    row is a whole text). Positions of row r count on from `offset[r]`; padding sits at 0.
     """
     cache = adapter.model.base_model(
         input_ids=prefix_ids, attention_mask=prefix_mask, use_cache=True
@@ -135,6 +135,9 @@ def continue_prefixes(
     width = prefix_ids.shape[1]
     kept = torch.arange(width, device=owner.device)[None, :] < offset[:, None]
     positions = offset[:, None] + torch.arange(input_ids.shape[1], device=owner.device)
+    # Padding after a long prefix could count past the model's last position; it is masked
+    # and never read, so any position in range does.
+    positions = positions.masked_fill(attention_mask == 0, 0)
     return adapter.model(
         input_ids=input_ids,
         attention_mask=torch.cat([kept.to(attention_mask.dtype), attention_mask], dim=1),

@@ -209,3 +209,18 @@ def test_shared_outcomes_match_unpadded_single_forwards(llama):
         with torch.inference_mode():
             logits = llama.model(input_ids=ids).logits[0, -1]
         assert value == pytest.approx((logits[yes] - logits[no]).item(), abs=1e-5)
+
+
+def test_padding_after_a_long_prefix_stays_within_the_position_limit(gpt2):
+    prompt = TEMPLATE.render({**UNITS[0], "insurance": "private"}).text
+    group = [prompt + ending for ending in (" yes", " no", " yes no")]
+    long = "Answer:" + " no" * 55  # shares nothing; its continuation sets the batch's width
+    ids = gpt2.tokenizer([*group, long])["input_ids"]
+    limit = gpt2.model.config.n_positions
+    assert max(map(len, ids)) <= limit < len(ids[0]) + len(ids[3])
+    outcome = LogitDiff(" yes", " no")
+    np.testing.assert_allclose(
+        evaluate_outcomes(gpt2, [*group, long], outcome),
+        evaluate_outcomes(gpt2, [*group, long], outcome, share_prefix=False),
+        atol=1e-5, rtol=0,
+    )
