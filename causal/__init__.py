@@ -29,6 +29,7 @@ from causal._multiple_testing import adjust_p_values
 from causal._observational import OVERLAP_COLUMNS, REFUTATION_COLUMNS, ObservationalResult, estimate_observational
 from causal._results import EFFECT_COLUMNS, EffectEstimate, EffectTable
 from causal._surrogate import SURROGATE_COLUMNS, SurrogateFidelity, SurrogateResult, fit_surrogates
+from causal._sequential import SEQUENCE_COLUMNS, SequenceInterval, confidence_sequence
 from causal.errors import EstimationError
 
 __all__ = [
@@ -74,6 +75,9 @@ __all__ = [
     "Unmatched",
     "compare_effects",
     "compare_verdicts",
+    "SEQUENCE_COLUMNS",
+    "SequenceInterval",
+    "confidence_sequence",
     "adjust_p_values",
     "EstimationError",
 ]

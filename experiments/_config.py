@@ -62,7 +62,11 @@ class _Section(BaseModel):
 
 
 class ModelConfig(_Section):
-    """Which model to audit and where to run it."""
+    """Which model to audit and where to run it.
+
+    `batch_size` is texts per forward pass, or `auto` to fit free GPU memory (32 on CPU);
+    a batch that runs out of memory is halved and retried either way.
+    """
 
     id: str = Field(min_length=1)
     task: Literal["causal-lm", "sequence-classifier"] = "causal-lm"
@@ -70,7 +74,14 @@ class ModelConfig(_Section):
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
     trust_remote_code: bool = False
     revision: str | None = None
-    batch_size: int = Field(32, ge=1)
+    batch_size: int | Literal["auto"] = "auto"
+
+    @field_validator("batch_size", mode="before")
+    @classmethod
+    def _batch_size_form(cls, value: Any) -> Any:
+        if value != "auto" and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ValueError(f"batch_size must be a positive integer or auto, got {value!r}")
+        return value
 
     @field_validator("device")
     @classmethod
@@ -257,12 +268,45 @@ class PairsConfig(_Section):
 
 
 class SamplingConfig(_Section):
-    """How units are drawn: sampled, or every unit of a small space enumerated."""
+    """How units are drawn: sampled, or every unit of a small space enumerated.
+
+    With `target_half_width` set, units are drawn `batch_units` at a time (extending the
+    same seeded draw) until every effect's anytime-valid interval has at most that half
+    width, or `max_units` are drawn; `units` is then the size the interval is tuned for.
+    """
 
     mode: Literal["sample", "exact"] = "sample"
     units: int = Field(500, ge=2)
     seed: int = Field(0, ge=0)
     max_exact_units: int = Field(100_000, ge=1)
+    target_half_width: float | None = Field(None, gt=0)
+    max_units: int = Field(10_000, ge=2)
+    batch_units: int = Field(100, ge=2)
+
+    @model_validator(mode="after")
+    def _sequential_samples(self) -> SamplingConfig:
+        if self.target_half_width is not None and self.mode == "exact":
+            raise ValueError(
+                "target_half_width draws units until the intervals are narrow enough, but mode is exact "
+                "(every unit, no sampling error); remove target_half_width or use mode: sample"
+            )
+        return self
+
+
+class ExecutorConfig(_Section):
+    """Where model outcomes are evaluated: in this process, or on Ray actors (one model replica each).
+
+    `address` None starts or joins a local Ray instance; `auto` or `ray://host:port` joins a
+    cluster. `num_workers` None means one per GPU (or per CPU without GPUs);
+    `num_gpus_per_worker` None means 1 when the cluster has GPUs, else 0. `shard_units`
+    units (in every arm) make one shard: the grain of work handed out and of what a resume skips.
+    """
+
+    type: Literal["local", "ray"] = "local"
+    address: str | None = None
+    num_workers: int | None = Field(None, ge=1)
+    num_gpus_per_worker: float | None = Field(None, ge=0)
+    shard_units: int = Field(64, ge=1)
 
 
 class InferenceConfig(_Section):
@@ -345,6 +389,7 @@ class ExperimentConfig(_Section):
     hypotheses: list[HypothesisConfig] = Field(default_factory=list)
     fairness: FairnessConfig | None = None
     report: ReportConfig = ReportConfig()
+    executor: ExecutorConfig = ExecutorConfig()
 
     @field_validator("name")
     @classmethod

@@ -99,6 +99,10 @@ def run(
     fail_on_hypotheses: Annotated[
         bool, typer.Option(help="Exit with status 3 when a pre-registered hypothesis is contradicted.")
     ] = False,
+    executor: Annotated[str | None, typer.Option(help="Override executor.type: local or ray.")] = None,
+    resume: Annotated[
+        Path | None, typer.Option(help="Resume the unfinished run in this folder, skipping the outcomes it holds.")
+    ] = None,
 ) -> None:
     """Run an experiment and write its run folder (config, manifest, tables, summary.md, report.html)."""
     from transformers.utils import logging as transformers_logging
@@ -114,10 +118,19 @@ def run(
         overrides.setdefault("sampling", {})["seed"] = seed
     if device is not None:
         overrides.setdefault("model", {})["device"] = device
+    if executor is not None:
+        overrides.setdefault("executor", {})["type"] = executor
+    if resume is not None and out is not None and resume != out:
+        _err.print(f"[bold red]error:[/bold red] --out {escape(str(out))} and --resume {escape(str(resume))} "
+                   "name different folders; a resumed run writes into the folder it resumes, give one of them",
+                   highlight=False, soft_wrap=True)
+        raise typer.Exit(2)
     experiment = _load(config, overrides)
-    folder = out or Path("runs") / f"{experiment.config.name}-{datetime.now():%Y%m%d-%H%M%S}"
+    folder = resume or out or Path("runs") / f"{experiment.config.name}-{datetime.now():%Y%m%d-%H%M%S}"
     with _user_errors(folder), _progress() as progress:
-        result = run_experiment(experiment, out_dir=folder, progress=progress, command=sys.argv)
+        result = run_experiment(
+            experiment, out_dir=folder, progress=progress, command=sys.argv, resume=resume is not None
+        )
     typer.echo((result.folder / "summary.md").read_text(encoding="utf-8"))
     _out.print(f"run folder: {escape(str(result.folder))}", highlight=False, soft_wrap=True)
     contradicted = result.manifest["review"]["contradicted"]

@@ -11,6 +11,7 @@ batches. Patches that would write the value already there are not run at all.
 
 from __future__ import annotations
 
+import sys
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -22,8 +23,10 @@ import torch
 
 from interventions._adapter import ModelAdapter
 from interventions._alignment import AlignedPair
+from interventions._backoff import halving, in_batches
 from interventions._capture import Trace, capture
 from interventions._outcomes import Outcome
+from interventions._prefix import common_prefix
 from interventions._runners import BlockRunner
 from interventions._sites import Point, Site
 from interventions._sweep import (
@@ -92,6 +95,8 @@ class _Engine:
         self.device = sweep.adapter.device
         self.progress = progress
         self.work: Counter[str] = Counter()
+        # Rows per capture batch and per stack that fit after an out-of-memory error.
+        self.capture_rows = self.stack_rows = sys.maxsize
         n_layers = self.architecture.n_layers
         sites = sweep.site_points
         lowest = min((index for _, index in sites), default=n_layers)
@@ -137,9 +142,16 @@ class _Engine:
         sweep, n_layers = self.sweep, self.architecture.n_layers
         texts, dest_text, src_text = sweep.texts(units)
         batch = sweep.batch_size or max(1, min(64, token_budget(sweep) // sweep.max_length))
-        trace = capture(
-            sweep.adapter, self.architecture, sweep.reader, texts, self.points, batch_size=batch
+        tried = min(batch, len(texts), self.capture_rows)
+        trace, fitted = halving(
+            tried,
+            lambda size: capture(
+                sweep.adapter, self.architecture, sweep.reader, texts, self.points,
+                batch_size=size,
+            ),
+            what="texts",
         )
+        self.capture_rows = fitted if fitted < tried else self.capture_rows
         self.work["capture_forwards"] += len(texts)
         self.work["layer_forwards"] += len(texts) * n_layers
         self.work["position_layers"] += int(trace.lengths.sum()) * n_layers
@@ -154,9 +166,17 @@ class _Engine:
         active = np.flatnonzero(~identical)
         state = _State.build(self, trace, plan, active)
         for rows in self._batches(plan, active, trace.lengths):
-            values[plan.result[rows]] = self._run(state, plan, rows)
-            self.work["batches"] += 1
-            self._report(len(rows))
+            self.stack_rows = in_batches(
+                rows,
+                self.stack_rows,
+                lambda part: self._stack(state, plan, part, values),
+                what="patch rows",
+            )
+
+    def _stack(self, state: _State, plan: Plan, rows: np.ndarray, values: np.ndarray) -> None:
+        values[plan.result[rows]] = self._run(state, plan, rows)
+        self.work["batches"] += 1
+        self._report(len(rows))
 
     def _report(self, count: int) -> None:
         if self.progress is not None and count:
@@ -172,7 +192,7 @@ class _Engine:
         same = np.zeros(len(plan.result), dtype=bool)
         if self.architecture.causal and len(same):
             runs = list(zip(plan.destination.tolist(), plan.source.tolist()))
-            prefix = {run: _common_prefix(texts[run[0]], texts[run[1]]) for run in set(runs)}
+            prefix = {run: common_prefix(texts[run[0]], texts[run[1]]) for run in set(runs)}
             in_place = np.logical_and.reduceat(plan.d == plan.s, plan.offsets)
             reach = np.maximum.reduceat(plan.d, plan.offsets)
             same = in_place & (reach < np.array([prefix[run] for run in runs]))
@@ -387,10 +407,3 @@ class _State:
                 engine.work["kv_layer_passes"] += len(destinations)
         return cls(trace.activations, lengths, read, kv, kv_row)
 
-
-def _common_prefix(a: tuple[int, ...], b: tuple[int, ...]) -> int:
-    """Length of the longest common prefix of two token sequences."""
-    for number, (x, y) in enumerate(zip(a, b)):
-        if x != y:
-            return number
-    return min(len(a), len(b))

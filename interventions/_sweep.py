@@ -12,15 +12,14 @@ import torch
 
 from interventions._adapter import ModelAdapter
 from interventions._alignment import AlignedPair
+from interventions._backoff import cuda_budget
 from interventions._evaluate import _bind_outcome, _tokenize
 from interventions._outcomes import Outcome, _Reader
 from interventions._sites import Architecture, Point, Site, architecture_of
 from interventions.errors import InterventionError
 
-# Memory that patching may fill on a CPU (no free-memory query there), and the share of
-# free CUDA memory it may fill.
+# Memory that patching may fill on a CPU (no free-memory query there).
 _CPU_BYTES = 2 << 30
-_CUDA_SHARE = 0.4
 # Query positions per stacked CPU batch: enough for efficient matrix products; more only
 # costs memory (benchmarks/patching.py ran as fast with 1024 to 4096).
 _CPU_TOKENS = 2048
@@ -232,7 +231,7 @@ def as_index(array: np.ndarray, device: torch.device) -> torch.Tensor:
 def memory_budget(device: torch.device) -> float:
     """Bytes patching may fill: a share of free CUDA memory, or a fixed CPU allowance."""
     if device.type == "cuda":
-        return torch.cuda.mem_get_info(device)[0] * _CUDA_SHARE
+        return cuda_budget(device)
     return float(_CPU_BYTES)
 
 

@@ -77,6 +77,9 @@ def test_public_names_are_pinned():
         "Unmatched",
         "compare_effects",
         "compare_verdicts",
+        "SEQUENCE_COLUMNS",
+        "SequenceInterval",
+        "confidence_sequence",
         "adjust_p_values",
         "EstimationError",
     ]

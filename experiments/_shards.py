@@ -1,0 +1,71 @@
+"""Outcome shards: Parquet files under `shards/` in the run folder, appended as work finishes.
+
+Each shard holds the outcomes of some (unit, arm) pairs and is written whole or not at
+all (a temporary file renamed into place), so a run killed at any moment leaves only
+complete shards, and a resumed run skips exactly the pairs they hold.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+
+import pandas as pd
+
+from experiments._store import atomic_write
+from experiments.errors import RunError
+
+SHARD_KEY = ("unit_id", "arm")
+SHARD_COLUMNS = ("unit_id", "arm", "template", "text", "outcome")
+
+
+def discard_shards(run_folder: Path) -> None:
+    """Remove a finished run's shards: its outcomes.parquet holds the same rows, and a complete run is never resumed."""
+    shutil.rmtree(run_folder / "shards", ignore_errors=True)
+
+
+class ShardStore:
+    """The shards of one run folder, read once on open and kept in memory as they are appended.
+
+    Leftovers of an interrupted write are removed on open.
+    """
+
+    def __init__(self, run_folder: Path) -> None:
+        self.folder = run_folder / "shards"
+        self.folder.mkdir(parents=True, exist_ok=True)
+        for leftover in self.folder.glob(".*.tmp"):
+            leftover.unlink()
+        self._frames = [pd.read_parquet(path) for path in self.paths()]
+
+    def append(self, frame: pd.DataFrame) -> Path:
+        """Write one shard atomically; its name is a digest of its keys, so the same work is never stored twice."""
+        missing = [column for column in SHARD_COLUMNS if column not in frame.columns]
+        if missing or frame.empty:
+            raise RunError(f"a shard needs rows with columns {list(SHARD_COLUMNS)}; got {len(frame)} rows, missing {missing}")
+        keys = "\n".join(f"{unit}\t{arm}" for unit, arm in zip(frame["unit_id"], frame["arm"]))
+        path = self.folder / f"outcomes-{hashlib.sha256(keys.encode()).hexdigest()[:20]}.parquet"
+        if path.exists():
+            raise RunError(f"shard {path.name} already exists: the same (unit, arm) pairs were evaluated twice")
+        stored = frame.loc[:, list(SHARD_COLUMNS)].reset_index(drop=True)
+        atomic_write(path, lambda handle: stored.to_parquet(handle, index=False))
+        self._frames.append(stored)
+        return path
+
+    def paths(self) -> list[Path]:
+        return sorted(self.folder.glob("outcomes-*.parquet"))
+
+    def read(self) -> pd.DataFrame:
+        """Every stored outcome, one row per (unit, arm); RunError when a pair is stored twice."""
+        if not self._frames:
+            return pd.DataFrame({column: pd.Series(dtype=dtype) for column, dtype in
+                                 zip(SHARD_COLUMNS, ("int64", "object", "int64", "object", "float64"))})
+        outcomes = pd.concat(self._frames, ignore_index=True)
+        repeated = outcomes[outcomes.duplicated(list(SHARD_KEY), keep=False)]
+        if not repeated.empty:
+            first = repeated.iloc[0]
+            raise RunError(
+                f"{len(repeated)} outcome rows in {self.folder} repeat a (unit, arm) pair, e.g. unit "
+                f"{first['unit_id']} in {first['arm']}; the shards are inconsistent, start a new run folder"
+            )
+        return outcomes
