@@ -19,7 +19,8 @@ EFFECT_COLUMNS = (
 )
 
 Analysis = Literal["ate", "cate", "heterogeneity", "observational", "human_pairs", "confounding_gap"]
-Method = Literal["t", "bootstrap", "exact", "wald_hc3", "naive", "regression", "ipw", "regression_minus_t"]
+Method = Literal["t", "bootstrap", "exact", "wald_hc3", "naive", "regression", "ipw", "regression_minus_t",
+                 "asymptotic_cs"]
 Correction = Literal["holm", "bh"]
 
 

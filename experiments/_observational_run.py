@@ -52,7 +52,7 @@ from experiments._dataset import DROP_COLUMNS, load_documents, load_pairs
 from experiments._heatmap import mediation_heatmap
 from experiments._mediation_step import _exact_per_unit
 from experiments._progress import Progress, counting, stage
-from experiments._runner import _load_model, _model_evaluator
+from experiments._runner import _load_model, evaluate_texts
 from experiments._store import RunStore
 from experiments.errors import ConfigError
 
@@ -101,7 +101,7 @@ def carry_out_documents(
     outcomes = _arm_frame(experiment, documents.frame, counterfactuals)
     human = None if pairs is None else pairs.frame.rename(columns={"from": "source", "to": "target"})
     texts = outcomes["text"].tolist() + ([] if human is None else human["text"].tolist())
-    scores = _model_evaluator(experiment, adapter, progress)([text + plan.config.suffix for text in texts])
+    scores = evaluate_texts(experiment, adapter, [text + plan.config.suffix for text in texts], progress)
     outcomes["outcome"] = scores[: len(outcomes)]
     store.write_table("outcomes.parquet", outcomes)
 

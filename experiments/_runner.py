@@ -141,6 +141,29 @@ def _executor(experiment: Experiment, adapter: ModelAdapter) -> Executor:
     )
 
 
+def evaluate_texts(
+    experiment: Experiment, adapter: ModelAdapter, texts: list[str], progress: Progress | None
+) -> np.ndarray:
+    """The outcome of every text, through the config's executor in blocks of `executor.shard_units` texts.
+
+    For runs whose units are not drawn from the structural model (documents), so nothing is sharded to disk.
+    """
+    size = experiment.config.executor.shard_units
+    work = [pd.DataFrame({"row": range(start, min(start + size, len(texts))), "text": texts[start:start + size]})
+            for start in range(0, len(texts), size)]
+    advance = counting(stage(progress, "evaluating the model"), len(texts))
+    outcomes = np.full(len(texts), np.nan)
+
+    def store(shard: pd.DataFrame) -> None:
+        outcomes[shard["row"].to_numpy()] = shard["outcome"].to_numpy()
+        if advance is not None:
+            advance(len(shard))
+
+    with _executor(experiment, adapter) as executor:
+        executor.evaluate(work, store)
+    return outcomes
+
+
 def _evaluate_new_units(
     experiment: Experiment,
     units: Units,

@@ -49,7 +49,8 @@ def render_summary(
         f"- intervals: {level}; " + ("exact population values" if exact else
            f"paired t-interval and percentile bootstrap ({config.inference.bootstrap} resamples); "
            f"p-values adjusted by {_CORRECTION[config.inference.correction]} across all "
-           f"{int(frame['p_value'].notna().sum())} tests of the run"),
+           f"{int((frame['p_value'].notna() & (frame['method'] != 'asymptotic_cs')).sum())} fixed-sample tests of the run"),
+        *_stopping_lines(manifest.get("stopping")),
         f"- config hash `{manifest.get('config_hash', '')[:16]}`",
         "",
         *(_verdict_section(review, level) if review is not None and review.verdicts is not None else []),
@@ -86,6 +87,18 @@ _DOCUMENT_EFFECTS = (
     "outcome(document rewritten to the second value); a document already at a value is its own text there. "
     "A rewrite changes only the treatment's words, so everything else the document says is held equal."
 )
+
+
+def _stopping_lines(stopping: Mapping[str, Any] | None) -> list[str]:
+    """How a precision-targeted run chose its number of units, and the anytime-valid rows that make it safe."""
+    if stopping is None:
+        return []
+    why = ("every effect's anytime-valid interval reached the target half width "
+           f"{stopping['target_half_width']:g}" if stopping["reason"] == "target_half_width"
+           else "the budget sampling.max_units was spent before every interval was narrow enough")
+    return [f"- sampling stopped after {stopping['n_units']} units in {stopping['batches']} batches: {why}; "
+            "the `asymptotic_cs` rows of effects.csv are confidence sequences, valid under this data-dependent "
+            "stopping (their p-values are corrected as their own family)"]
 
 
 def _documents_line(data: Mapping[str, Any]) -> str:

@@ -29,5 +29,6 @@ def demo_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def demo_model_path(demo_cache: Path) -> Path:
-    (folder,) = [path for path in demo_cache.iterdir() if path.name.startswith("triage-demo-")]
-    return folder
+    from experiments._demo_model import resolve_model_path
+
+    return Path(resolve_model_path("builtin:triage-demo"))

@@ -151,7 +151,7 @@ def test_review_of_an_enumerated_run_matches_a_hand_computation(tmp_path: Path) 
     outcomes = arm_texts(experiment, units, worlds)
     private = {arm.label: world.values["insurance"] == "private" for arm, world in worlds.items()}
     outcomes["outcome"] = [1.0 if private[arm][unit] else -1.0 for arm, unit in zip(outcomes["arm"], outcomes["unit_id"], strict=True)]
-    store = RunStore(tmp_path / "run")
+    store = RunStore(tmp_path / "run", experiment.config)
     store.write_table("units.parquet", _units_frame(units, worlds[experiment.arms[0]]))
     store.write_table("outcomes.parquet", outcomes)
 

@@ -63,6 +63,10 @@ def test_a_sequential_run_stops_at_the_first_look_within_the_target(classifier: 
     assert set(sequence_rows["n_units"]) == {3 * BATCH} and set(sequence_rows["analysis"]) == {"ate"}
     np.testing.assert_allclose((sequence_rows["ci_high"] - sequence_rows["ci_low"]) / 2, widths[:, 2], rtol=1e-12)
     assert {"t", "bootstrap"} <= set(effects["method"])
+    summary = (targeted.folder / "summary.md").read_text(encoding="utf-8")
+    assert f"sampling stopped after {3 * BATCH} units in 3 batches: every effect's anytime-valid interval" in summary
+    fixed = effects[effects["method"] != "asymptotic_cs"]["p_value"].notna().sum()
+    assert f"across all {fixed} fixed-sample tests" in summary
 
 
 def test_target_half_width_needs_sampled_units(classifier: Path) -> None:
