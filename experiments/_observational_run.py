@@ -49,10 +49,9 @@ from interventions import (
 
 from experiments._compile import Arm, ContrastPlan, Experiment, MediationPlan
 from experiments._dataset import DROP_COLUMNS, load_documents, load_pairs
-from experiments._heatmap import mediation_heatmap
 from experiments._mediation_step import _exact_per_unit
 from experiments._progress import Progress, counting, stage
-from experiments._runner import _load_model, evaluate_texts
+from experiments._runner import _load_model, evaluate_texts, store_mediation, sweep_heatmap
 from experiments._store import RunStore
 from experiments.errors import ConfigError
 
@@ -321,18 +320,12 @@ def _mediation(
         table = estimate_mediation(_exact_per_unit(plan, result), treatment=plan.treatment, contrast=plan.contrast,
                                    direction=plan.direction, level=inference.level, n_bootstrap=inference.bootstrap,
                                    seed=seed)
-        figure = mediation_heatmap(table.to_frame(), store.folder / f"mediation_{index}_{plan.treatment}.png",
-                                   title=f"indirect effect of {plan.treatment} ({plan.contrast}), {plan.direction}")
         tables.append(table)
         records.append({"treatment": plan.treatment, "contrast": plan.contrast, "direction": plan.direction,
                         "method": plan.method, "units": len(pairs), "sites": len(sites),
                         "positions": list(plan.positions), "documents": chosen, "work": dict(result.work),
-                        "heatmap": figure.name})
-    mediation = MediationTable.concat(tables)
-    store.write_table("mediation.parquet", mediation.to_frame())
-    manifest["mediation"] = records
-    store.write_manifest(manifest)
-    return mediation
+                        "heatmap": sweep_heatmap(store, index, plan, table).name})
+    return store_mediation(store, manifest, tables, records)
 
 
 def _patch_pairs(

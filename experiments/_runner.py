@@ -14,7 +14,7 @@ from causal import EffectEstimate, EffectTable, MediationTable, SequenceInterval
 from graphs import Units, World
 from interventions import ModelAdapter, ModelSpec, render_world
 
-from experiments._compile import Arm, Experiment, stored_config
+from experiments._compile import Arm, Experiment, MediationPlan, stored_config
 from experiments._demo_model import resolve_model_path
 from experiments._evidence_step import EvidenceResult, run_evidence
 from experiments._executor import Executor, LocalExecutor, RayExecutor
@@ -298,10 +298,21 @@ def _mediation(
         seed = int(np.random.SeedSequence([experiment.config.sampling.seed, 1_000 + index]).generate_state(1)[0])
         report = stage(progress, f"patching {plan.treatment} ({plan.contrast})")
         outcome = run_mediation(experiment, plan, units, adapter, seed=seed, progress=report)
-        figure = mediation_heatmap(outcome.table.to_frame(), store.folder / f"mediation_{index}_{plan.treatment}.png",
-                                   title=f"indirect effect of {plan.treatment} ({plan.contrast}), {plan.direction}")
         tables.append(outcome.table)
-        records.append({**outcome.record, "heatmap": figure.name})
+        records.append({**outcome.record, "heatmap": sweep_heatmap(store, index, plan, outcome.table).name})
+    return store_mediation(store, manifest, tables, records)
+
+
+def sweep_heatmap(store: RunStore, index: int, plan: MediationPlan, table: MediationTable) -> Path:
+    """The layer x position heatmap of one patching sweep, `mediation_INDEX_TREATMENT.png` in the run folder."""
+    return mediation_heatmap(table.to_frame(), store.folder / f"mediation_{index}_{plan.treatment}.png",
+                             title=f"indirect effect of {plan.treatment} ({plan.contrast}), {plan.direction}")
+
+
+def store_mediation(
+    store: RunStore, manifest: dict[str, Any], tables: list[MediationTable], records: list[dict[str, Any]]
+) -> MediationTable:
+    """mediation.parquet from every sweep's table, and the sweeps' records in the manifest."""
     mediation = MediationTable.concat(tables)
     store.write_table("mediation.parquet", mediation.to_frame())
     manifest["mediation"] = records
