@@ -225,9 +225,6 @@ def _data_plan(config: ExperimentConfig, data: DataConfig, graph: CausalGraph, b
     if config.sampling.mode == "exact":
         raise ConfigError("exact mode enumerates a structural model; with data: the documents are the units; "
                           "use mode: sample (or omit sampling)", path="sampling.mode")
-    if config.evidence is not None:
-        raise ConfigError("evidence is not yet read on rewritten documents; remove evidence "
-                          "(mediation patching does work with data:)", path="evidence")
     rules = {}
     for name, source in config.rewrite.items():
         if name not in data.factors:

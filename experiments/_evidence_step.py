@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,19 +54,46 @@ def run_evidence(
     Each factor is represented by its total-effect contrast with the largest |effect|;
     `unit` in the tables is the unit's place in the evidence subsample.
     """
-    config = experiment.config.evidence
-    methods = set(config.methods)
-    chosen = subsample(units, config.units, seed=seed)
+    chosen = subsample(units, experiment.config.evidence.units, seed=seed)
     headline = "exact" if units.exact else "t"
-    plans = _representative_plans(experiment, effects, headline)
-    factors = list(plans)
+    plans = representative_plans(experiment, effects, headline)
     needed = [Arm(None, None), *(arm for plan in plans.values() for arm in (plan.treated, plan.reference))]
     texts = {arm: _texts(experiment, worlds[arm], chosen) for arm in dict.fromkeys(needed)}
+    values = {name: [str(value) for value in worlds[Arm(None, None)].values[name][chosen]]
+              for name in experiment.graph.factors}
+    return read_evidence(
+        experiment, plans, texts, values, unit_effects(outcomes, units.ids[chosen], plans), effects, adapter,
+        effect_method=headline, seed=seed,
+        record={"units": len(chosen), "unit_ids": units.ids[chosen].tolist(), "weighted_draw": units.exact},
+    )
+
+
+def read_evidence(
+    experiment: Experiment,
+    plans: dict[str, ContrastPlan],
+    texts: dict[Arm, list[RenderedText]],
+    values: dict[str, list[str]],
+    unit_effects: pd.DataFrame,
+    effects: pd.DataFrame,
+    adapter: ModelAdapter,
+    *,
+    effect_method: str,
+    seed: int,
+    record: dict[str, Any],
+) -> EvidenceResult:
+    """Evidence on given texts: attention, saliency and probes, linked to the effects of `plans`.
+
+    `texts` holds, per arm, the chosen units' texts in the same order (the factual arm, and both
+    arms of every plan), each with the spans of every factor in `plans`; `values` each chosen
+    unit's factual value per factor (for probes); `unit_effects` their per-unit effects.
+    """
+    config = experiment.config.evidence
+    methods = set(config.methods)
+    factors = list(plans)
     factual = texts[Arm(None, None)]
-    positions = list(range(len(chosen)))
-    record: dict[str, Any] = {"units": len(chosen), "unit_ids": units.ids[chosen].tolist(), "weighted_draw": units.exact,
-                              "methods": sorted(methods), "baseline": config.baseline, "steps": config.steps,
-                              "factors": factors}
+    positions = list(range(len(factual)))
+    record = {**record, "methods": sorted(methods), "baseline": config.baseline, "steps": config.steps,
+              "factors": factors}
     frames = []
     if methods & {"attention", "attention_rollout"}:
         attention = attention_evidence(adapter, factual, factors, units=positions)
@@ -78,14 +106,12 @@ def run_evidence(
         frames.append(spans)
         record.update(completeness)
     evidence = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-    per_unit = _unit_effects(outcomes, units, chosen, plans)
     links = link_evidence(
-        _plan_rows(effects, plans), evidence, unit_effects=per_unit, effect_method=headline,
+        _plan_rows(effects, plans), evidence, unit_effects=unit_effects, effect_method=effect_method,
         level=experiment.config.inference.level, n_bootstrap=experiment.config.inference.bootstrap, seed=seed,
     )
     probes = None
     if "probe" in methods:
-        values = {name: [str(value) for value in worlds[Arm(None, None)].values[name][chosen]] for name in experiment.graph.factors}
         probes = probe_factors(adapter, factual, values, seed=seed, level=experiment.config.inference.level).to_frame()
     tokens, html = _token_view(experiment, adapter, texts, plans, factors, config.token_view_units)
     return EvidenceResult(evidence, links, probes, tokens, html, record)
@@ -96,7 +122,7 @@ def _texts(experiment: Experiment, world: World, chosen: np.ndarray) -> list[Ren
     return [rendered[i] for i in chosen]
 
 
-def _representative_plans(experiment: Experiment, effects: pd.DataFrame, method: str) -> dict[str, ContrastPlan]:
+def representative_plans(experiment: Experiment, effects: pd.DataFrame, method: str) -> dict[str, ContrastPlan]:
     """Per factor, the total-effect contrast with the largest |effect|; largest effects first."""
     ate = effects[(effects["analysis"] == "ate") & (effects["method"] == method) & (effects["estimand"] == "total")]
     chosen: dict[str, tuple[float, ContrastPlan]] = {}
@@ -112,19 +138,21 @@ def _representative_plans(experiment: Experiment, effects: pd.DataFrame, method:
 
 
 def _plan_rows(effects: pd.DataFrame, plans: dict[str, ContrastPlan]) -> pd.DataFrame:
-    keep = pd.Series(False, index=effects.index)
+    """The interventional rows of the plans' contrasts (not a data-mode run's observational or human-pair rows)."""
+    keep = effects["analysis"].isin(["ate", "cate", "heterogeneity"])
+    chosen = pd.Series(False, index=effects.index)
     for plan in plans.values():
-        keep |= (effects["treatment"] == plan.treatment) & (effects["contrast"] == plan.contrast)
-    return effects[keep & (effects["estimand"] == "total")]
+        chosen |= (effects["treatment"] == plan.treatment) & (effects["contrast"] == plan.contrast)
+    return effects[keep & chosen & (effects["estimand"] == "total")]
 
 
-def _unit_effects(outcomes: pd.DataFrame, units: Units, chosen: np.ndarray, plans: dict[str, ContrastPlan]) -> pd.DataFrame:
-    """Each subsampled unit's effect of each factor's representative contrast."""
-    by_arm = outcomes.pivot(index="unit_id", columns="arm", values="outcome").loc[units.ids[chosen]]
+def unit_effects(outcomes: pd.DataFrame, ids: Sequence[Any], plans: dict[str, ContrastPlan]) -> pd.DataFrame:
+    """Each chosen unit's effect of each factor's representative contrast; `outcomes` keyed by `unit_id`."""
+    by_arm = outcomes.pivot(index="unit_id", columns="arm", values="outcome").loc[list(ids)]
     return pd.concat(
         [
             pd.DataFrame({
-                "unit": np.arange(len(chosen)),
+                "unit": np.arange(len(ids)),
                 "factor": factor,
                 "effect": by_arm[plan.treated.label].to_numpy() - by_arm[plan.reference.label].to_numpy(),
             })

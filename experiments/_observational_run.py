@@ -49,9 +49,10 @@ from interventions import (
 
 from experiments._compile import Arm, ContrastPlan, Experiment, MediationPlan
 from experiments._dataset import DROP_COLUMNS, load_documents, load_pairs
+from experiments._evidence_step import EvidenceResult, unit_effects, read_evidence, representative_plans
 from experiments._mediation_step import _exact_per_unit
 from experiments._progress import Progress, counting, stage
-from experiments._runner import _load_model, evaluate_texts, store_mediation, sweep_heatmap
+from experiments._runner import _load_model, evaluate_texts, store_evidence, store_mediation, sweep_heatmap
 from experiments._store import RunStore
 from experiments.errors import ConfigError
 
@@ -63,7 +64,9 @@ class Counterfactuals:
     """Every document's text in each arm, and how each rewrite went.
 
     `texts[(factor, target)]` holds one text per document (None where the rewrite was
-    excluded); `rewrites` keeps the Rewrite objects for patching through their spans.
+    excluded); `rewrites` keeps the Rewrite objects for patching and evidence through their
+    spans (for a document already at the target, the identity rewrite holding its located
+    forms; None where the forms could not be located).
     """
 
     texts: dict[tuple[str, str], list[str | None]]
@@ -73,7 +76,7 @@ class Counterfactuals:
 
 def carry_out_documents(
     experiment: Experiment, store: RunStore, manifest: dict[str, Any], progress: Progress | None
-) -> tuple[EffectTable, MediationTable | None, None]:
+) -> tuple[EffectTable, MediationTable | None, EvidenceResult | None]:
     """Documents, rewrites, model outcomes, then paired, observational and human-pair estimates; tables as they exist."""
     plan = experiment.data
     config = experiment.config
@@ -124,7 +127,9 @@ def carry_out_documents(
         for record in refutations])
     store.write_manifest(manifest)
     mediation = _mediation(experiment, documents.frame, counterfactuals, adapter, store, manifest, progress)
-    return effects, mediation, None
+    evidence = _evidence(experiment, documents.frame, counterfactuals, effects, outcomes, adapter, store, manifest,
+                         progress)
+    return effects, mediation, evidence
 
 
 @dataclass(frozen=True)
@@ -189,13 +194,14 @@ def rewrite_documents(experiment: Experiment, documents: pd.DataFrame) -> Counte
         for doc_id, text, source in zip(documents["doc_id"], documents["text"], documents[factor]):
             row = {"doc_id": doc_id, "factor": factor, "source": source, "target": target, "status": "unchanged",
                    "reason": None, "original_spans": [], "rewritten_spans": []}
-            rewrite = None
-            if source != target:
-                try:
-                    rewrite = rules.rewrite(text, source=source, target=target)
-                except RewriteError as error:
+            try:
+                rewrite = rules.rewrite(text, source=source, target=target)
+            except RewriteError as error:
+                rewrite = None
+                if source != target:        # a document already at the target is its own text there
                     row.update(status="excluded", reason=error.reason)
-                else:
+            else:
+                if source != target:
                     row.update(status="rewritten", original_spans=_spans(rewrite.original, factor),
                                rewritten_spans=_spans(rewrite.rewritten, factor))
             arm_rewrites.append(rewrite)
@@ -326,6 +332,50 @@ def _mediation(
                         "positions": list(plan.positions), "documents": chosen, "work": dict(result.work),
                         "heatmap": sweep_heatmap(store, index, plan, table).name})
     return store_mediation(store, manifest, tables, records)
+
+
+def _evidence(
+    experiment: Experiment, documents: pd.DataFrame, counterfactuals: Counterfactuals, effects: EffectTable,
+    outcomes: pd.DataFrame, adapter: ModelAdapter, store: RunStore, manifest: dict[str, Any], progress: Progress | None,
+) -> EvidenceResult | None:
+    """Attention, saliency and probes on a draw of documents, through the spans their rewrites recorded.
+
+    A document is drawn when it can be rewritten to both arms of every factor's representative
+    contrast; its factual text carries each factor's located spans, and each rewritten text
+    carries them moved past the rewrite (`Rewrite.carry`).
+    """
+    if experiment.config.evidence is None:
+        return None
+    report = stage(progress, "reading attention, saliency and probes")
+    seed = _seed(experiment.config.sampling.seed, 2_000)
+    plans = representative_plans(experiment, effects.to_frame(), "t")
+    arms = {arm: (plan.treatment, arm.value) for plan in plans.values() for arm in (plan.treated, plan.reference)}
+    usable = [row for row in range(len(documents))
+              if all(counterfactuals.rewrites[key][row] is not None for key in arms.values())]
+    if not usable:
+        raise ConfigError("no document can be rewritten to both arms of every factor's contrast, so evidence has "
+                          "no texts; rewrites.parquet in the run folder says why for each", path="evidence")
+    chosen = sorted(np.random.default_rng(seed).choice(
+        usable, size=min(experiment.config.evidence.units, len(usable)), replace=False).tolist())
+    suffix = experiment.data.config.suffix
+    texts: dict[Arm, list[RenderedText]] = {Arm(None, None): [], **{arm: [] for arm in arms}}
+    for row in chosen:
+        located = {factor: counterfactuals.rewrites[(factor, plan.treated.value)][row].original.spans[factor]
+                   for factor, plan in plans.items()}
+        texts[Arm(None, None)].append(RenderedText(documents["text"].iloc[row] + suffix, located))
+        for arm, key in arms.items():
+            rewrite = counterfactuals.rewrites[key][row]
+            texts[arm].append(RenderedText(rewrite.rewritten.text + suffix, rewrite.carry(located)))
+    ids = documents["doc_id"].iloc[chosen].tolist()
+    result = read_evidence(
+        experiment, plans, texts, {name: documents[name].iloc[chosen].astype(str).tolist() for name in plans},
+        unit_effects(outcomes.rename(columns={"doc_id": "unit_id"}), ids, plans), effects.to_frame(), adapter,
+        effect_method="t", seed=seed, record={"units": len(chosen), "unit_ids": ids, "weighted_draw": False},
+    )
+    store_evidence(store, manifest, result)
+    if report is not None:
+        report(1, 1)
+    return result
 
 
 def _patch_pairs(

@@ -339,6 +339,14 @@ def _evidence(
         report(0, 1)
     seed = int(np.random.SeedSequence([experiment.config.sampling.seed, 2_000]).generate_state(1)[0])
     result = run_evidence(experiment, units, worlds, effects.to_frame(), outcomes, adapter, seed=seed)
+    store_evidence(store, manifest, result)
+    if report is not None:
+        report(1, 1)
+    return result
+
+
+def store_evidence(store: RunStore, manifest: dict[str, Any], result: EvidenceResult) -> None:
+    """evidence.parquet, its links and agreement, probes and the token view; the evidence record in the manifest."""
     store.write_table("evidence.parquet", result.evidence)
     store.write_table("evidence_links.csv", result.links.to_frame())
     store.write_table("evidence_agreement.csv", result.links.agreement_frame())
@@ -349,9 +357,6 @@ def _evidence(
         store.write_text("token_view.html", result.tokens_html)
     manifest["evidence"] = result.record
     store.write_manifest(manifest)
-    if report is not None:
-        report(1, 1)
-    return result
 
 
 def draw_units(experiment: Experiment) -> Units:

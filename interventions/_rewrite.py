@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -306,6 +306,33 @@ class Rewrite:
                 f"{self.source!r} to {self.target!r} changes text outside the {self.factor} "
                 f"spans (giving {_shorten(self.rewritten.text)}); the rules must not touch it",
             )
+
+    def carry(self, spans: Mapping[str, Sequence[tuple[int, int]]]) -> dict[str, tuple[tuple[int, int], ...]]:
+        """Other slots' spans in the original, moved to where the same characters lie in the rewritten text.
+
+        So a rewritten document keeps the spans of every annotated factor, as evidence needs;
+        this rewrite's own factor takes its inserted spans. A span that overlaps a replaced
+        form has no counterpart and raises RewriteError `outside_spans`.
+        """
+        replaced = self.original.spans[self.factor]
+        inserted = self.rewritten.spans[self.factor]
+
+        def moved(start: int, end: int, name: str) -> tuple[int, int]:
+            shift = 0
+            for (old_start, old_end), (_, new_end) in zip(replaced, inserted, strict=True):
+                if old_start < end and start < old_end:
+                    raise RewriteError(
+                        "outside_spans",
+                        f"{name} at [{start}, {end}) overlaps the {self.factor} form at [{old_start}, {old_end}) "
+                        f"in {_shorten(self.original.text)}; the two factors' words must not overlap",
+                    )
+                if old_end <= start:
+                    shift = new_end - old_end
+            return start + shift, end + shift
+
+        carried = {name: tuple(moved(start, end, name) for start, end in found)
+                   for name, found in spans.items() if name != self.factor}
+        return {**carried, self.factor: tuple(inserted)}
 
 
 def _outside(text: RenderedText, factor: str) -> tuple[str, ...] | None:

@@ -88,7 +88,6 @@ def test_the_shipped_example_compiles() -> None:
     ({"factors": {**BASE["factors"], "age": {"values": ["young", "young"]}}}, "factors.age.values",
      r"values \['young'\] are listed more than once"),
     ({"sampling": {"mode": "exact"}}, "sampling.mode", "the documents are the units"),
-    ({"evidence": {}}, "evidence", "evidence is not yet read on rewritten documents"),
     ({"mediation": [{"treatment": "insurance", "contrast": ["none", "private"], "positions": ["factor:age"]}]},
      "mediation[0].positions", "a rewrite records spans of the treatment only"),
     ({"mediation": [{"treatment": "insurance", "contrast": ["none", "private"], "method": "attribution"}]},

@@ -162,6 +162,8 @@ def _config(folder: Path) -> Path:
         "mediation": [{"treatment": "insurance", "contrast": ["none", "private"], "components": ["resid_pre"],
                        "layers": [0], "positions": ["all", "factor", "last"], "units": 6}],
         "fairness": {"protected": ["sex"]},
+        "evidence": {"methods": ["attention", "gradient_x_input", "integrated_gradients", "probe"], "units": 60,
+                     "baseline": "counterfactual", "steps": 64, "token_view_units": 2},
         "inference": {"bootstrap": 200},
     }
     path = folder / "confounded.yaml"
@@ -244,3 +246,17 @@ def test_a_confounded_corpus_naive_is_biased_backdoor_covers_the_rewrite_effect(
     fairness = pd.read_csv(folder / "fairness.csv").set_index("metric")
     assert fairness.loc["equal_opportunity_difference", "estimate"] == pytest.approx(true_positive.max() - true_positive.min())
     assert "Fairness of the decisions" in (folder / "report.html").read_text(encoding="utf-8")
+
+    # Evidence through the rewrites' spans: counterfactual-baseline IG over the rewritten notes sums to
+    # each note's effect, which holds only if every arm's insurance span sits on the right tokens.
+    evidence = pd.read_parquet(folder / "evidence.parquet")
+    assert set(evidence["factor"]) == {"insurance"} and evidence["unit"].nunique() == 60
+    assert manifest["evidence"]["completeness_max_abs_delta"] < 0.02
+    # Against the counterfactual only the insurance words differ, so IG on the carried span is the whole effect
+    # (a span on the wrong tokens would read about zero).
+    ig = evidence[evidence["method"] == "integrated_gradients"].set_index("unit")["value"]
+    drawn = pd.Index(manifest["evidence"]["unit_ids"])[ig.index]
+    per_note = difference.loc[drawn].to_numpy()
+    assert len(ig) >= 50 and np.abs(ig.to_numpy() - per_note).max() < 0.02
+    assert len(manifest["evidence"]["unit_ids"]) == 60 and set(manifest["evidence"]["unit_ids"]) <= set(notes["case_id"])
+    assert (folder / "token_view.html").is_file() and (folder / "probes.csv").is_file()

@@ -340,3 +340,22 @@ def test_patching_a_rewritten_pair_at_the_last_residual_gives_the_source_outcome
     patched = result.patched.set_index("position")["outcome"]
     np.testing.assert_allclose(patched["last"], result.source[0], atol=1e-5, rtol=0)
     assert abs(result.source[0] - result.destination[0]) > 1e-4
+
+
+def test_carry_moves_other_factors_spans_past_the_rewrite() -> None:
+    rules = RewriteRules.load("builtin:sex", factor="sex")
+    text = "Mrs. Smith says she has private insurance and her mother is here."
+    start = text.index("private insurance")
+    rewrite = rules.rewrite(text, source="female", target="male")
+    spans = rewrite.carry({"insurance": ((start, start + len("private insurance")),),
+                           "sex": rewrite.original.spans["sex"]})
+    (moved_start, moved_end), = spans["insurance"]
+    assert rewrite.rewritten.text[moved_start:moved_end] == "private insurance"
+    assert spans["sex"] == rewrite.rewritten.spans["sex"]
+    assert [rewrite.rewritten.text[a:b] for a, b in spans["sex"]] == ["Mr.", "he", "his"]
+
+
+def test_carry_refuses_a_span_overlapping_a_replaced_form() -> None:
+    rewrite = RewriteRules.load("builtin:sex", factor="sex").rewrite("She is here.", source="female", target="male")
+    with pytest.raises(RewriteError, match=r"overlaps the sex form at \[0, 3\)"):
+        rewrite.carry({"other": ((1, 5),)})
