@@ -10,6 +10,7 @@ import torch
 
 from interventions._adapter import ModelAdapter
 from interventions._alignment import AlignedPair
+from interventions._backoff import halving
 from interventions._capture import Trace, capture
 from interventions._outcomes import Outcome
 from interventions._sites import Point, Site
@@ -65,10 +66,17 @@ def _estimate_chunk(sweep: Sweep, units: np.ndarray, estimates: np.ndarray) -> N
     batch = sweep.batch_size or max(1, min(16, fitting))
     destination_ids = list(dict.fromkeys(sweep.destination_ids[unit] for unit in units))
     source_ids = list(dict.fromkeys(sweep.source_ids[unit] for unit in units))
-    destination = capture(sweep.adapter, sweep.architecture, sweep.reader, destination_ids,
-                          points, batch_size=batch, gradients=True)
-    source = capture(sweep.adapter, sweep.architecture, sweep.reader, source_ids, points,
-                     batch_size=batch)
+    destination, fitted = halving(
+        min(batch, len(destination_ids)),
+        lambda size: capture(sweep.adapter, sweep.architecture, sweep.reader, destination_ids, points,
+                             batch_size=size, gradients=True),
+        what="texts",
+    )
+    source, _ = halving(
+        min(batch, fitted, len(source_ids)),
+        lambda size: capture(sweep.adapter, sweep.architecture, sweep.reader, source_ids, points, batch_size=size),
+        what="texts",
+    )
     dest_row = {ids: row for row, ids in enumerate(destination_ids)}
     src_row = {ids: row for row, ids in enumerate(source_ids)}
     plan = sweep.plan(

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from interventions import LogitDiff, evaluate_outcomes, model_sites, patch_effects
+from interventions import LogitDiff, attribution_effects, evaluate_outcomes, model_sites, patch_effects
 from interventions._backoff import _MAX_BATCH, auto_batch_size, halving, in_batches
 from interventions._capture import capture
 from interventions._patching import _Engine
@@ -173,3 +173,13 @@ def test_auto_batch_size_fits_free_cuda_memory(gpt2, monkeypatch):
 def test_bad_batch_sizes_are_rejected(gpt2, batch_size, message):
     with pytest.raises(ValueError, match=message):
         evaluate_outcomes(gpt2, TEXTS, OUTCOME, batch_size=batch_size)
+
+
+def test_attribution_backs_off_in_both_captures(gpt2, monkeypatch, patch_case):
+    pairs = patch_case.pairs(gpt2)
+    sites = model_sites(gpt2, ["resid_pre", "attn_out"])
+    expected = attribution_effects(gpt2, OUTCOME, pairs, sites, ["factor", "last"])
+    tried = fail_above(monkeypatch, gpt2, 1, ERRORS["cuda"])
+    result = attribution_effects(gpt2, OUTCOME, pairs, sites, ["factor", "last"])
+    np.testing.assert_allclose(result["estimate"], expected["estimate"], atol=1e-6)
+    assert tried[0] > 1 and max(tried[1:]) == 1 and tried.count(1) >= 2 * len(pairs)  # halved, never skipped
