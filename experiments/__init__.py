@@ -1,8 +1,12 @@
-"""Experiments: YAML configs, the runner, run folders and the `paribus` CLI."""
+"""Experiments: YAML configs, the run pipeline, run folders and the `paribus` CLI.
 
-from experiments._compile import Arm, ContrastPlan, Experiment, compile_config, load_experiment
-from experiments._config import ExperimentConfig, parse_config
-from experiments._runner import RunResult, run_experiment
+Stage: pipeline (the package's public face). Subpackages follow the order data flows
+through a run, and each imports only earlier ones: config -> demo -> run -> steps -> report;
+`_pipeline` and `cli` compose them. `errors` is shared by all.
+"""
+
+from experiments._pipeline import RunResult, run_experiment
+from experiments.config import Arm, ContrastPlan, Experiment, ExperimentConfig, compile_config, load_experiment, parse_config
 from experiments.errors import ConfigError, RunError
 
 __all__ = [

@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from experiments._compile import Experiment, load_experiment
+from experiments.config import Experiment, load_experiment
 
 app = typer.Typer(
     name="paribus",
@@ -72,7 +72,7 @@ def validate(config: ConfigArg) -> None:
 
 def _documents_words(experiment: Experiment) -> str:
     """Data mode: how many documents and human pairs would be kept, and why the others would be dropped."""
-    from experiments._dataset import load_documents, load_pairs
+    from experiments.config import load_documents, load_pairs
 
     plan = experiment.data
     values = {name: tuple(factor.values) for name, factor in experiment.config.factors.items()}
@@ -107,7 +107,7 @@ def run(
     """Run an experiment and write its run folder (config, manifest, tables, summary.md, report.html)."""
     from transformers.utils import logging as transformers_logging
 
-    from experiments._runner import run_experiment
+    from experiments._pipeline import run_experiment
 
     transformers_logging.disable_progress_bar()
 
@@ -146,7 +146,7 @@ RunArg = Annotated[Path, typer.Argument(help="A run folder written by `paribus r
 @app.command()
 def report(run_dir: RunArg) -> None:
     """Rebuild report.html of a run folder from its files (no model needed)."""
-    from experiments._report import write_report
+    from experiments.report import write_report
 
     with _user_errors(failure="cannot build the report"):
         path = write_report(run_dir)
@@ -160,7 +160,7 @@ def compare(
     out: Annotated[Path | None, typer.Option(help="Also write comparison.csv, comparison.md and friends here.")] = None,
 ) -> None:
     """Compare run B's effects with run A's: differences B - A with CIs, and changed verdicts."""
-    from experiments._compare import compare_runs, write_comparison
+    from experiments.report import compare_runs, write_comparison
 
     with _user_errors(failure="cannot compare"):
         comparison = compare_runs(run_a, run_b)

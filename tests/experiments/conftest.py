@@ -18,7 +18,7 @@ def example() -> Path:
 @pytest.fixture(scope="session")
 def demo_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A cache folder holding the trained demo model; PARIBUS_CACHE_DIR points at it for the session."""
-    from experiments._demo_model import resolve_model_path
+    from experiments.demo._model import resolve_model_path
 
     cache = tmp_path_factory.mktemp("paribus-cache")
     with pytest.MonkeyPatch.context() as patch:
@@ -29,6 +29,6 @@ def demo_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def demo_model_path(demo_cache: Path) -> Path:
-    from experiments._demo_model import resolve_model_path
+    from experiments.demo._model import resolve_model_path
 
     return Path(resolve_model_path("builtin:triage-demo"))

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from experiments import ConfigError, load_experiment
-from experiments._yaml import load_yaml
+from experiments.config._yaml import load_yaml
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "experiments" / "examples" / "triage.yaml"
 BASE = load_yaml(EXAMPLE)

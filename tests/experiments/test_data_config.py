@@ -123,7 +123,7 @@ def test_a_templated_config_still_needs_a_prompt_and_surface_forms(tmp_path: Pat
 
 
 def test_a_templated_config_dumps_and_hashes_without_the_data_mode_sections() -> None:
-    from experiments._store import config_hash
+    from experiments.run._store import config_hash
 
     templated = load_experiment(EXAMPLES / "triage.yaml").config
     assert not {"data", "rewrite", "pairs"} & set(templated.model_dump(mode="json"))

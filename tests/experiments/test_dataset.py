@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 from experiments import ConfigError
-from experiments._config import DataConfig
-from experiments._dataset import DROP_COLUMNS, PAIR_COLUMNS, load_documents, load_pairs
+from experiments.config._schema import DataConfig
+from experiments.config._dataset import DROP_COLUMNS, PAIR_COLUMNS, load_documents, load_pairs
 
 VALUES = {"insurance": ("private", "public", "none"), "age": ("young", "old")}
 GOOD = {"case": "c1", "note": "Patient with private insurance.", "ins": "private", "band": "old", "referred": 1}

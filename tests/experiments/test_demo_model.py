@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from experiments import load_experiment
-from experiments._demo_model import PLANTED_LOG_ODDS, referral_log_odds, resolve_model_path
-from experiments._runner import draw_units, realize_arms
+from experiments.demo._model import PLANTED_LOG_ODDS, referral_log_odds, resolve_model_path
+from experiments.run import draw_units, realize_arms
 from interventions import ModelAdapter, ModelSpec, integrated_gradients, render_world
 
 pytestmark = pytest.mark.slow

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from experiments import compile_config, parse_config
-from experiments._runner import arm_texts, draw_units, estimate_effects, realize_arms
+from experiments.run import TemplatedUnits, arm_texts, draw_units, realize_arms
+from experiments.steps import estimate_effects
 
 CONFIG = {
     "name": "enumerable",
@@ -68,7 +69,7 @@ def engine_effects(config: dict) -> dict[tuple[str, str, str], float]:
     worlds = realize_arms(experiment, units)
     outcomes = arm_texts(experiment, units, worlds)
     outcomes["outcome"] = evaluate(outcomes["text"].tolist())
-    frame = estimate_effects(experiment, units, worlds[experiment.arms[0]], outcomes).to_frame()
+    frame = estimate_effects(experiment, TemplatedUnits(experiment, units, worlds, outcomes)).effects.to_frame()
     return frame[frame["analysis"] == "ate"]
 
 

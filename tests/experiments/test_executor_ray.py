@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 
 from experiments import RunError, run_experiment
-from experiments._executor import LocalExecutor, RayExecutor, import_ray
-from experiments._runner import arm_texts, draw_units, realize_arms
+from experiments.run._executor import LocalExecutor, RayExecutor, import_ray
+from experiments.run import arm_texts, draw_units, realize_arms
 from interventions import ModelAdapter
 from tests.experiments._tiny_runs import ROOT, save_tiny_classifier, tiny_experiment
 

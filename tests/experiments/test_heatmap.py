@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from experiments._heatmap import _panels, mediation_heatmap
+from experiments.report._figures import _panels, mediation_heatmap
 
 
 def sweep() -> pd.DataFrame:

@@ -19,8 +19,9 @@ import pytest
 
 from causal import EffectEstimate, EffectTable
 from experiments import compile_config, load_experiment, parse_config, run_experiment
-from experiments._observational_run import confounding_gap, rewritten_pair
-from experiments._yaml import load_yaml
+from experiments.run import rewritten_pair
+from experiments.steps import confounding_gap
+from experiments.config._yaml import load_yaml
 from interventions import RewriteRules
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "experiments" / "examples"

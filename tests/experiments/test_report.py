@@ -23,7 +23,7 @@ import pytest
 import yaml
 
 from experiments import compile_config, parse_config, run_experiment
-from experiments._report import redact, render_report
+from experiments.report._html import redact, render_report
 from tests.experiments._tiny_runs import save_tiny_classifier
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -15,9 +15,10 @@ import pytest
 import yaml
 
 from experiments import ConfigError, RunError, compile_config, parse_config, run_experiment
-from experiments._runner import _evaluate_new_units, arm_texts, realize_arms, stored_outcomes
-from experiments._shards import ShardStore
-from experiments._store import RunStore, base_manifest, config_hash
+from experiments.run import arm_texts, realize_arms, stored_outcomes
+from experiments.run._templated import _evaluate_new_units
+from experiments.run._shards import ShardStore
+from experiments.run._store import RunStore, base_manifest, config_hash
 from tests.experiments._tiny_runs import ROOT, save_tiny_classifier, tiny_config, tiny_experiment
 
 UNITS, SHARD_UNITS = 240, 2

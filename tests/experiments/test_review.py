@@ -127,9 +127,10 @@ def test_review_of_an_enumerated_run_matches_a_hand_computation(tmp_path: Path) 
     men at 0.4 (impact ratio 0.5, parity difference 0.4), which only weighting by the units'
     probabilities gets right (unweighted, the enumerated cells give 0.5 each).
     """
-    from experiments._review import run_review
-    from experiments._runner import _units_frame, arm_texts, draw_units, realize_arms
-    from experiments._store import RunStore
+    from experiments._pipeline import run_review
+    from experiments.run import arm_texts, draw_units, realize_arms
+    from experiments.run._templated import _units_frame
+    from experiments.run._store import RunStore
 
     experiment = compile_config(parse_config({
         "name": "planted",

@@ -14,8 +14,8 @@ import yaml
 
 from causal import EFFECT_COLUMNS, MEDIATION_COLUMNS
 from experiments import compile_config, load_experiment
-from experiments._config import MediationConfig
-from experiments._store import config_hash
+from experiments.config._schema import MediationConfig
+from experiments.run._store import config_hash
 from interventions import ModelAdapter, ModelSpec
 
 pytestmark = pytest.mark.slow

@@ -1,4 +1,7 @@
-"""The run folder: resolved config, manifest, Parquet and CSV tables, summary."""
+"""The run folder: resolved config, manifest, Parquet and CSV tables, summary.
+
+Stage: run. May import experiments.errors and the config stage.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +19,7 @@ from typing import Any, BinaryIO
 import pandas as pd
 import yaml
 
-from experiments._config import ExperimentConfig, parse_config
+from experiments.config import ExperimentConfig, parse_config
 from experiments.errors import ConfigError, RunError
 
 TRACKED_PACKAGES = (

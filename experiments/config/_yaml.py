@@ -1,4 +1,7 @@
-"""Safe YAML loading that refuses duplicate keys (a silent overwrite would hide a typo in an audit)."""
+"""Safe YAML loading that refuses duplicate keys (a silent overwrite would hide a typo in an audit).
+
+Stage: config. May import experiments.errors.
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,7 @@
 """The built-in demo models, `builtin:triage-demo` and `builtin:triage-demo-fair`, trained on first use and cached.
 
+Stage: demo. May import interventions, experiments.errors and the config stage.
+
 A two-layer GPT-2 with its own byte-level BPE tokenizer, trained on notes drawn
 from `examples/triage.yaml`'s own structural model and labelled by a rule with
 known mechanisms, so a run on it can be checked against the truth:
@@ -32,7 +34,7 @@ import numpy as np
 
 from interventions import render_world
 
-from experiments._compile import load_experiment
+from experiments.config import load_experiment
 from experiments.errors import ConfigError
 
 BUILTIN_PREFIX = "builtin:"

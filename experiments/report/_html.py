@@ -1,5 +1,7 @@
 """`report.html`: one self-contained HTML document built from a run folder's files alone.
 
+Stage: report. May import experiments.errors, the config and run stages.
+
 Everything the report shows is read back from the folder (config, manifest, tables,
 heatmaps), so `paribus report RUN_DIR` rebuilds it without the model. Images are inline
 PNGs, CSS is inline, and there are no scripts. Every string from the model, the config or
@@ -23,8 +25,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from experiments._compile import ContrastPlan, Experiment, load_experiment
-from experiments._store import read_outcomes, utc_now
+from experiments.config import ContrastPlan, Experiment, load_experiment
+from experiments.run import read_outcomes, utc_now
 from experiments.errors import RunError
 
 REPORT_FILE = "report.html"
@@ -65,7 +67,7 @@ def render_report(folder: Path) -> str:
     redacted = experiment.config.report.redact_texts
     effects = pd.read_csv(folder / "effects.csv")
     environment = Environment(autoescape=True, undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
-    template = environment.from_string((files("experiments") / "templates" / "report.html.j2").read_text(encoding="utf-8"))
+    template = environment.from_string((files("experiments.report") / "templates" / "report.html.j2").read_text(encoding="utf-8"))
     level = f"{experiment.config.inference.level:.0%}"
     return template.render(
         name=experiment.config.name,

@@ -1,5 +1,7 @@
 """Reading real documents and human-edited pairs: keep the good rows, report the bad ones by reason.
 
+Stage: config. May import experiments.errors and the config stage.
+
 A row is dropped for the first problem found (in the order id, text, each factor as
 declared, then an id an earlier kept row has); `dropped` records its table, row number, id, reason, column and value so
 a reviewer can fix the data. Problems with the file itself (unreadable, a missing
@@ -15,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from experiments._config import DataConfig
+from experiments.config._schema import DataConfig
 from experiments.errors import ConfigError
 
 DROP_COLUMNS = ("table", "row", "id", "reason", "column", "value")

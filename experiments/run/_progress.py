@@ -1,4 +1,7 @@
-"""Progress reporting shared by the run's long stages."""
+"""Progress reporting shared by the run's long stages.
+
+Stage: run. Imports nothing of Paribus: every later stage reports through it.
+"""
 
 from __future__ import annotations
 

@@ -1,9 +1,11 @@
 """The review step of a run: hypotheses, fairness and surrogates, computed from the run's stored tables.
 
-Runs after the model work is done, on `effects.csv`, `outcomes.parquet` and the
-population table (`units.parquet`, or `documents.parquet` in data mode, whose
-ground-truth labels give equal opportunity), so everything it says is
-reproducible from the run folder.
+Stage: steps. May import causal and the config stage.
+
+Runs after the model work is done, on the tables the run folder holds (`effects.csv`,
+`outcomes.parquet` and the population table: `units.parquet`, or `documents.parquet`
+in data mode, whose ground-truth labels give equal opportunity), read back by the
+caller, so everything it says is reproducible from the run folder.
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from causal import (
@@ -25,8 +26,8 @@ from causal import (
     judge_hypotheses,
 )
 
-from experiments._compile import ContrastPlan, Experiment
-from experiments._store import RunStore, read_outcomes
+from experiments.config import ContrastPlan, Experiment
+from experiments.steps._seeds import OBSERVATIONAL, analysis_seed
 
 @dataclass(frozen=True)
 class ReviewResult:
@@ -54,44 +55,48 @@ class ReviewResult:
         }
 
 
-def run_review(experiment: Experiment, store: RunStore) -> ReviewResult:
-    """Judge the hypotheses and measure fairness and surrogates; write hypotheses.csv, fairness.csv, surrogate files."""
+def review_tables(
+    experiment: Experiment, effects: pd.DataFrame | None, outcomes: pd.DataFrame, population: pd.DataFrame
+) -> ReviewResult:
+    """Judge the hypotheses and measure fairness and surrogates of a run's stored tables.
+
+    `effects` is needed only to judge hypotheses; `outcomes` and `population` are keyed by
+    `unit_id` (a data-mode run's units are its documents).
+    """
     config = experiment.config
     level = config.inference.level
     verdicts = None
     if experiment.hypotheses:
-        verdicts = judge_hypotheses(experiment.hypotheses, pd.read_csv(store.folder / "effects.csv"), level=level)
-        store.write_table("hypotheses.csv", verdicts.to_frame())
+        verdicts = judge_hypotheses(experiment.hypotheses, effects, level=level)
     if config.fairness is None or experiment.decision_threshold is None:
         return ReviewResult(verdicts, None, None, None, None)
 
-    units, factors, label = _population(experiment, store)
-    decisions = _decisions(read_outcomes(store.folder), experiment.decision_threshold)
-    factual = units.assign(decision=decisions["factual"].loc[units["unit_id"]].to_numpy())
+    factors, label = _factors_and_label(experiment, population)
+    decisions = _decisions(outcomes, experiment.decision_threshold)
+    factual = population.assign(decision=decisions["factual"].loc[population["unit_id"]].to_numpy())
     fairness = _fairness(experiment, factual, decisions, label)
-    store.write_table("fairness.csv", fairness.to_frame())
-    seed = int(np.random.SeedSequence([config.sampling.seed, 3_000]).generate_state(1)[0])
     try:
-        surrogate = fit_surrogates(factual, factors=factors, seed=seed,
-                                   max_depth=config.fairness.surrogate_depth, level=level)
+        surrogate = fit_surrogates(
+            factual,
+            factors=factors,
+            seed=analysis_seed(config.sampling.seed, OBSERVATIONAL),
+            max_depth=config.fairness.surrogate_depth,
+            level=level,
+        )
     except EstimationError as error:
         return ReviewResult(verdicts, fairness, None, str(error), experiment.decision_threshold)
-    store.write_table("surrogate.csv", surrogate.to_frame())
-    store.write_table("surrogate_coefficients.csv", surrogate.coefficient_frame())
-    store.write_text("surrogate_rules.txt", surrogate.rules)
     return ReviewResult(verdicts, fairness, surrogate, None, experiment.decision_threshold)
 
 
-def _population(experiment: Experiment, store: RunStore) -> tuple[pd.DataFrame, list[str], str | None]:
-    """The units fairness is measured over (id column `unit_id`), their annotated factors, and the label column.
+def _factors_and_label(experiment: Experiment, population: pd.DataFrame) -> tuple[list[str], str | None]:
+    """The factors the units are described by, and the ground-truth label column.
 
     A data-mode run's units are its kept documents; only their annotated factors are known,
     and their ground-truth label (when the dataset has one) gives equal opportunity.
     """
     if experiment.data is None:
-        return pd.read_parquet(store.folder / "units.parquet"), list(experiment.config.factors), None
-    documents = pd.read_parquet(store.folder / "documents.parquet").rename(columns={"doc_id": "unit_id"})
-    return documents, list(experiment.data.config.factors), "label" if "label" in documents else None
+        return list(experiment.config.factors), None
+    return list(experiment.data.config.factors), "label" if "label" in population else None
 
 
 def _decisions(outcomes: pd.DataFrame, threshold: float) -> pd.DataFrame:

@@ -1,4 +1,7 @@
-"""The mediation step of a run: activation-patching sweeps turned into mediation estimates."""
+"""The mediation step: activation-patching sweeps turned into mediation estimates.
+
+Stage: steps. May import interventions, causal, experiments.errors, the config and run stages.
+"""
 
 from __future__ import annotations
 
@@ -10,24 +13,20 @@ import pandas as pd
 from scipy import stats
 
 from causal import SITE_KEYS, MediationTable, estimate_mediation
-from graphs import Units
 from interventions import (
-    AlignedPair,
-    PatchResult,
     InterventionError,
     ModelAdapter,
-    align,
+    PatchResult,
     attribution_effects,
     evaluate_outcomes,
     model_sites,
     patch_effects,
-    render_world,
 )
 
-from experiments._compile import Experiment, MediationPlan
-from experiments._progress import Report, counting
-from experiments._units import subsample
+from experiments.config import Experiment, MediationPlan
 from experiments.errors import ConfigError
+from experiments.run import EvaluatedUnits, Report, counting
+
 
 @dataclass(frozen=True)
 class MediationOutcome:
@@ -40,15 +39,14 @@ class MediationOutcome:
 def run_mediation(
     experiment: Experiment,
     plan: MediationPlan,
-    units: Units,
+    units: EvaluatedUnits,
     adapter: ModelAdapter,
     *,
     seed: int,
     progress: Report | None = None,
 ) -> MediationOutcome:
-    """Patch every site of the plan on a subsample of units and estimate indirect effects with intervals."""
-    chosen = subsample(units, plan.units, seed=seed)
-    pairs = _pairs(experiment, plan, units, chosen, adapter)
+    """Patch every site of the plan on a draw of units and estimate indirect effects with intervals."""
+    pairs, drawn = units.patch_pairs(plan, adapter.tokenizer, seed=seed)
     try:
         sites = model_sites(adapter, plan.components, layers=plan.layers)
     except InterventionError as error:
@@ -57,8 +55,8 @@ def run_mediation(
     options = dict(treatment=plan.treatment, contrast=plan.contrast, direction=plan.direction,
                    level=inference.level, n_bootstrap=inference.bootstrap, seed=seed)
     record: dict[str, Any] = {"treatment": plan.treatment, "contrast": plan.contrast, "direction": plan.direction,
-                              "method": plan.method, "units": len(chosen), "sites": len(sites),
-                              "positions": list(plan.positions)}
+                              "method": plan.method, "units": len(pairs), "sites": len(sites),
+                              "positions": list(plan.positions), **drawn}
     if plan.method == "exact":
         advance = counting(progress, len(pairs) * len(sites) * len(plan.positions))
         result = patch_effects(adapter, experiment.outcome, pairs, sites, plan.positions, progress=advance)
@@ -78,23 +76,6 @@ def run_mediation(
     exact = estimate_mediation(_exact_per_unit(plan, result), **options)
     record.update(work=dict(result.work), verified=len(top), rank_agreement=_rank_agreement(exact, top))
     return MediationOutcome(MediationTable.concat([approximate, exact]), record)
-
-
-def _pairs(
-    experiment: Experiment, plan: MediationPlan, units: Units, chosen: np.ndarray, adapter: ModelAdapter
-) -> list[AlignedPair]:
-    """Each chosen unit's receiving and source prompts, aligned position by position."""
-    model = experiment.model
-    treated_world = model.realize(units, do={plan.treatment: plan.treated.value})
-    treated = render_world(experiment.templates, treated_world)
-    reference = render_world(experiment.templates, model.realize(units, do={plan.treatment: plan.reference.value}))
-    destination, source = (reference, treated) if plan.direction == "noise" else (treated, reference)
-    # The template variant is drawn from the unit's own noise, so it is the same in every arm.
-    return [
-        align(destination[i], source[i], experiment.templates[int(treated_world.templates[i])], adapter.tokenizer,
-              treatment=plan.treatment)
-        for i in chosen
-    ]
 
 
 def _per_unit(plan: MediationPlan, rows: pd.DataFrame, change: np.ndarray, destination: np.ndarray,

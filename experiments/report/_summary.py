@@ -1,4 +1,7 @@
-"""`summary.md`: the run's effects in plain language, for terminals and pull requests."""
+"""`summary.md`: the run's effects in plain language, for terminals and pull requests.
+
+Stage: report. May import causal, the config and steps stages.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +13,8 @@ import pandas as pd
 
 from causal import EffectTable, MediationTable
 
-from experiments._compile import ContrastPlan, Experiment, MediationPlan
-from experiments._evidence_step import EvidenceResult
-from experiments._review import ReviewResult
+from experiments.config import ContrastPlan, Experiment, MediationPlan
+from experiments.steps import EvidenceResult, ReviewResult
 
 _OUTCOME_WORDS = {
     "logit_diff": "logit difference {positive!r} minus {negative!r} at the decision position",

@@ -1,5 +1,7 @@
 """`paribus compare`: two run folders' effects side by side, with CIs of their differences.
 
+Stage: report. May import causal, experiments.errors and the config stage.
+
 Runs that drew the same units (same factors, prompt, sampling and seed) are compared unit by
 unit, which cancels the units' own variation; other runs are compared as independent samples.
 Everything is read from the run folders.
@@ -15,7 +17,7 @@ import pandas as pd
 
 from causal import ComparisonTable, compare_effects, compare_verdicts
 
-from experiments._compile import Experiment, load_experiment
+from experiments.config import Experiment, load_experiment
 from experiments.errors import RunError
 
 

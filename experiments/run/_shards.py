@@ -1,5 +1,7 @@
 """Outcome shards: Parquet files under `shards/` in the run folder, appended as work finishes.
 
+Stage: run. May import experiments.errors and the run store.
+
 Each shard holds the outcomes of some (unit, arm) pairs and is written whole or not at
 all (a temporary file renamed into place), so a run killed at any moment leaves only
 complete shards, and a resumed run skips exactly the pairs they hold.
@@ -13,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from experiments._store import atomic_write
+from experiments.run._store import atomic_write
 from experiments.errors import RunError
 
 SHARD_KEY = ("unit_id", "arm")

@@ -1,4 +1,7 @@
-"""The evidence step of a run: attention, saliency and probes, linked to the interventional effects."""
+"""The evidence step: attention, saliency and probes, linked to the interventional effects.
+
+Stage: steps. May import interventions, causal, the config and run stages.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +13,6 @@ import numpy as np
 import pandas as pd
 
 from causal import EvidenceLinks, link_evidence
-from graphs import Units, World
 from interventions import (
     ModelAdapter,
     RenderedText,
@@ -19,12 +21,11 @@ from interventions import (
     integrated_gradients,
     probe_factors,
     render_token_view,
-    render_world,
     token_view,
 )
 
-from experiments._compile import Arm, ContrastPlan, Experiment
-from experiments._units import subsample
+from experiments.config import Arm, ContrastPlan, Experiment
+from experiments.run import EvaluatedUnits
 
 
 @dataclass(frozen=True)
@@ -41,34 +42,27 @@ class EvidenceResult:
 
 def run_evidence(
     experiment: Experiment,
-    units: Units,
-    worlds: dict[Arm, World],
+    units: EvaluatedUnits,
     effects: pd.DataFrame,
-    outcomes: pd.DataFrame,
     adapter: ModelAdapter,
     *,
     seed: int,
 ) -> EvidenceResult:
-    """Read every configured evidence method on a subsample of units and score it against the effects.
+    """Read every configured evidence method on a draw of units and score it against the effects.
 
     Each factor is represented by its total-effect contrast with the largest |effect|;
-    `unit` in the tables is the unit's place in the evidence subsample.
+    `unit` in the tables is the unit's place in the draw.
     """
-    chosen = subsample(units, experiment.config.evidence.units, seed=seed)
     headline = "exact" if units.exact else "t"
-    plans = representative_plans(experiment, effects, headline)
-    needed = [Arm(None, None), *(arm for plan in plans.values() for arm in (plan.treated, plan.reference))]
-    texts = {arm: _texts(experiment, worlds[arm], chosen) for arm in dict.fromkeys(needed)}
-    values = {name: [str(value) for value in worlds[Arm(None, None)].values[name][chosen]]
-              for name in experiment.graph.factors}
-    return read_evidence(
-        experiment, plans, texts, values, unit_effects(outcomes, units.ids[chosen], plans), effects, adapter,
-        effect_method=headline, seed=seed,
-        record={"units": len(chosen), "unit_ids": units.ids[chosen].tolist(), "weighted_draw": units.exact},
+    plans = _representative_plans(experiment, effects, headline)
+    drawn = units.evidence_texts(plans, experiment.config.evidence.units, seed=seed)
+    return _read_evidence(
+        experiment, plans, drawn.texts, drawn.values, _unit_effects(units.outcomes, drawn.ids, plans), effects,
+        adapter, effect_method=headline, seed=seed, record=drawn.record,
     )
 
 
-def read_evidence(
+def _read_evidence(
     experiment: Experiment,
     plans: dict[str, ContrastPlan],
     texts: dict[Arm, list[RenderedText]],
@@ -117,12 +111,7 @@ def read_evidence(
     return EvidenceResult(evidence, links, probes, tokens, html, record)
 
 
-def _texts(experiment: Experiment, world: World, chosen: np.ndarray) -> list[RenderedText]:
-    rendered = render_world(experiment.templates, world)
-    return [rendered[i] for i in chosen]
-
-
-def representative_plans(experiment: Experiment, effects: pd.DataFrame, method: str) -> dict[str, ContrastPlan]:
+def _representative_plans(experiment: Experiment, effects: pd.DataFrame, method: str) -> dict[str, ContrastPlan]:
     """Per factor, the total-effect contrast with the largest |effect|; largest effects first."""
     ate = effects[(effects["analysis"] == "ate") & (effects["method"] == method) & (effects["estimand"] == "total")]
     chosen: dict[str, tuple[float, ContrastPlan]] = {}
@@ -146,7 +135,7 @@ def _plan_rows(effects: pd.DataFrame, plans: dict[str, ContrastPlan]) -> pd.Data
     return effects[keep & chosen & (effects["estimand"] == "total")]
 
 
-def unit_effects(outcomes: pd.DataFrame, ids: Sequence[Any], plans: dict[str, ContrastPlan]) -> pd.DataFrame:
+def _unit_effects(outcomes: pd.DataFrame, ids: Sequence[Any], plans: dict[str, ContrastPlan]) -> pd.DataFrame:
     """Each chosen unit's effect of each factor's representative contrast; `outcomes` keyed by `unit_id`."""
     by_arm = outcomes.pivot(index="unit_id", columns="arm", values="outcome").loc[list(ids)]
     return pd.concat(

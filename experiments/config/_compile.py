@@ -1,4 +1,7 @@
-"""Turn a validated config into the objects a run needs, checking the rules that span sections."""
+"""Turn a validated config into the objects a run needs, checking the rules that span sections.
+
+Stage: config. May import graphs, interventions, causal, experiments.errors and the config stage.
+"""
 
 from __future__ import annotations
 
@@ -24,8 +27,8 @@ from interventions import (
     TemplateError,
 )
 
-from experiments._config import DataConfig, EffectConfig, ExperimentConfig, OutcomeConfig, parse_config
-from experiments._yaml import load_yaml
+from experiments.config._schema import DataConfig, EffectConfig, ExperimentConfig, OutcomeConfig, parse_config
+from experiments.config._yaml import load_yaml
 from experiments.errors import ConfigError
 
 

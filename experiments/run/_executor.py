@@ -1,6 +1,8 @@
 """Executors: evaluate the outcome of (unit, arm, text) work items, here or on Ray actors.
 
-The runner cuts its work into shards (frames with columns unit_id, arm, template, text)
+Stage: run. May import interventions, experiments.errors and the config stage.
+
+A run front cuts its work into shards (frames with columns unit_id, arm, template, text)
 and hands them to an executor, which returns each shard with an `outcome` column through
 `on_shard` as soon as it is done. Both executors call `interventions.evaluate_outcomes`
 on one shard at a time, so they give the same numbers.
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from types import TracebackType
 from typing import Any, Literal, Protocol
 
@@ -18,7 +21,9 @@ import pandas as pd
 
 from interventions import ModelAdapter, ModelSpec, Outcome, evaluate_outcomes
 
+from experiments.config import Experiment
 from experiments.errors import RunError
+from experiments.run._progress import Progress, counting, stage
 
 ShardSink = Callable[[pd.DataFrame], None]
 BatchSize = int | Literal["auto"]
@@ -179,3 +184,43 @@ class RayExecutor:
             "gpus_per_worker": self._gpus_per_worker,
             "resubmitted_shards": self.resubmitted,
         }
+
+
+def executor_for(experiment: Experiment, adapter: ModelAdapter) -> Executor:
+    """The executor the config names; Ray actors load the model from the path the driver resolved."""
+    settings, batch_size = experiment.config.executor, experiment.config.model.batch_size
+    if settings.type == "local":
+        return LocalExecutor(adapter, experiment.outcome, batch_size=batch_size)
+    return RayExecutor(
+        replace(experiment.model_spec, path=adapter.spec.path),
+        experiment.outcome,
+        batch_size=batch_size,
+        address=settings.address,
+        num_workers=settings.num_workers,
+        num_gpus_per_worker=settings.num_gpus_per_worker,
+    )
+
+
+def evaluate_texts(
+    experiment: Experiment, adapter: ModelAdapter, texts: list[str], progress: Progress | None
+) -> np.ndarray:
+    """The outcome of every text, through the config's executor in blocks of `executor.shard_units` texts.
+
+    For runs whose units are not drawn from the structural model (documents), so nothing is sharded to disk.
+    """
+    size = experiment.config.executor.shard_units
+    work = [
+        pd.DataFrame({"row": range(start, min(start + size, len(texts))), "text": texts[start : start + size]})
+        for start in range(0, len(texts), size)
+    ]
+    advance = counting(stage(progress, "evaluating the model"), len(texts))
+    outcomes = np.full(len(texts), np.nan)
+
+    def store(shard: pd.DataFrame) -> None:
+        outcomes[shard["row"].to_numpy()] = shard["outcome"].to_numpy()
+        if advance is not None:
+            advance(len(shard))
+
+    with executor_for(experiment, adapter) as executor:
+        executor.evaluate(work, store)
+    return outcomes

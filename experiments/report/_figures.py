@@ -1,4 +1,7 @@
-"""Mediation heatmaps: where inside the model an effect is carried, layer by position (or by head)."""
+"""Mediation heatmaps: where inside the model an effect is carried, layer by position (or by head).
+
+Stage: report. Imports nothing of Paribus.
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,7 @@
 """The experiment config schema: YAML data -> typed, validated, frozen config.
 
+Stage: config. May import experiments.errors.
+
 Field-level rules live here (pydantic); rules that span sections (graph versus
 factors, effects versus graph) live in `_compile.py`. Every error names the
 YAML path and the bad value.

@@ -1,0 +1,217 @@
+"""One run, start to finish: config -> units (templated or documents) -> steps -> run folder -> report.
+
+Stage: pipeline. May import every stage: it composes them, in the order the data flows.
+
+Each stage hands its result to the next; this module stores what the steps return,
+keeps the manifest, and marks the run failed (keeping what was written) when a stage raises.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from causal import EffectTable, MediationTable
+
+from experiments.config import Experiment, stored_config
+from experiments.report import mediation_heatmap, render_summary, write_report
+from experiments.run import (
+    EvaluatedUnits,
+    Progress,
+    RunStore,
+    base_manifest,
+    discard_shards,
+    evaluate_documents,
+    evaluate_templated_units,
+    read_outcomes,
+    stage,
+    utc_now,
+)
+from experiments.steps import (
+    EVIDENCE,
+    MEDIATION,
+    Estimates,
+    EvidenceResult,
+    ReviewResult,
+    analysis_seed,
+    estimate_effects,
+    review_tables,
+    run_evidence,
+    run_mediation,
+)
+from interventions import ModelAdapter
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What a finished run produced and where it lies."""
+
+    folder: Path
+    effects: EffectTable
+    manifest: dict[str, Any]
+
+
+def run_experiment(
+    experiment: Experiment,
+    *,
+    out_dir: Path,
+    progress: Progress | None = None,
+    command: list[str] | None = None,
+    resume: bool = False,
+) -> RunResult:
+    """Carry out an experiment and write its run folder; tables are written as soon as they exist.
+
+    Outcomes are stored in shards as they finish, so a run whose folder holds an unfinished
+    run of the same config resumes it (`resume=True` insists that it does), skipping the
+    (unit, arm) pairs already evaluated. A complete run's shards are removed: outcomes.parquet
+    holds the same rows.
+    """
+    config = stored_config(experiment)
+    store = RunStore(out_dir, config, resume=resume)
+    store.write_config(config)
+    manifest = base_manifest(config, command=command)
+    if store.previous is not None:
+        previous = store.previous["manifest"]
+        manifest["resumes"] = [
+            *previous.get("resumes", []),
+            {
+                "at": manifest["started_at"],
+                "previous_started_at": previous.get("started_at"),
+                "previous_status": previous.get("status"),
+                "changed_fields": store.previous["changed"],
+            },
+        ]
+    store.write_manifest(manifest)
+    clock = time.perf_counter()
+
+    try:
+        evaluate = evaluate_templated_units if experiment.data is None else evaluate_documents
+        units, adapter = evaluate(experiment, store, manifest, progress)
+        estimates = estimate_effects(experiment, units, progress=progress)
+        _store_estimates(experiment, store, manifest, estimates)
+        effects = estimates.effects
+        mediation = _mediation(experiment, units, adapter, store, manifest, progress)
+        evidence = _evidence(experiment, units, effects, adapter, store, manifest, progress)
+        review = run_review(experiment, store)
+    except BaseException as error:
+        manifest.update(status="failed", error=f"{type(error).__name__}: {error}", finished_at=utc_now())
+        store.write_manifest(manifest)
+        raise
+    manifest.update(
+        status="complete",
+        finished_at=utc_now(),
+        seconds=round(time.perf_counter() - clock, 3),
+        review=review.record,
+    )
+    store.write_text("summary.md", render_summary(experiment, effects, manifest, mediation, evidence, review))
+    store.write_manifest(manifest)
+    discard_shards(out_dir)
+    write_report(out_dir)
+    return RunResult(folder=out_dir, effects=effects, manifest=manifest)
+
+
+def _store_estimates(experiment: Experiment, store: RunStore, manifest: dict[str, Any], estimates: Estimates) -> None:
+    """effects.csv; with documents also refutations.csv, overlap.csv and the data record's warnings."""
+    store.write_table("effects.csv", estimates.effects.to_frame())
+    if estimates.refutations is not None:
+        store.write_table("refutations.csv", estimates.refutations)
+        store.write_table("overlap.csv", estimates.overlap)
+    if experiment.data is None:
+        return
+    refutations = [] if estimates.refutations is None else estimates.refutations.to_dict("records")
+    manifest["data"].update(
+        warnings=list(estimates.warnings),
+        refutations=[
+            {key: (None if isinstance(value, float) and math.isnan(value) else value) for key, value in record.items()}
+            for record in refutations
+        ],
+    )
+    store.write_manifest(manifest)
+
+
+def _mediation(
+    experiment: Experiment,
+    units: EvaluatedUnits,
+    adapter: ModelAdapter,
+    store: RunStore,
+    manifest: dict[str, Any],
+    progress: Progress | None,
+) -> MediationTable | None:
+    """Every patching sweep of the config: mediation.parquet, one heatmap per sweep, manifest records."""
+    if not experiment.mediation:
+        return None
+    tables, records = [], []
+    for index, plan in enumerate(experiment.mediation):
+        seed = analysis_seed(experiment.config.sampling.seed, MEDIATION + index)
+        report = stage(progress, f"patching {plan.treatment} ({plan.contrast})")
+        outcome = run_mediation(experiment, plan, units, adapter, seed=seed, progress=report)
+        heatmap = mediation_heatmap(
+            outcome.table.to_frame(),
+            store.folder / f"mediation_{index}_{plan.treatment}.png",
+            title=f"indirect effect of {plan.treatment} ({plan.contrast}), {plan.direction}",
+        )
+        tables.append(outcome.table)
+        records.append({**outcome.record, "heatmap": heatmap.name})
+    mediation = MediationTable.concat(tables)
+    store.write_table("mediation.parquet", mediation.to_frame())
+    manifest["mediation"] = records
+    store.write_manifest(manifest)
+    return mediation
+
+
+def _evidence(
+    experiment: Experiment,
+    units: EvaluatedUnits,
+    effects: EffectTable,
+    adapter: ModelAdapter,
+    store: RunStore,
+    manifest: dict[str, Any],
+    progress: Progress | None,
+) -> EvidenceResult | None:
+    """Attention, saliency and probe evidence beside the effects: evidence.parquet and friends."""
+    if experiment.config.evidence is None:
+        return None
+    report = stage(progress, "reading attention, saliency and probes")
+    if report is not None:
+        report(0, 1)
+    seed = analysis_seed(experiment.config.sampling.seed, EVIDENCE)
+    result = run_evidence(experiment, units, effects.to_frame(), adapter, seed=seed)
+    store.write_table("evidence.parquet", result.evidence)
+    store.write_table("evidence_links.csv", result.links.to_frame())
+    store.write_table("evidence_agreement.csv", result.links.agreement_frame())
+    if result.probes is not None:
+        store.write_table("probes.csv", result.probes)
+    if result.tokens is not None:
+        store.write_table("token_view.parquet", result.tokens)
+        store.write_text("token_view.html", result.tokens_html)
+    manifest["evidence"] = result.record
+    store.write_manifest(manifest)
+    if report is not None:
+        report(1, 1)
+    return result
+
+
+def run_review(experiment: Experiment, store: RunStore) -> ReviewResult:
+    """Review the run from its stored tables: hypotheses.csv, fairness.csv and the surrogate files."""
+    folder = store.folder
+    population = (
+        pd.read_parquet(folder / "units.parquet")
+        if experiment.data is None
+        else pd.read_parquet(folder / "documents.parquet").rename(columns={"doc_id": "unit_id"})
+    )
+    effects = pd.read_csv(folder / "effects.csv") if experiment.hypotheses else None
+    review = review_tables(experiment, effects, read_outcomes(folder), population)
+    if review.verdicts is not None:
+        store.write_table("hypotheses.csv", review.verdicts.to_frame())
+    if review.fairness is not None:
+        store.write_table("fairness.csv", review.fairness.to_frame())
+    if review.surrogate is not None:
+        store.write_table("surrogate.csv", review.surrogate.to_frame())
+        store.write_table("surrogate_coefficients.csv", review.surrogate.coefficient_frame())
+        store.write_text("surrogate_rules.txt", review.surrogate.rules)
+    return review

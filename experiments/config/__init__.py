@@ -1,0 +1,39 @@
+"""Stage 1, config: YAML -> validated config -> compiled Experiment; dataset loading for data mode.
+
+Stage: config. May import graphs, interventions, causal and experiments.errors; no later stage.
+"""
+
+from experiments.config._compile import (
+    Arm,
+    ContrastPlan,
+    DataPlan,
+    Experiment,
+    MediationPlan,
+    compile_config,
+    load_experiment,
+    stored_config,
+)
+from experiments.config._dataset import DROP_COLUMNS, PAIR_COLUMNS, Table, load_documents, load_pairs
+from experiments.config._schema import DataConfig, ExperimentConfig, MediationConfig, parse_config
+from experiments.config._yaml import load_yaml
+
+__all__ = [
+    "DROP_COLUMNS",
+    "PAIR_COLUMNS",
+    "Arm",
+    "ContrastPlan",
+    "DataConfig",
+    "DataPlan",
+    "Experiment",
+    "ExperimentConfig",
+    "MediationConfig",
+    "MediationPlan",
+    "Table",
+    "compile_config",
+    "load_documents",
+    "load_experiment",
+    "load_pairs",
+    "load_yaml",
+    "parse_config",
+    "stored_config",
+]

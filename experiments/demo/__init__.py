@@ -1,0 +1,8 @@
+"""Stage 2, demo: the built-in demo models, trained on first use from the demo config's structural model.
+
+Stage: demo. May import interventions, experiments.errors and the config stage.
+"""
+
+from experiments.demo._model import EXAMPLE_CONFIG, PLANTED_LOG_ODDS, referral_log_odds, resolve_model_path
+
+__all__ = ["EXAMPLE_CONFIG", "PLANTED_LOG_ODDS", "referral_log_odds", "resolve_model_path"]

@@ -1,0 +1,53 @@
+"""Stage 3, run: the run folder and the two run-mode fronts that turn an Experiment into evaluated units.
+
+Stage: run. May import graphs, interventions, causal, experiments.errors, the config and demo stages.
+
+A front draws templated units from the structural model (`evaluate_templated_units`) or
+loads and rewrites documents (`evaluate_documents`), evaluates every text through an
+executor, stores units and outcomes, and returns `EvaluatedUnits` for the steps.
+"""
+
+from experiments.run._documents import DocumentUnits, evaluate_documents
+from experiments.run._evaluated import EvaluatedUnits, EvidenceTexts
+from experiments.run._executor import Executor, LocalExecutor, RayExecutor, evaluate_texts, executor_for, import_ray
+from experiments.run._progress import Progress, Report, counting, stage
+from experiments.run._rewriting import Counterfactuals, rewrite_documents, rewritten_pair
+from experiments.run._shards import ShardStore, discard_shards
+from experiments.run._store import RunStore, atomic_write, base_manifest, config_hash, read_outcomes, utc_now
+from experiments.run._templated import TemplatedUnits, evaluate_templated_units, stored_outcomes
+from experiments.run._units import arm_texts, draw_units, realize_arms, subsample
+
+__all__ = [
+    "Counterfactuals",
+    "DocumentUnits",
+    "EvaluatedUnits",
+    "EvidenceTexts",
+    "Executor",
+    "LocalExecutor",
+    "Progress",
+    "RayExecutor",
+    "Report",
+    "RunStore",
+    "ShardStore",
+    "TemplatedUnits",
+    "arm_texts",
+    "atomic_write",
+    "base_manifest",
+    "config_hash",
+    "counting",
+    "discard_shards",
+    "draw_units",
+    "evaluate_documents",
+    "evaluate_templated_units",
+    "evaluate_texts",
+    "executor_for",
+    "import_ray",
+    "read_outcomes",
+    "realize_arms",
+    "rewrite_documents",
+    "rewritten_pair",
+    "stage",
+    "stored_outcomes",
+    "subsample",
+    "utc_now",
+]
