@@ -1,6 +1,6 @@
 """Experiments: YAML configs, the run pipeline, run folders and the `paribus` CLI.
 
-Stage: pipeline (the package's public face). Subpackages follow the order data flows
+Stage: pipeline. The package's public face: subpackages follow the order data flows
 through a run, and each imports only earlier ones: config -> demo -> run -> steps -> report;
 `_pipeline` and `cli` compose them. `errors` is shared by all.
 """

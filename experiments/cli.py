@@ -1,4 +1,7 @@
-"""The `paribus` command line: validate and run experiment configs, rebuild reports, compare runs."""
+"""The `paribus` command line: validate and run experiment configs, rebuild reports, compare runs.
+
+Stage: pipeline. May import every stage.
+"""
 
 from __future__ import annotations
 

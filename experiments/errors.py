@@ -1,6 +1,6 @@
 """Exceptions raised by the experiments layer.
 
-Stage: base. Imports nothing of Paribus; every stage may import it.
+Stage: errors. Imports nothing of Paribus; every stage may import it.
 
     ValueError
       └── ConfigError      a config file or value breaks a rule; carries the YAML path
