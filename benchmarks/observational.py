@@ -21,8 +21,11 @@ import pandas as pd
 from causal import estimate_observational
 from graphs import CausalGraph
 
-GRAPH = CausalGraph.from_edges(["age", "sex", "insurance"], "decision",
-                               ["age -> insurance", "age -> decision", "insurance -> decision", "sex -> decision"])
+GRAPH = CausalGraph.from_edges(
+    ["age", "sex", "insurance"],
+    "decision",
+    ["age -> insurance", "age -> decision", "insurance -> decision", "sex -> decision"],
+)
 
 
 def _table(rows: int, seed: int = 0) -> pd.DataFrame:
@@ -30,8 +33,9 @@ def _table(rows: int, seed: int = 0) -> pd.DataFrame:
     age = rng.choice(["young", "middle", "old"], size=rows)
     insurance = np.where(rng.random(rows) < np.where(age == "old", 0.7, 0.2), "none", "private")
     outcome = 2.0 * (age == "old") - 1.0 * (insurance == "none") + rng.normal(size=rows)
-    return pd.DataFrame({"age": age, "sex": rng.choice(["female", "male"], size=rows),
-                         "insurance": insurance, "outcome": outcome})
+    return pd.DataFrame(
+        {"age": age, "sex": rng.choice(["female", "male"], size=rows), "insurance": insurance, "outcome": outcome}
+    )
 
 
 def _timed(frame: pd.DataFrame, **options) -> tuple[float, float]:
@@ -45,13 +49,15 @@ def main() -> None:
     parser.add_argument("--rows", type=int, nargs="+", default=[500, 2000, 8000])
     parser.add_argument("--simulations", type=int, default=20)
     args = parser.parse_args()
-    _timed(_table(100), n_refutation_simulations=2)     # imports dowhy
+    _timed(_table(100), n_refutation_simulations=2)  # imports dowhy
     for rows in args.rows:
         frame = _table(rows)
         pieces = {"default call": {}, "estimates only": {"refuters": ()}}
-        pieces |= {f"{refuter} on {method}": {"methods": (method,), "refuters": (refuter,)}
-                   for method in ("regression", "ipw")
-                   for refuter in ("placebo_treatment", "random_common_cause", "data_subset")}
+        pieces |= {
+            f"{refuter} on {method}": {"methods": (method,), "refuters": (refuter,)}
+            for method in ("regression", "ipw")
+            for refuter in ("placebo_treatment", "random_common_cause", "data_subset")
+        }
         print(f"\n{rows} rows, {args.simulations} simulations per refuter")
         print(f"{'piece':<38}{'wall s':>8}{'cpu s':>8}{'x default':>11}")
         default = None

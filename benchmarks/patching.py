@@ -98,25 +98,32 @@ def main() -> None:
     agreement = stats.spearmanr(estimate[moved], change[moved]).statistic
     work = result.work
     rows = [
-        ("plain loop", plain_time, plain_work["layer_forwards"], plain_work["position_layers"],
-         plain_memory),
-        ("patch_effects", engine_time, work["layer_forwards"], work["position_layers"],
-         engine_memory),
-        ("attribution_effects", screen_time, 2 * len(pairs) * LAYERS,
-         2 * len(pairs) * LAYERS * PROMPT_TOKENS, screen_memory),
+        ("plain loop", plain_time, plain_work["layer_forwards"], plain_work["position_layers"], plain_memory),
+        ("patch_effects", engine_time, work["layer_forwards"], work["position_layers"], engine_memory),
+        (
+            "attribution_effects",
+            screen_time,
+            2 * len(pairs) * LAYERS,
+            2 * len(pairs) * LAYERS * PROMPT_TOKENS,
+            screen_memory,
+        ),
     ]
-    print(f"{'method':<20} {'seconds':>9} {'speed-up':>9} {'layer-fwd':>10} "
-          f"{'pos-layers':>11} {'peak MiB':>9}")
+    print(f"{'method':<20} {'seconds':>9} {'speed-up':>9} {'layer-fwd':>10} {'pos-layers':>11} {'peak MiB':>9}")
     for name, seconds, layers, positions_done, memory in rows:
-        print(f"{name:<20} {seconds:>9.2f} {plain_time / seconds:>8.1f}x {layers:>10} "
-              f"{positions_done:>11} {memory / 2**20:>9.1f}")
-    print(f"engine vs plain loop: max |difference| {error:.2e}; patches skipped as "
-          f"identical {work['patches_skipped_identical']} of {work['patches']}; "
-          f"{work['batches']} stacked batches")
-    print(f"attribution vs exact: Spearman rank correlation {agreement:.3f} over the "
-          f"{int(moved.sum())} patches that change an activation")
-    print("(attribution's layer-forwards count its forward passes; it also runs one "
-          "backward pass per destination)")
+        print(
+            f"{name:<20} {seconds:>9.2f} {plain_time / seconds:>8.1f}x {layers:>10} "
+            f"{positions_done:>11} {memory / 2**20:>9.1f}"
+        )
+    print(
+        f"engine vs plain loop: max |difference| {error:.2e}; patches skipped as "
+        f"identical {work['patches_skipped_identical']} of {work['patches']}; "
+        f"{work['batches']} stacked batches"
+    )
+    print(
+        f"attribution vs exact: Spearman rank correlation {agreement:.3f} over the "
+        f"{int(moved.sum())} patches that change an activation"
+    )
+    print("(attribution's layer-forwards count its forward passes; it also runs one backward pass per destination)")
     if error > 1e-4:
         raise SystemExit(f"engine disagrees with the plain loop by {error:.2e}")
 
@@ -124,8 +131,7 @@ def main() -> None:
 def _model(folder: Path, device: str) -> ModelAdapter:
     """A random GPT-2 with a byte-level BPE tokenizer trained on the benchmark's prompts."""
     corpus = [
-        TEMPLATE.render({name: values[i % len(values)] for name, values in FACTORS.items()}).text
-        + " yes no"
+        TEMPLATE.render({name: values[i % len(values)] for name, values in FACTORS.items()}).text + " yes no"
         for i in range(64)
     ]
     bpe = Tokenizer(models.BPE())
@@ -133,12 +139,15 @@ def _model(folder: Path, device: str) -> ModelAdapter:
     bpe.decoder = decoders.ByteLevel()
     bpe.train_from_iterator(
         corpus * 10,
-        trainers.BpeTrainer(vocab_size=1000, special_tokens=["</s>"], show_progress=False,
-                            initial_alphabet=pre_tokenizers.ByteLevel.alphabet()),
+        trainers.BpeTrainer(
+            vocab_size=1000,
+            special_tokens=["</s>"],
+            show_progress=False,
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        ),
     )
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="</s>")
-    config = GPT2Config(vocab_size=len(tokenizer), n_positions=128, n_embd=WIDTH,
-                        n_layer=LAYERS, n_head=HEADS)
+    config = GPT2Config(vocab_size=len(tokenizer), n_positions=128, n_embd=WIDTH, n_layer=LAYERS, n_head=HEADS)
     with torch.random.fork_rng():
         torch.manual_seed(0)
         GPT2LMHeadModel(config).save_pretrained(folder)

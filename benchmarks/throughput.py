@@ -49,10 +49,14 @@ def main() -> None:
     parser.add_argument("--units", type=int, default=400)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--width", type=int, default=None,
-                        help="instead of the trained demo model, a random GPT-2 this wide "
-                             "(64-wide heads) with the demo's tokenizer: the same texts, "
-                             "more compute per token")
+    parser.add_argument(
+        "--width",
+        type=int,
+        default=None,
+        help="instead of the trained demo model, a random GPT-2 this wide "
+        "(64-wide heads) with the demo's tokenizer: the same texts, "
+        "more compute per token",
+    )
     parser.add_argument("--layers", type=int, default=6, help="layers of the --width model")
     arguments = parser.parse_args()
     if arguments.repeats < 1:
@@ -63,14 +67,15 @@ def main() -> None:
         if arguments.width is not None:
             folder = _wider(folder, Path(scratch), arguments.width, arguments.layers)
         adapter = ModelAdapter.load(ModelSpec(folder, device=arguments.device))
-    print(f"model: {adapter.model.config.n_layer} layers, width {adapter.model.config.n_embd}, "
-          f"{sum(p.numel() for p in adapter.model.parameters()) / 1e6:.1f}M parameters"
-          f"{' (random weights)' if arguments.width is not None else ' (the trained demo)'}")
+    print(
+        f"model: {adapter.model.config.n_layer} layers, width {adapter.model.config.n_embd}, "
+        f"{sum(p.numel() for p in adapter.model.parameters()) / 1e6:.1f}M parameters"
+        f"{' (random weights)' if arguments.width is not None else ' (the trained demo)'}"
+    )
     texts = _arm_texts(experiment, arguments.units)
     distinct = list(dict.fromkeys(texts))
     tokens = dict(zip(distinct, (len(ids) for ids in adapter.tokenizer(distinct)["input_ids"])))
-    yes, no = (adapter.tokenizer(answer, add_special_tokens=False)["input_ids"][0]
-               for answer in (" yes", " no"))
+    yes, no = (adapter.tokenizer(answer, add_special_tokens=False)["input_ids"][0] for answer in (" yes", " no"))
     outcome = experiment.outcome
     size, repeats = arguments.batch_size, arguments.repeats
 
@@ -78,28 +83,39 @@ def main() -> None:
         return lambda: _plain_forward(adapter, batch, size, yes, no)
 
     def engine(batch: list[str], share: bool) -> Callable[[], np.ndarray]:
-        return lambda: evaluate_outcomes(adapter, batch, outcome, batch_size=size,
-                                         share_prefix=share)
+        return lambda: evaluate_outcomes(adapter, batch, outcome, batch_size=size, share_prefix=share)
 
     groups = group_prefixes(list(adapter.tokenizer(distinct)["input_ids"]), keep=0)
     _, first = np.unique(groups.group, return_index=True)
     saved = int(groups.length.sum() - groups.length[first].sum())  # all but one copy each
-    print(f"device {adapter.device}, batch size {size}, best of {repeats}; "
-          f"{arguments.units} units x {len(experiment.arms)} arms = {len(texts)} texts, "
-          f"{len(distinct)} distinct, {sum(tokens[t] for t in texts)} tokens")
-    print(f"prefix sharing: {int((groups.group >= 0).sum())} distinct texts in "
-          f"{groups.group.max() + 1} groups; {saved} of {sum(tokens.values())} distinct "
-          "tokens need not be recomputed")
+    print(
+        f"device {adapter.device}, batch size {size}, best of {repeats}; "
+        f"{arguments.units} units x {len(experiment.arms)} arms = {len(texts)} texts, "
+        f"{len(distinct)} distinct, {sum(tokens[t] for t in texts)} tokens"
+    )
+    print(
+        f"prefix sharing: {int((groups.group >= 0).sum())} distinct texts in "
+        f"{groups.group.max() + 1} groups; {saved} of {sum(tokens.values())} distinct "
+        "tokens need not be recomputed"
+    )
     sections = [
-        ("engine overhead: distinct texts", distinct, [
-            ("plain HF forward", plain(distinct)),
-            ("engine, no sharing", engine(distinct, False)),
-        ]),
-        ("work saved: every (unit, arm) text", texts, [
-            ("plain HF forward", plain(texts)),
-            ("engine, dedup", engine(texts, False)),
-            ("engine, dedup + prefix", engine(texts, True)),
-        ]),
+        (
+            "engine overhead: distinct texts",
+            distinct,
+            [
+                ("plain HF forward", plain(distinct)),
+                ("engine, no sharing", engine(distinct, False)),
+            ],
+        ),
+        (
+            "work saved: every (unit, arm) text",
+            texts,
+            [
+                ("plain HF forward", plain(texts)),
+                ("engine, dedup", engine(texts, False)),
+                ("engine, dedup + prefix", engine(texts, True)),
+            ],
+        ),
     ]
     failures = []
     for title, batch, runs in sections:
@@ -111,8 +127,7 @@ def main() -> None:
         print(f"{'method':<24} {clock:>8} {'tokens/s':>10} {'vs plain':>9} {'max |diff|':>11}")
         for name, values, seconds in results:
             error = float(np.abs(values - reference).max())
-            print(f"{name:<24} {seconds:>8.3f} {n_tokens / seconds:>10.0f} "
-                  f"{base / seconds:>8.2f}x {error:>11.1e}")
+            print(f"{name:<24} {seconds:>8.3f} {n_tokens / seconds:>10.0f} {base / seconds:>8.2f}x {error:>11.1e}")
             if error > AGREEMENT:
                 failures.append(f"{title}, {name}: differs from the plain forward by {error:.1e}")
         if title.startswith("engine overhead"):
@@ -136,13 +151,14 @@ def _wider(demo: str, folder: Path, width: int, layers: int) -> str:
 def _arm_texts(experiment, n_units: int) -> list[str]:
     """Every unit's prompt in every arm, as a run evaluates them (arm-major)."""
     units = experiment.model.sample_units(n_units, seed=experiment.config.sampling.seed)
-    return [rendered.text for world in realize_arms(experiment, units).values()
-            for rendered in render_world(experiment.templates, world)]
+    return [
+        rendered.text
+        for world in realize_arms(experiment, units).values()
+        for rendered in render_world(experiment.templates, world)
+    ]
 
 
-def _plain_forward(
-    adapter: ModelAdapter, texts: list[str], batch_size: int, yes: int, no: int
-) -> np.ndarray:
+def _plain_forward(adapter: ModelAdapter, texts: list[str], batch_size: int, yes: int, no: int) -> np.ndarray:
     """The baseline: tokenize once, length-sorted batches padded by the tokenizer, one forward
     each, logits read at each last token."""
     token_ids = adapter.tokenizer(texts)["input_ids"]
@@ -151,8 +167,9 @@ def _plain_forward(
     with torch.inference_mode():
         for start in range(0, len(order), batch_size):
             rows = order[start : start + batch_size]
-            batch = adapter.tokenizer.pad({"input_ids": [token_ids[row] for row in rows]},
-                                          return_tensors="pt").to(adapter.device)
+            batch = adapter.tokenizer.pad({"input_ids": [token_ids[row] for row in rows]}, return_tensors="pt").to(
+                adapter.device
+            )
             logits = adapter.model(**batch, use_cache=False).logits
             last = logits[torch.arange(len(rows)), batch["attention_mask"].sum(dim=1) - 1]
             values[rows] = (last[:, yes] - last[:, no]).double().cpu().numpy()

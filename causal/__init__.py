@@ -14,7 +14,6 @@ from causal._comparison import (
     compare_verdicts,
 )
 from causal._estimate import estimate_paired_effects
-from causal._human_pairs import estimate_human_pairs
 from causal._fairness import (
     FAIRNESS_COLUMNS,
     FairnessMetric,
@@ -22,14 +21,15 @@ from causal._fairness import (
     counterfactual_flip_rates,
     group_fairness,
 )
+from causal._human_pairs import estimate_human_pairs
 from causal._hypotheses import VERDICT_COLUMNS, Hypothesis, Verdict, VerdictTable, judge_hypotheses
 from causal._linking import AGREEMENT_COLUMNS, LINK_COLUMNS, EvidenceLinks, FactorLink, RankAgreement, link_evidence
 from causal._mediation import MEDIATION_COLUMNS, SITE_KEYS, MediationEstimate, MediationTable, estimate_mediation
 from causal._multiple_testing import adjust_p_values
 from causal._observational import OVERLAP_COLUMNS, REFUTATION_COLUMNS, ObservationalResult, estimate_observational
 from causal._results import EFFECT_COLUMNS, EffectEstimate, EffectTable
-from causal._surrogate import SURROGATE_COLUMNS, SurrogateFidelity, SurrogateResult, fit_surrogates
 from causal._sequential import SEQUENCE_COLUMNS, SequenceInterval, confidence_sequence
+from causal._surrogate import SURROGATE_COLUMNS, SurrogateFidelity, SurrogateResult, fit_surrogates
 from causal.errors import EstimationError
 
 __all__ = [

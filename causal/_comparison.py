@@ -22,8 +22,17 @@ from causal.errors import EstimationError
 
 MATCH_KEYS = ("analysis", "estimand", "treatment", "contrast", "moderator", "stratum", "method")
 COMPARISON_COLUMNS = (
-    *MATCH_KEYS, "estimate_a", "estimate_b", "difference", "ci_low", "ci_high", "std_error",
-    "p_value", "p_adjusted", "significant", "pairing",
+    *MATCH_KEYS,
+    "estimate_a",
+    "estimate_b",
+    "difference",
+    "ci_low",
+    "ci_high",
+    "std_error",
+    "p_value",
+    "p_adjusted",
+    "significant",
+    "pairing",
 )
 UNMATCHED_COLUMNS = (*MATCH_KEYS, "side")
 VERDICT_CHANGE_COLUMNS = ("id", "claim", "effect", "verdict_a", "verdict_b")
@@ -101,14 +110,19 @@ class ComparisonTable:
 
     def summary(self) -> str:
         """Plain text: counts, the matched table, then the unmatched estimates."""
-        lines = [f"{len(self.differences)} matched estimates (difference B - A, {self.level:.0%} CIs, "
-                 f"{self.correction}-adjusted): {len(self.significant)} significant; "
-                 f"{len(self.unmatched)} unmatched"]
+        lines = [
+            f"{len(self.differences)} matched estimates (difference B - A, {self.level:.0%} CIs, "
+            f"{self.correction}-adjusted): {len(self.significant)} significant; "
+            f"{len(self.unmatched)} unmatched"
+        ]
         if self.differences:
             lines.append(self.to_frame().to_string(index=False, float_format="{:.4g}".format))
-        lines += [f"only in run {u.side}: {u.analysis} {u.estimand} {u.treatment}[{u.contrast}]"
-                  + (f" | {u.moderator} = {u.stratum}" if u.moderator else "") + f" ({u.method})"
-                  for u in self.unmatched]
+        lines += [
+            f"only in run {u.side}: {u.analysis} {u.estimand} {u.treatment}[{u.contrast}]"
+            + (f" | {u.moderator} = {u.stratum}" if u.moderator else "")
+            + f" ({u.method})"
+            for u in self.unmatched
+        ]
         return "\n".join(lines)
 
     def __str__(self) -> str:
@@ -143,12 +157,25 @@ def compare_effects(
     computed = [_difference(row, per_unit, level) for row in matched]
     adjusted = adjust_p_values([interval.p_value for interval, _ in computed], method=correction)
     differences = tuple(
-        EffectDifference(*_keys(row), float(row["estimate_a"]), float(row["estimate_b"]), interval.estimate,
-                         interval.ci_low, interval.ci_high, interval.std_error, interval.p_value,
-                         float(p_adjusted), _significant(interval, float(p_adjusted), 1 - level), pairing)
-        for row, (interval, pairing), p_adjusted in zip(matched, computed, adjusted, strict=True))
-    unmatched = tuple(Unmatched(*_keys(row), side="a" if row["_merge"] == "left_only" else "b")
-                      for row in merged.loc[merged["_merge"] != "both"].to_dict("records"))
+        EffectDifference(
+            *_keys(row),
+            float(row["estimate_a"]),
+            float(row["estimate_b"]),
+            interval.estimate,
+            interval.ci_low,
+            interval.ci_high,
+            interval.std_error,
+            interval.p_value,
+            float(p_adjusted),
+            _significant(interval, float(p_adjusted), 1 - level),
+            pairing,
+        )
+        for row, (interval, pairing), p_adjusted in zip(matched, computed, adjusted, strict=True)
+    )
+    unmatched = tuple(
+        Unmatched(*_keys(row), side="a" if row["_merge"] == "left_only" else "b")
+        for row in merged.loc[merged["_merge"] != "both"].to_dict("records")
+    )
     return ComparisonTable(differences, unmatched, level=level, correction=correction)
 
 
@@ -162,19 +189,23 @@ def compare_verdicts(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
         missing = [c for c in ("id", "claim", "effect", "verdict") if c not in frame.columns]
         if missing:
             raise EstimationError(
-                f"verdict table {side} lacks columns {missing}; pass a hypotheses.csv frame "
-                "(causal.VERDICT_COLUMNS)")
+                f"verdict table {side} lacks columns {missing}; pass a hypotheses.csv frame (causal.VERDICT_COLUMNS)"
+            )
     merged = a[["id", "claim", "effect", "verdict"]].merge(
-        b[["id", "claim", "effect", "verdict"]], on="id", how="outer", suffixes=("_a", "_b"), sort=False)
+        b[["id", "claim", "effect", "verdict"]], on="id", how="outer", suffixes=("_a", "_b"), sort=False
+    )
     merged = merged.astype(object).where(merged.notna(), None)
     changed = merged.loc[merged["verdict_a"] != merged["verdict_b"]]
-    return pd.DataFrame({
-        "id": changed["id"],
-        "claim": changed["claim_b"].where(changed["claim_b"].notna(), changed["claim_a"]),
-        "effect": changed["effect_b"].where(changed["effect_b"].notna(), changed["effect_a"]),
-        "verdict_a": changed["verdict_a"],
-        "verdict_b": changed["verdict_b"],
-    }, columns=list(VERDICT_CHANGE_COLUMNS)).reset_index(drop=True)
+    return pd.DataFrame(
+        {
+            "id": changed["id"],
+            "claim": changed["claim_b"].where(changed["claim_b"].notna(), changed["claim_a"]),
+            "effect": changed["effect_b"].where(changed["effect_b"].notna(), changed["effect_a"]),
+            "verdict_a": changed["verdict_a"],
+            "verdict_b": changed["verdict_b"],
+        },
+        columns=list(VERDICT_CHANGE_COLUMNS),
+    ).reset_index(drop=True)
 
 
 def _compared_rows(effects: pd.DataFrame, side: str) -> pd.DataFrame:
@@ -182,7 +213,8 @@ def _compared_rows(effects: pd.DataFrame, side: str) -> pd.DataFrame:
     missing = [c for c in (*MATCH_KEYS, "estimate", "std_error") if c not in effects.columns]
     if missing:
         raise EstimationError(
-            f"effects table {side} lacks columns {missing}; pass an effects.csv frame (causal.EFFECT_COLUMNS)")
+            f"effects table {side} lacks columns {missing}; pass an effects.csv frame (causal.EFFECT_COLUMNS)"
+        )
     rows = effects.loc[effects["method"].isin(_COMPARED_METHODS), [*MATCH_KEYS, "estimate", "std_error"]]
     keys = rows[list(MATCH_KEYS)].astype(object)
     rows = rows.assign(**{k: keys[k].where(keys[k].notna(), "").astype(str) for k in MATCH_KEYS})
@@ -200,16 +232,19 @@ def _per_unit(paired: pd.DataFrame | None) -> dict[tuple[str, str, str], np.ndar
     missing = [c for c in _PAIRED_COLUMNS if c not in paired.columns]
     if missing:
         raise EstimationError(
-            f"paired lacks columns {missing}; it needs one row per unit and contrast with "
-            f"{list(_PAIRED_COLUMNS)}")
+            f"paired lacks columns {missing}; it needs one row per unit and contrast with {list(_PAIRED_COLUMNS)}"
+        )
     estimand = paired["estimand"] if "estimand" in paired.columns else pd.Series("total", index=paired.index)
     groups = paired.assign(_estimand=estimand.astype(str)).groupby(["_estimand", "treatment", "contrast"])
-    return {(str(e), str(t), str(c)): group[["difference_a", "difference_b"]].to_numpy(np.float64)
-            for (e, t, c), group in groups}
+    return {
+        (str(e), str(t), str(c)): group[["difference_a", "difference_b"]].to_numpy(np.float64)
+        for (e, t, c), group in groups
+    }
 
 
-def _difference(row: dict[str, Any], per_unit: dict[tuple[str, str, str], np.ndarray],
-                level: float) -> tuple[Interval, Pairing]:
+def _difference(
+    row: dict[str, Any], per_unit: dict[tuple[str, str, str], np.ndarray], level: float
+) -> tuple[Interval, Pairing]:
     """The difference B - A of one matched row with its interval, and how it was paired."""
     difference = float(row["estimate_b"] - row["estimate_a"])
     if row["method"] == "exact":
@@ -235,7 +270,8 @@ def _check_pairing(row: dict[str, Any], units: np.ndarray) -> None:
             raise EstimationError(
                 f"paired differences of {row['treatment']}[{row['contrast']}] average {mean:.6g} in "
                 f"run {side} but its estimate is {estimate:.6g}; pass the per-unit differences of the "
-                "same units, or omit paired for an independent comparison")
+                "same units, or omit paired for an independent comparison"
+            )
 
 
 def _significant(interval: Interval, p_adjusted: float, alpha: float) -> bool:

@@ -32,13 +32,20 @@ class _Settings:
 class _PairedUnits:
     differences: np.ndarray
     weights: np.ndarray | None
-    strata: Mapping[str, tuple[np.ndarray, tuple[str, ...]]]   # moderator -> (labels, order)
+    strata: Mapping[str, tuple[np.ndarray, tuple[str, ...]]]  # moderator -> (labels, order)
 
 
 def estimate_paired_effects(
-    paired: pd.DataFrame, *, treatment: str, contrast: str, estimand: str = "total",
-    moderators: Sequence[str] = (), exact: bool = False, level: float = 0.95,
-    n_bootstrap: int = 2000, seed: int = 0,
+    paired: pd.DataFrame,
+    *,
+    treatment: str,
+    contrast: str,
+    estimand: str = "total",
+    moderators: Sequence[str] = (),
+    exact: bool = False,
+    level: float = 0.95,
+    n_bootstrap: int = 2000,
+    seed: int = 0,
 ) -> EffectTable:
     """Average and per-stratum effects, with intervals, from paired differences.
 
@@ -50,25 +57,30 @@ def estimate_paired_effects(
     Each set of units draws its bootstrap from its own stream derived from `seed`, so
     adding a moderator leaves the other rows unchanged.
     """
-    settings = _Settings(treatment, contrast, estimand, exact, _check_level(level),
-                         _check_n_bootstrap(n_bootstrap), _check_seed(seed))
+    settings = _Settings(
+        treatment, contrast, estimand, exact, _check_level(level), _check_n_bootstrap(n_bootstrap), _check_seed(seed)
+    )
     units = _read_paired(paired, moderators=moderators, exact=exact)
     rows = _interval_rows(settings, units.differences, units.weights, moderator=None, stratum=None)
     for moderator, (labels, order) in units.strata.items():
         for stratum in order:
             in_stratum = labels == stratum
             weights = None if units.weights is None else units.weights[in_stratum]
-            rows += _interval_rows(settings, units.differences[in_stratum], weights,
-                                   moderator=moderator, stratum=stratum)
+            rows += _interval_rows(
+                settings, units.differences[in_stratum], weights, moderator=moderator, stratum=stratum
+            )
         if not exact and len(order) > 1:
-            rows.append(_heterogeneity_row(settings, units.differences, labels,
-                                           moderator=moderator))
+            rows.append(_heterogeneity_row(settings, units.differences, labels, moderator=moderator))
     return EffectTable(tuple(rows))
 
 
 def _interval_rows(
-    settings: _Settings, differences: np.ndarray, weights: np.ndarray | None, *,
-    moderator: str | None, stratum: str | None,
+    settings: _Settings,
+    differences: np.ndarray,
+    weights: np.ndarray | None,
+    *,
+    moderator: str | None,
+    stratum: str | None,
 ) -> list[EffectEstimate]:
     """ATE rows (no moderator) or CATE rows of one stratum, one per interval method."""
     if settings.exact:
@@ -77,30 +89,54 @@ def _interval_rows(
         rng = _stream(settings.seed, moderator=moderator, stratum=stratum)
         intervals = {
             "t": t_interval(differences, level=settings.level),
-            "bootstrap": bootstrap_interval(differences, level=settings.level,
-                                            n_bootstrap=settings.n_bootstrap, rng=rng),
+            "bootstrap": bootstrap_interval(
+                differences, level=settings.level, n_bootstrap=settings.n_bootstrap, rng=rng
+            ),
         }
     return [
         EffectEstimate(
-            analysis="ate" if moderator is None else "cate", estimand=settings.estimand,
-            treatment=settings.treatment, contrast=settings.contrast, moderator=moderator,
-            stratum=stratum, estimate=interval.estimate, ci_low=interval.ci_low,
-            ci_high=interval.ci_high, std_error=interval.std_error, p_value=interval.p_value,
-            n_units=int(differences.size), method=method, level=settings.level,
+            analysis="ate" if moderator is None else "cate",
+            estimand=settings.estimand,
+            treatment=settings.treatment,
+            contrast=settings.contrast,
+            moderator=moderator,
+            stratum=stratum,
+            estimate=interval.estimate,
+            ci_low=interval.ci_low,
+            ci_high=interval.ci_high,
+            std_error=interval.std_error,
+            p_value=interval.p_value,
+            n_units=int(differences.size),
+            method=method,
+            level=settings.level,
         )
         for method, interval in intervals.items()
     ]
 
 
 def _heterogeneity_row(
-    settings: _Settings, differences: np.ndarray, labels: np.ndarray, *, moderator: str,
+    settings: _Settings,
+    differences: np.ndarray,
+    labels: np.ndarray,
+    *,
+    moderator: str,
 ) -> EffectEstimate:
     test = heterogeneity_wald(differences, labels)
     return EffectEstimate(
-        analysis="heterogeneity", estimand=settings.estimand, treatment=settings.treatment,
-        contrast=settings.contrast, moderator=moderator, stratum=None, estimate=test.statistic,
-        ci_low=math.nan, ci_high=math.nan, std_error=math.nan, p_value=test.p_value,
-        n_units=int(differences.size), method="wald_hc3", level=settings.level,
+        analysis="heterogeneity",
+        estimand=settings.estimand,
+        treatment=settings.treatment,
+        contrast=settings.contrast,
+        moderator=moderator,
+        stratum=None,
+        estimate=test.statistic,
+        ci_low=math.nan,
+        ci_high=math.nan,
+        std_error=math.nan,
+        p_value=test.p_value,
+        n_units=int(differences.size),
+        method="wald_hc3",
+        level=settings.level,
     )
 
 
@@ -113,42 +149,39 @@ def _stream(seed: int, *, moderator: str | None, stratum: str | None) -> np.rand
 
 def _read_paired(paired: pd.DataFrame, *, moderators: Sequence[str], exact: bool) -> _PairedUnits:
     if not isinstance(paired, pd.DataFrame):
-        raise EstimationError(
-            f"paired must be a pandas DataFrame; got {type(paired).__name__}")
+        raise EstimationError(f"paired must be a pandas DataFrame; got {type(paired).__name__}")
     if len(paired) == 0:
-        raise EstimationError(
-            "paired has no rows; it needs one row per unit with a 'difference' column")
+        raise EstimationError("paired has no rows; it needs one row per unit with a 'difference' column")
     if isinstance(moderators, str):
         raise EstimationError(
-            f"moderators must be a sequence of column names; got {moderators!r} "
-            f"(write [{moderators!r}])")
+            f"moderators must be a sequence of column names; got {moderators!r} (write [{moderators!r}])"
+        )
     if len(set(moderators)) != len(moderators):
         raise EstimationError(f"moderators must be distinct; got {list(moderators)}")
     required = ["difference", *(["weight"] if exact else []), *moderators]
     missing = [column for column in required if column not in paired.columns]
     if missing:
-        raise EstimationError(
-            f"paired must have column(s) {missing}; it has {list(paired.columns)}")
+        raise EstimationError(f"paired must have column(s) {missing}; it has {list(paired.columns)}")
     differences = _finite_column(paired, "difference")
     weights = _finite_column(paired, "weight") if exact else None
     if weights is not None and np.any(weights <= 0):
-        raise EstimationError(f"paired['weight'] must be positive in exact mode; "
-                              f"got {weights[weights <= 0][:5].tolist()}")
-    return _PairedUnits(differences, weights,
-                        {moderator: _strata(paired[moderator]) for moderator in moderators})
+        raise EstimationError(
+            f"paired['weight'] must be positive in exact mode; got {weights[weights <= 0][:5].tolist()}"
+        )
+    return _PairedUnits(differences, weights, {moderator: _strata(paired[moderator]) for moderator in moderators})
 
 
 def _finite_column(paired: pd.DataFrame, column: str) -> np.ndarray:
     try:
         values = paired[column].to_numpy(dtype=np.float64)
     except (TypeError, ValueError) as error:
-        raise EstimationError(
-            f"paired[{column!r}] must be numeric; got dtype {paired[column].dtype}") from error
+        raise EstimationError(f"paired[{column!r}] must be numeric; got dtype {paired[column].dtype}") from error
     bad = paired.index[~np.isfinite(values)]
     if len(bad):
         raise EstimationError(
             f"paired[{column!r}] must be finite; {len(bad)} row(s) are not, "
-            f"first at index {bad[0]!r}. Drop or re-evaluate those units.")
+            f"first at index {bad[0]!r}. Drop or re-evaluate those units."
+        )
     return values
 
 
@@ -156,8 +189,8 @@ def _strata(labels: pd.Series) -> tuple[np.ndarray, tuple[str, ...]]:
     """Stratum labels as strings, in category order when categorical, else sorted."""
     if labels.isna().any():
         raise EstimationError(
-            f"moderator column {labels.name!r} must label every unit; "
-            f"{int(labels.isna().sum())} row(s) are missing")
+            f"moderator column {labels.name!r} must label every unit; {int(labels.isna().sum())} row(s) are missing"
+        )
     text = labels.astype(str).to_numpy(dtype=object)
     present = set(text)
     if isinstance(labels.dtype, pd.CategoricalDtype):
@@ -175,8 +208,7 @@ def _check_level(level: float) -> float:
 
 def _check_n_bootstrap(n_bootstrap: int) -> int:
     if isinstance(n_bootstrap, bool) or not isinstance(n_bootstrap, Integral) or n_bootstrap < 2:
-        raise EstimationError(
-            f"n_bootstrap must be an integer >= 2; got {n_bootstrap!r} (e.g. 2000)")
+        raise EstimationError(f"n_bootstrap must be an integer >= 2; got {n_bootstrap!r} (e.g. 2000)")
     return int(n_bootstrap)
 
 

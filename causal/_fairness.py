@@ -20,13 +20,24 @@ from causal._proportions import as_binary, difference_interval, proportion_inter
 from causal.errors import EstimationError
 
 FAIRNESS_COLUMNS = (
-    "metric", "factor", "contrast", "value", "estimate", "ci_low", "ci_high", "n_units",
+    "metric",
+    "factor",
+    "contrast",
+    "value",
+    "estimate",
+    "ci_low",
+    "ci_high",
+    "n_units",
     "four_fifths_violated",
 )
 
 Metric = Literal[
-    "flip_rate", "positive_rate", "demographic_parity_difference", "disparate_impact_ratio",
-    "true_positive_rate", "equal_opportunity_difference",
+    "flip_rate",
+    "positive_rate",
+    "demographic_parity_difference",
+    "disparate_impact_ratio",
+    "true_positive_rate",
+    "equal_opportunity_difference",
 ]
 
 FOUR_FIFTHS = 0.8
@@ -123,11 +134,14 @@ def counterfactual_flip_rates(
     _require(decisions, columns + ([weight] if weight else []), "decisions")
     rows = []
     for (treatment, contrast), group in decisions.groupby(["treatment", "contrast"], sort=False):
-        flips = (as_binary(group["decision_treated"], "decision_treated")
-                 != as_binary(group["decision_reference"], "decision_reference")).to_numpy(np.float64)
+        flips = (
+            as_binary(group["decision_treated"], "decision_treated")
+            != as_binary(group["decision_reference"], "decision_reference")
+        ).to_numpy(np.float64)
         estimate, ci_low, ci_high = _rate(flips, _weights(group, weight), level)
-        rows.append(FairnessMetric("flip_rate", str(treatment), str(contrast), None, estimate,
-                                   ci_low, ci_high, len(group)))
+        rows.append(
+            FairnessMetric("flip_rate", str(treatment), str(contrast), None, estimate, ci_low, ci_high, len(group))
+        )
     return FairnessTable(tuple(rows), level=level)
 
 
@@ -157,14 +171,21 @@ def group_fairness(
     rows = [*rates, *_parity(factor, rates, level, exact=weights is not None, ratio=True)]
     if label is not None:
         positive = (as_binary(frame[label], label) == 1).to_numpy()
-        tprs = _value_rates("true_positive_rate", factor, values[positive], decided[positive],
-                            None if weights is None else weights[positive], level)
+        tprs = _value_rates(
+            "true_positive_rate",
+            factor,
+            values[positive],
+            decided[positive],
+            None if weights is None else weights[positive],
+            level,
+        )
         rows += [*tprs, *_parity(factor, tprs, level, exact=weights is not None, ratio=False)]
     return FairnessTable(tuple(rows), level=level)
 
 
-def _value_rates(metric: Metric, factor: str, values: pd.Series, decided: np.ndarray,
-                 weights: np.ndarray | None, level: float) -> list[FairnessMetric]:
+def _value_rates(
+    metric: Metric, factor: str, values: pd.Series, decided: np.ndarray, weights: np.ndarray | None, level: float
+) -> list[FairnessMetric]:
     """One rate per value present, in category order (else sorted by text)."""
     if isinstance(values.dtype, pd.CategoricalDtype):
         order = list(values.cat.categories)
@@ -175,23 +196,23 @@ def _value_rates(metric: Metric, factor: str, values: pd.Series, decided: np.nda
         chosen = (values == value).to_numpy()
         if not chosen.any():
             continue
-        estimate, ci_low, ci_high = _rate(decided[chosen], None if weights is None else weights[chosen],
-                                          level)
-        rows.append(FairnessMetric(metric, factor, None, str(value), estimate, ci_low, ci_high,
-                                   int(chosen.sum())))
+        estimate, ci_low, ci_high = _rate(decided[chosen], None if weights is None else weights[chosen], level)
+        rows.append(FairnessMetric(metric, factor, None, str(value), estimate, ci_low, ci_high, int(chosen.sum())))
     return rows
 
 
-def _parity(factor: str, rates: list[FairnessMetric], level: float, *, exact: bool,
-            ratio: bool) -> list[FairnessMetric]:
+def _parity(
+    factor: str, rates: list[FairnessMetric], level: float, *, exact: bool, ratio: bool
+) -> list[FairnessMetric]:
     """Highest-minus-lowest rate (and lowest-over-highest when `ratio`) across the values."""
     difference: Metric = "demographic_parity_difference" if ratio else "equal_opportunity_difference"
     if len(rates) < 2:
         n = sum(r.n_units for r in rates)
         rows = [FairnessMetric(difference, factor, None, None, math.nan, math.nan, math.nan, n)]
         if ratio:
-            rows.append(FairnessMetric("disparate_impact_ratio", factor, None, None, math.nan,
-                                       math.nan, math.nan, n, False))
+            rows.append(
+                FairnessMetric("disparate_impact_ratio", factor, None, None, math.nan, math.nan, math.nan, n, False)
+            )
         return rows
     ranked = sorted(rates, key=lambda r: r.estimate)
     low, high = ranked[0], ranked[-1]
@@ -199,14 +220,29 @@ def _parity(factor: str, rates: list[FairnessMetric], level: float, *, exact: bo
     if exact:
         ci_low = ci_high = gap
     else:
-        ci_low, ci_high = difference_interval(round(high.estimate * high.n_units), high.n_units,
-                                              round(low.estimate * low.n_units), low.n_units, level=level)
-    rows = [FairnessMetric(difference, factor, f"{high.value} vs {low.value}", None, gap, ci_low,
-                           ci_high, n)]
+        ci_low, ci_high = difference_interval(
+            round(high.estimate * high.n_units),
+            high.n_units,
+            round(low.estimate * low.n_units),
+            low.n_units,
+            level=level,
+        )
+    rows = [FairnessMetric(difference, factor, f"{high.value} vs {low.value}", None, gap, ci_low, ci_high, n)]
     if ratio:
         impact = 1.0 if high.estimate == 0 else low.estimate / high.estimate
-        rows.append(FairnessMetric("disparate_impact_ratio", factor, f"{low.value} vs {high.value}",
-                                   None, impact, math.nan, math.nan, n, bool(impact < FOUR_FIFTHS)))
+        rows.append(
+            FairnessMetric(
+                "disparate_impact_ratio",
+                factor,
+                f"{low.value} vs {high.value}",
+                None,
+                impact,
+                math.nan,
+                math.nan,
+                n,
+                bool(impact < FOUR_FIFTHS),
+            )
+        )
     return rows
 
 
@@ -227,7 +263,8 @@ def _weights(frame: pd.DataFrame, weight: str | None) -> np.ndarray | None:
     if not (np.isfinite(weights).all() and (weights >= 0).all() and weights.sum() > 0):
         raise EstimationError(
             f"weights in column {weight!r} must be finite, >= 0 and not all zero; got "
-            f"min {weights.min()!r}, sum {weights.sum()!r}")
+            f"min {weights.min()!r}, sum {weights.sum()!r}"
+        )
     return weights
 
 

@@ -21,7 +21,11 @@ _COLUMNS = ("factor", "source", "target", "difference")
 
 
 def estimate_human_pairs(
-    pairs: pd.DataFrame, *, level: float = 0.95, n_bootstrap: int = 2000, seed: int = 0,
+    pairs: pd.DataFrame,
+    *,
+    level: float = 0.95,
+    n_bootstrap: int = 2000,
+    seed: int = 0,
 ) -> EffectTable:
     """Average effect of each kind of edit, with t and bootstrap intervals.
 
@@ -41,19 +45,29 @@ def estimate_human_pairs(
     labels = pairs[["factor", "source", "target"]]
     unlabelled = labels.index[labels.isna().any(axis=1)]
     if len(unlabelled):
-        raise EstimationError(f"pairs must name the factor, source and target of every edit; "
-                              f"{len(unlabelled)} row(s) do not, first at index {unlabelled.tolist()[0]!r}")
+        raise EstimationError(
+            f"pairs must name the factor, source and target of every edit; "
+            f"{len(unlabelled)} row(s) do not, first at index {unlabelled.tolist()[0]!r}"
+        )
     labels = labels.astype(str)
     unchanged = labels.index[labels["source"] == labels["target"]]
     if len(unchanged):
         raise EstimationError(
             f"an edit must change its factor's value; {len(unchanged)} row(s) have source == target, first "
             f"at index {unchanged.tolist()[0]!r} ({labels.loc[unchanged[0], 'factor']}="
-            f"{labels.loc[unchanged[0], 'source']}); drop them")
+            f"{labels.loc[unchanged[0], 'source']}); drop them"
+        )
     rows = []
-    for (factor, source, target), group in pairs.groupby([labels["factor"], labels["source"], labels["target"]],
-                                                          sort=False):
-        table = estimate_paired_effects(group[["difference"]], treatment=factor, contrast=f"{target} vs {source}",
-                                        level=level, n_bootstrap=n_bootstrap, seed=seed)
+    for (factor, source, target), group in pairs.groupby(
+        [labels["factor"], labels["source"], labels["target"]], sort=False
+    ):
+        table = estimate_paired_effects(
+            group[["difference"]],
+            treatment=factor,
+            contrast=f"{target} vs {source}",
+            level=level,
+            n_bootstrap=n_bootstrap,
+            seed=seed,
+        )
         rows += [dataclasses.replace(estimate, analysis="human_pairs") for estimate in table.estimates]
     return EffectTable(tuple(rows))

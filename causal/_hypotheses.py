@@ -24,8 +24,18 @@ from causal._multiple_testing import adjust_p_values
 from causal.errors import EstimationError
 
 VERDICT_COLUMNS = (
-    "id", "claim", "effect", "verdict", "test", "estimate", "ci_low", "ci_high", "p_value",
-    "p_adjusted", "n_contrasts", "reason",
+    "id",
+    "claim",
+    "effect",
+    "verdict",
+    "test",
+    "estimate",
+    "ci_low",
+    "ci_high",
+    "p_value",
+    "p_adjusted",
+    "n_contrasts",
+    "reason",
 )
 
 Direction = Literal["positive", "negative"]
@@ -33,8 +43,7 @@ VerdictLabel = Literal["supported", "contradicted", "inconclusive"]
 TestKind = Literal["directional", "equivalence"]
 
 _EFFECT_TEXT = re.compile(r"^\s*([^\[\]\s]+)\s*\[\s*([^\[\]]+?)\s*\]\s*$")
-_REQUIRED_COLUMNS = ("analysis", "estimand", "treatment", "contrast", "estimate", "std_error",
-                     "n_units", "method")
+_REQUIRED_COLUMNS = ("analysis", "estimand", "treatment", "contrast", "estimate", "std_error", "n_units", "method")
 _JUDGED_METHODS = ("t", "exact")
 
 
@@ -63,38 +72,40 @@ class Hypothesis:
         if (self.direction is None) == (self.equivalence is None):
             raise EstimationError(
                 f"{where}: set exactly one of direction and equivalence; got direction="
-                f"{self.direction!r}, equivalence={self.equivalence!r}")
+                f"{self.direction!r}, equivalence={self.equivalence!r}"
+            )
         if self.direction is not None and self.direction not in ("positive", "negative"):
-            raise EstimationError(
-                f"{where}: direction must be 'positive' or 'negative'; got {self.direction!r}")
+            raise EstimationError(f"{where}: direction must be 'positive' or 'negative'; got {self.direction!r}")
         if not (math.isfinite(self.min_effect) and self.min_effect >= 0):
             raise EstimationError(
                 f"{where}: min_effect is a magnitude and must be finite and >= 0; got "
-                f"{self.min_effect!r} (the direction gives the sign)")
+                f"{self.min_effect!r} (the direction gives the sign)"
+            )
         if self.equivalence is not None:
             if not (math.isfinite(self.equivalence) and self.equivalence > 0):
                 raise EstimationError(
-                    f"{where}: the equivalence margin must be finite and > 0; got {self.equivalence!r}")
+                    f"{where}: the equivalence margin must be finite and > 0; got {self.equivalence!r}"
+                )
             if self.min_effect != 0:
                 raise EstimationError(
                     f"{where}: min_effect applies to directional claims only; got min_effect="
-                    f"{self.min_effect!r} with equivalence={self.equivalence!r}; drop min_effect")
+                    f"{self.min_effect!r} with equivalence={self.equivalence!r}; drop min_effect"
+                )
 
     @classmethod
     def parse_effect(cls, text: str) -> tuple[str, str | None]:
         """Split "insurance[none vs private]" into (treatment, contrast); "weekday[*]" gives None."""
         match = _EFFECT_TEXT.match(text)
         if match is None:
-            raise EstimationError(
-                f"an effect reads 'treatment[a vs b]' or 'treatment[*]'; got {text!r}")
+            raise EstimationError(f"an effect reads 'treatment[a vs b]' or 'treatment[*]'; got {text!r}")
         treatment, contrast = match.groups()
         if contrast == "*":
             return treatment, None
         arms = [arm.strip() for arm in contrast.split(" vs ")]
         if len(arms) != 2 or not all(arms):
             raise EstimationError(
-                f"the contrast in {text!r} must read 'a vs b' (or '*' for every contrast); "
-                f"got {contrast!r}")
+                f"the contrast in {text!r} must read 'a vs b' (or '*' for every contrast); got {contrast!r}"
+            )
         return treatment, f"{arms[0]} vs {arms[1]}"
 
     @property
@@ -104,7 +115,7 @@ class Hypothesis:
 
     @property
     def test(self) -> TestKind:
-        """"directional" or "equivalence"."""
+        """ "directional" or "equivalence"."""
         return "equivalence" if self.equivalence is not None else "directional"
 
 
@@ -159,10 +170,13 @@ class VerdictTable:
 
     def summary(self) -> str:
         """Plain text: a count per verdict, then one line per hypothesis."""
-        counts = {label: sum(v.verdict == label for v in self.verdicts)
-                  for label in ("supported", "contradicted", "inconclusive")}
-        header = (f"{len(self.verdicts)} hypotheses at level {self.level:g} ({self.correction}-corrected): "
-                  + ", ".join(f"{n} {label}" for label, n in counts.items()))
+        counts = {
+            label: sum(v.verdict == label for v in self.verdicts)
+            for label in ("supported", "contradicted", "inconclusive")
+        }
+        header = f"{len(self.verdicts)} hypotheses at level {self.level:g} ({self.correction}-corrected): " + ", ".join(
+            f"{n} {label}" for label, n in counts.items()
+        )
         return "\n".join([header, *(v.summary() for v in self.verdicts)])
 
     def __str__(self) -> str:
@@ -202,7 +216,8 @@ def judge_hypotheses(
     adjusted = adjust_p_values(p_values, method=correction)
     verdicts = tuple(
         _verdict(h, contrasts, p, float(p_adj), level)
-        for h, contrasts, p, p_adj in zip(hypotheses, judged, p_values, adjusted, strict=True))
+        for h, contrasts, p, p_adj in zip(hypotheses, judged, p_values, adjusted, strict=True)
+    )
     return VerdictTable(verdicts, level=level, correction=correction)
 
 
@@ -225,8 +240,8 @@ def _judged_rows(effects: pd.DataFrame) -> dict[tuple[str, str], list[dict[str, 
     missing = [c for c in _REQUIRED_COLUMNS if c not in effects.columns]
     if missing:
         raise EstimationError(
-            f"the effects table lacks columns {missing}; pass an effects.csv frame "
-            "(causal.EFFECT_COLUMNS)")
+            f"the effects table lacks columns {missing}; pass an effects.csv frame (causal.EFFECT_COLUMNS)"
+        )
     rows = effects.loc[(effects["analysis"] == "ate") & effects["method"].isin(_JUDGED_METHODS)]
     grouped: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for row in rows.drop_duplicates(subset=["estimand", "treatment", "contrast", "method"]).to_dict("records"):
@@ -235,15 +250,20 @@ def _judged_rows(effects: pd.DataFrame) -> dict[tuple[str, str], list[dict[str, 
 
 
 def _matching(hypothesis: Hypothesis, rows: dict[tuple[str, str], list[dict[str, Any]]]) -> list[dict[str, Any]]:
-    selected = [row for row in rows.get((hypothesis.treatment, hypothesis.estimand), [])
-                if hypothesis.contrast is None or row["contrast"] == hypothesis.contrast]
+    selected = [
+        row
+        for row in rows.get((hypothesis.treatment, hypothesis.estimand), [])
+        if hypothesis.contrast is None or row["contrast"] == hypothesis.contrast
+    ]
     if not selected:
-        available = sorted(f"{r['treatment']}[{r['contrast']}] ({r['estimand']})"
-                           for group in rows.values() for r in group)
+        available = sorted(
+            f"{r['treatment']}[{r['contrast']}] ({r['estimand']})" for group in rows.values() for r in group
+        )
         raise EstimationError(
             f"hypothesis {hypothesis.id!r}: effect {hypothesis.effect} ({hypothesis.estimand}) has "
             f"no ATE row of method t or exact in the effects table; it has: "
-            f"{', '.join(available) or 'none'}")
+            f"{', '.join(available) or 'none'}"
+        )
     return selected
 
 
@@ -296,8 +316,9 @@ def _family_p(contrasts: list[_Contrast]) -> float:
     return math.nan if np.isnan(p).any() else float(p.max())
 
 
-def _verdict(hypothesis: Hypothesis, contrasts: list[_Contrast], p_value: float, p_adjusted: float,
-             level: float) -> Verdict:
+def _verdict(
+    hypothesis: Hypothesis, contrasts: list[_Contrast], p_value: float, p_adjusted: float, level: float
+) -> Verdict:
     alpha = 1 - level
     exact = all(c.exact for c in contrasts)
     contradicting = [c for c in contrasts if c.contradicts]
@@ -308,11 +329,19 @@ def _verdict(hypothesis: Hypothesis, contrasts: list[_Contrast], p_value: float,
         label = "supported" if exact or p_adjusted < alpha else "inconclusive"
         decider = max(contrasts, key=_badness)
     return Verdict(
-        id=hypothesis.id, claim=hypothesis.claim, effect=hypothesis.effect, verdict=label,
-        test=hypothesis.test, estimate=decider.estimate, ci_low=decider.ci_low,
-        ci_high=decider.ci_high, p_value=p_value, p_adjusted=p_adjusted,
+        id=hypothesis.id,
+        claim=hypothesis.claim,
+        effect=hypothesis.effect,
+        verdict=label,
+        test=hypothesis.test,
+        estimate=decider.estimate,
+        ci_low=decider.ci_low,
+        ci_high=decider.ci_high,
+        p_value=p_value,
+        p_adjusted=p_adjusted,
         n_contrasts=len(contrasts),
-        reason=_reason(hypothesis, label, decider, len(contrasts), p_adjusted, level))
+        reason=_reason(hypothesis, label, decider, len(contrasts), p_adjusted, level),
+    )
 
 
 def _badness(contrast: _Contrast) -> float:
@@ -322,8 +351,9 @@ def _badness(contrast: _Contrast) -> float:
     return math.inf if math.isnan(contrast.p_value) else contrast.p_value
 
 
-def _reason(hypothesis: Hypothesis, label: VerdictLabel, decider: _Contrast, n_contrasts: int,
-            p_adjusted: float, level: float) -> str:
+def _reason(
+    hypothesis: Hypothesis, label: VerdictLabel, decider: _Contrast, n_contrasts: int, p_adjusted: float, level: float
+) -> str:
     """One plain-language sentence saying why the verdict was reached."""
     subject = f"{hypothesis.treatment}[{decider.contrast}]"
     if hypothesis.estimand != "total":
@@ -334,21 +364,30 @@ def _reason(hypothesis: Hypothesis, label: VerdictLabel, decider: _Contrast, n_c
     interval = f"[{decider.ci_low:.4g}, {decider.ci_high:.4g}]"
     if decider.exact:
         where = region if label == "supported" else opposite
-        return (f"The exact effect of {subject} is {decider.estimate:.4g}, {where} "
-                "(enumerated units: no sampling error).")
+        return (
+            f"The exact effect of {subject} is {decider.estimate:.4g}, {where} (enumerated units: no sampling error)."
+        )
     if label == "contradicted":
-        return (f"The {level:.0%} CI of {subject} {interval} lies entirely {opposite}: "
-                "the effect is confidently not as claimed.")
+        return (
+            f"The {level:.0%} CI of {subject} {interval} lies entirely {opposite}: "
+            "the effect is confidently not as claimed."
+        )
     if label == "supported":
         test = "TOST" if hypothesis.equivalence is not None else "one-sided"
-        return (f"The effect of {subject} ({decider.estimate:.4g}, {level:.0%} CI {interval}) lies "
-                f"{region}: {test} Holm-adjusted p = {p_adjusted:.3g} < {1 - level:.3g}.")
+        return (
+            f"The effect of {subject} ({decider.estimate:.4g}, {level:.0%} CI {interval}) lies "
+            f"{region}: {test} Holm-adjusted p = {p_adjusted:.3g} < {1 - level:.3g}."
+        )
     if math.isnan(p_adjusted):
-        return (f"The effect of {subject} could not be tested (fewer than two units or an "
-                "undefined standard error); more units are needed.")
-    return (f"The {level:.0%} CI of {subject} {interval} does not settle whether the effect lies "
-            f"{region} (Holm-adjusted p = {p_adjusted:.3g} >= {1 - level:.3g}): more units are "
-            "needed to decide.")
+        return (
+            f"The effect of {subject} could not be tested (fewer than two units or an "
+            "undefined standard error); more units are needed."
+        )
+    return (
+        f"The {level:.0%} CI of {subject} {interval} does not settle whether the effect lies "
+        f"{region} (Holm-adjusted p = {p_adjusted:.3g} >= {1 - level:.3g}): more units are "
+        "needed to decide."
+    )
 
 
 def _region_text(hypothesis: Hypothesis) -> tuple[str, str]:

@@ -18,11 +18,29 @@ from scipy import stats
 from causal.errors import EstimationError
 
 LINK_COLUMNS = (
-    "method", "baseline", "factor", "contrast", "effect", "ci_low", "ci_high", "effect_share",
-    "evidence", "evidence_share", "n_units", "flag",
+    "method",
+    "baseline",
+    "factor",
+    "contrast",
+    "effect",
+    "ci_low",
+    "ci_high",
+    "effect_share",
+    "evidence",
+    "evidence_share",
+    "n_units",
+    "flag",
 )
 AGREEMENT_COLUMNS = (
-    "method", "baseline", "scope", "factor", "statistic", "estimate", "ci_low", "ci_high", "n",
+    "method",
+    "baseline",
+    "scope",
+    "factor",
+    "statistic",
+    "estimate",
+    "ci_low",
+    "ci_high",
+    "n",
 )
 
 Flag = Literal["evidence_without_effect", "effect_without_evidence"]
@@ -200,29 +218,47 @@ def link_evidence(
         shares = means / means.sum()
         for factor, mean, share, count in zip(factors, means, shares, matrix.notna().sum()):
             row = table.loc[factor]
-            links.append(FactorLink(
-                method=key[0], baseline=key[1], factor=factor,
-                contrast=None if pd.isna(row["contrast"]) else str(row["contrast"]),
-                effect=float(row["estimate"]), ci_low=float(row["ci_low"]),
-                ci_high=float(row["ci_high"]), effect_share=float(effect_shares[factor]),
-                evidence=float(mean), evidence_share=float(share), n_units=int(count),
-                flag=_flag(row, effect_shares[factor], share, large, small),
-            ))
+            links.append(
+                FactorLink(
+                    method=key[0],
+                    baseline=key[1],
+                    factor=factor,
+                    contrast=None if pd.isna(row["contrast"]) else str(row["contrast"]),
+                    effect=float(row["estimate"]),
+                    ci_low=float(row["ci_low"]),
+                    ci_high=float(row["ci_high"]),
+                    effect_share=float(effect_shares[factor]),
+                    evidence=float(mean),
+                    evidence_share=float(share),
+                    n_units=int(count),
+                    flag=_flag(row, effect_shares[factor], share, large, small),
+                )
+            )
         signed = None if per_unit is None else per_unit.reindex(index=matrix.index).to_numpy()
-        agreement.append(_factor_agreement(
-            key, table["estimate"].to_numpy(), matrix.to_numpy(), signed, level, n_bootstrap, rng
-        ))
+        agreement.append(
+            _factor_agreement(key, table["estimate"].to_numpy(), matrix.to_numpy(), signed, level, n_bootstrap, rng)
+        )
         if signed is not None:
             agreement += [
                 _unit_agreement(
-                    key, factor, signed[:, column], matrix[factor].to_numpy(), level,
-                    n_bootstrap, rng,
+                    key,
+                    factor,
+                    signed[:, column],
+                    matrix[factor].to_numpy(),
+                    level,
+                    n_bootstrap,
+                    rng,
                 )
                 for column, factor in enumerate(factors)
             ]
     return EvidenceLinks(
-        links=tuple(links), agreement=tuple(agreement), large_share=large, small_share=small,
-        level=level, n_bootstrap=n_bootstrap, seed=seed,
+        links=tuple(links),
+        agreement=tuple(agreement),
+        large_share=large,
+        small_share=small,
+        level=level,
+        n_bootstrap=n_bootstrap,
+        seed=seed,
     )
 
 
@@ -245,9 +281,7 @@ def _factor_effects(effects: pd.DataFrame, method: str, estimand: str) -> pd.Dat
     if "contrast" not in frame.columns:
         frame = frame.assign(contrast=None)
     largest = frame["estimate"].abs().groupby(frame["factor"]).idxmax()
-    return frame.loc[largest.to_numpy()].set_index("factor")[
-        ["contrast", "estimate", "ci_low", "ci_high"]
-    ]
+    return frame.loc[largest.to_numpy()].set_index("factor")[["contrast", "estimate", "ci_low", "ci_high"]]
 
 
 def _evidence_masses(evidence: pd.DataFrame) -> pd.DataFrame:
@@ -259,13 +293,15 @@ def _evidence_masses(evidence: pd.DataFrame) -> pd.DataFrame:
         if column in frame.columns:
             frame = frame[frame[column].isna()]
     baseline = frame["baseline"] if "baseline" in frame.columns else None
-    frame = pd.DataFrame({
-        "unit": frame["unit"].to_numpy(),
-        "method": frame["method"].astype(str).to_numpy(),
-        "baseline": "" if baseline is None else baseline.fillna("").astype(str).to_numpy(),
-        "factor": frame["factor"].astype(str).to_numpy(),
-        "value": frame["value"].astype(float).abs().to_numpy(),
-    })
+    frame = pd.DataFrame(
+        {
+            "unit": frame["unit"].to_numpy(),
+            "method": frame["method"].astype(str).to_numpy(),
+            "baseline": "" if baseline is None else baseline.fillna("").astype(str).to_numpy(),
+            "factor": frame["factor"].astype(str).to_numpy(),
+            "value": frame["value"].astype(float).abs().to_numpy(),
+        }
+    )
     if frame.empty:
         raise EstimationError("evidence has no rows without a layer or head; nothing to link")
     keys = ["method", "baseline", "unit", "factor"]
@@ -286,9 +322,7 @@ def _unit_effects(unit_effects: pd.DataFrame, factors: Sequence[str]) -> pd.Data
     duplicated = unit_effects.duplicated(["unit", "factor"])
     if duplicated.any():
         first = unit_effects.loc[duplicated, ["unit", "factor"]].iloc[0].to_dict()
-        raise EstimationError(
-            f"unit_effects has several rows for {first}; give one effect per unit and factor"
-        )
+        raise EstimationError(f"unit_effects has several rows for {first}; give one effect per unit and factor")
     wide = unit_effects.pivot(index="unit", columns="factor", values="effect").astype(float)
     missing = [factor for factor in factors if factor not in wide.columns]
     if missing:
@@ -299,9 +333,7 @@ def _unit_effects(unit_effects: pd.DataFrame, factors: Sequence[str]) -> pd.Data
     return wide[list(factors)]
 
 
-def _flag(
-    row: pd.Series, effect_share: float, share: float, large: float, small: float
-) -> Flag | None:
+def _flag(row: pd.Series, effect_share: float, share: float, large: float, small: float) -> Flag | None:
     """The disagreement between an effect (its CI and share) and its evidence share, if any."""
     low, high = row["ci_low"], row["ci_high"]
     if not all(map(math.isfinite, (low, high, effect_share, share))):
@@ -315,8 +347,13 @@ def _flag(
 
 
 def _factor_agreement(
-    key: tuple[str, str | None], effects: np.ndarray, masses: np.ndarray,
-    unit_effects: np.ndarray | None, level: float, n_bootstrap: int, rng: np.random.Generator,
+    key: tuple[str, str | None],
+    effects: np.ndarray,
+    masses: np.ndarray,
+    unit_effects: np.ndarray | None,
+    level: float,
+    n_bootstrap: int,
+    rng: np.random.Generator,
 ) -> RankAgreement:
     """Kendall's tau-b of |effect| and mean evidence across factors, CI from resampling units.
 
@@ -326,19 +363,28 @@ def _factor_agreement(
     draws = rng.integers(0, masses.shape[0], size=(n_bootstrap, masses.shape[0]))
     resampled = effects if unit_effects is None else _column_means(unit_effects[draws])
     estimate = kendall_tau_b(np.abs(effects), _column_means(masses))
-    low, high = _percentile(
-        kendall_tau_b(np.abs(resampled), _column_means(masses[draws])), level
-    )
+    low, high = _percentile(kendall_tau_b(np.abs(resampled), _column_means(masses[draws])), level)
     return RankAgreement(
-        method=key[0], baseline=key[1], scope="factors", factor=None,
-        statistic="kendall_tau", estimate=float(estimate), ci_low=low, ci_high=high,
+        method=key[0],
+        baseline=key[1],
+        scope="factors",
+        factor=None,
+        statistic="kendall_tau",
+        estimate=float(estimate),
+        ci_low=low,
+        ci_high=high,
         n=masses.shape[1],
     )
 
 
 def _unit_agreement(
-    key: tuple[str, str | None], factor: str, effects: np.ndarray, masses: np.ndarray,
-    level: float, n_bootstrap: int, rng: np.random.Generator,
+    key: tuple[str, str | None],
+    factor: str,
+    effects: np.ndarray,
+    masses: np.ndarray,
+    level: float,
+    n_bootstrap: int,
+    rng: np.random.Generator,
 ) -> RankAgreement:
     """Spearman's rho of |unit effect| and evidence across one factor's units, CI by resampling
     the units that have both (nan below 3 units)."""
@@ -349,10 +395,15 @@ def _unit_agreement(
         draws = rng.integers(0, effects.size, size=(n_bootstrap, effects.size))
         low, high = _percentile(spearman(effects[draws], masses[draws]), level)
     return RankAgreement(
-        method=key[0], baseline=key[1], scope="units", factor=factor,
+        method=key[0],
+        baseline=key[1],
+        scope="units",
+        factor=factor,
         statistic="spearman",
-        estimate=float(spearman(effects, masses)) if effects.size >= 3 else math.nan, ci_low=low,
-        ci_high=high, n=int(effects.size),
+        estimate=float(spearman(effects, masses)) if effects.size >= 3 else math.nan,
+        ci_low=low,
+        ci_high=high,
+        n=int(effects.size),
     )
 
 
@@ -438,6 +489,4 @@ def _label(method: str, baseline: str | None) -> str:
 
 
 def _records(items: Sequence[object], columns: Sequence[str]) -> pd.DataFrame:
-    return pd.DataFrame(
-        [[getattr(item, column) for column in columns] for item in items], columns=list(columns)
-    )
+    return pd.DataFrame([[getattr(item, column) for column in columns] for item in items], columns=list(columns))

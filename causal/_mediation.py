@@ -24,8 +24,23 @@ from causal._paired import Interval, bootstrap_intervals, exact_interval, t_inte
 from causal.errors import EstimationError
 
 MEDIATION_COLUMNS = (
-    "treatment", "contrast", "direction", "site", "component", "layer", "head", "position",
-    "effect", "estimate", "ci_low", "ci_high", "std_error", "p_value", "p_adjusted", "n_units", "method",
+    "treatment",
+    "contrast",
+    "direction",
+    "site",
+    "component",
+    "layer",
+    "head",
+    "position",
+    "effect",
+    "estimate",
+    "ci_low",
+    "ci_high",
+    "std_error",
+    "p_value",
+    "p_adjusted",
+    "n_units",
+    "method",
 )
 SITE_KEYS = ("site", "component", "layer", "head", "position")
 """The columns that name one patched site and position."""
@@ -80,8 +95,10 @@ class MediationTable:
         total = frame[frame["effect"] == "total"]
         indirect = frame[frame["effect"] == "indirect"]
         top = indirect.reindex(indirect["estimate"].abs().sort_values(ascending=False).index).head(10)
-        return (f"{len(frame)} mediation estimates\n{total.to_string(index=False)}\n"
-                f"largest indirect effects:\n{top.to_string(index=False)}")
+        return (
+            f"{len(frame)} mediation estimates\n{total.to_string(index=False)}\n"
+            f"largest indirect effects:\n{top.to_string(index=False)}"
+        )
 
     def __str__(self) -> str:
         return self.summary()
@@ -92,8 +109,15 @@ class MediationTable:
 
 
 def estimate_mediation(
-    per_unit: pd.DataFrame, *, treatment: str, contrast: str, direction: str,
-    exact: bool = False, level: float = 0.95, n_bootstrap: int = 2000, seed: int = 0,
+    per_unit: pd.DataFrame,
+    *,
+    treatment: str,
+    contrast: str,
+    direction: str,
+    exact: bool = False,
+    level: float = 0.95,
+    n_bootstrap: int = 2000,
+    seed: int = 0,
     source: Source = "patch",
 ) -> MediationTable:
     """Total, indirect and direct effects per site and position, with intervals across units.
@@ -111,37 +135,48 @@ def estimate_mediation(
     prefix = "attribution_" if source == "attribution" else ""
     empty_site = dict.fromkeys(SITE_KEYS)
     rows = [
-        MediationEstimate(**context, **empty_site, effect="total", n_units=units.size,
-                          method=prefix + method, **_fields(total))
+        MediationEstimate(
+            **context, **empty_site, effect="total", n_units=units.size, method=prefix + method, **_fields(total)
+        )
         for method, (total,) in _intervals(totals[None, :], weights, exact, level, n_bootstrap, seed).items()
     ]
     for effect, values in (("indirect", indirect), ("direct", totals[None, :] - indirect)):
         intervals = _intervals(values, weights, exact, level, n_bootstrap, seed)
         for method, per_site in intervals.items():
             rows += [
-                MediationEstimate(**context, **key, effect=effect, n_units=units.size,
-                                  method=prefix + method, **_fields(interval))
+                MediationEstimate(
+                    **context, **key, effect=effect, n_units=units.size, method=prefix + method, **_fields(interval)
+                )
                 for key, interval in zip(keys, per_site, strict=True)
             ]
     return MediationTable(tuple(_corrected(rows)))
 
 
 def _intervals(
-    values: np.ndarray, weights: np.ndarray | None, exact: bool, level: float, n_bootstrap: int, seed: int,
+    values: np.ndarray,
+    weights: np.ndarray | None,
+    exact: bool,
+    level: float,
+    n_bootstrap: int,
+    seed: int,
 ) -> dict[str, list[Interval]]:
     """Intervals of each row's mean: exact weighted means, or t and bootstrap (shared unit draws)."""
     if exact:
         return {"exact": [exact_interval(row, weights) for row in values]}
     return {
         "t": [t_interval(row, level=level) for row in values],
-        "bootstrap": bootstrap_intervals(values, level=level, n_bootstrap=n_bootstrap,
-                                         rng=np.random.default_rng(seed)),
+        "bootstrap": bootstrap_intervals(values, level=level, n_bootstrap=n_bootstrap, rng=np.random.default_rng(seed)),
     }
 
 
 def _fields(interval: Interval) -> dict[str, float]:
-    return dict(estimate=interval.estimate, ci_low=interval.ci_low, ci_high=interval.ci_high,
-                std_error=interval.std_error, p_value=interval.p_value)
+    return dict(
+        estimate=interval.estimate,
+        ci_low=interval.ci_low,
+        ci_high=interval.ci_high,
+        std_error=interval.std_error,
+        p_value=interval.p_value,
+    )
 
 
 def _corrected(rows: list[MediationEstimate]) -> list[MediationEstimate]:
@@ -164,8 +199,7 @@ def _read(per_unit: pd.DataFrame, *, exact: bool):
     totals_by_unit = pd.Series(_finite_column(per_unit, "total"), index=per_unit["unit"].to_numpy())
     spread = totals_by_unit.groupby(level=0).agg(np.ptp)
     if (spread > 1e-9).any():
-        raise EstimationError(
-            f"each unit must have one total effect; unit {spread.idxmax()} has several")
+        raise EstimationError(f"each unit must have one total effect; unit {spread.idxmax()} has several")
     frame = per_unit.assign(indirect=_finite_column(per_unit, "indirect"), _key=_key_labels(per_unit))
     matrix = frame.pivot_table(index="_key", columns="unit", values="indirect", aggfunc="first", sort=False)
     if matrix.isna().any().any():
@@ -178,8 +212,13 @@ def _read(per_unit: pd.DataFrame, *, exact: bool):
         weights = frame.groupby("unit")["weight"].first().loc[units].to_numpy(dtype=np.float64)
     first = frame.drop_duplicates("_key").set_index("_key").loc[matrix.index]
     keys = [
-        {"site": row.site, "component": row.component, "layer": _int_or_none(row.layer),
-         "head": _int_or_none(row.head), "position": row.position}
+        {
+            "site": row.site,
+            "component": row.component,
+            "layer": _int_or_none(row.layer),
+            "head": _int_or_none(row.head),
+            "position": row.position,
+        }
         for row in first.itertuples()
     ]
     return units, totals, weights, keys, matrix.to_numpy(dtype=np.float64)

@@ -74,11 +74,16 @@ class ObservationalResult:
         """Plain text: adjustment set, estimates, refutations, unsupported strata and warnings."""
         adjusted = ", ".join(self.adjustment_set) or "nothing (no open backdoor path)"
         lines = [f"observational effect of {self.treatment} ({self.contrast}), adjusting for {adjusted}"]
-        lines += [f"  {e.method}: {e.estimate:.4g} [{e.ci_low:.4g}, {e.ci_high:.4g}] "
-                  f"({e.level:.0%} CI, p = {e.p_value:.4g}, n={e.n_units})" for e in self.effects.estimates]
-        lines += [f"  refuter {r.refuter} on {r.method}: new effect {r.new_effect:.4g} "
-                  f"(estimate {r.estimate:.4g}, p = {r.p_value:.4g})"
-                  for r in self.refutations.itertuples(index=False)]
+        lines += [
+            f"  {e.method}: {e.estimate:.4g} [{e.ci_low:.4g}, {e.ci_high:.4g}] "
+            f"({e.level:.0%} CI, p = {e.p_value:.4g}, n={e.n_units})"
+            for e in self.effects.estimates
+        ]
+        lines += [
+            f"  refuter {r.refuter} on {r.method}: new effect {r.new_effect:.4g} "
+            f"(estimate {r.estimate:.4g}, p = {r.p_value:.4g})"
+            for r in self.refutations.itertuples(index=False)
+        ]
         unsupported = self.overlap.loc[~self.overlap["supported"], "stratum"].tolist()
         lines.append(f"  strata without both arms: {', '.join(unsupported) or 'none'}")
         lines += [f"  warning: {warning}" for warning in self.warnings]
@@ -92,15 +97,21 @@ class ObservationalResult:
 class _Table:
     """The contrast's documents, ready for dowhy: indicator, outcome and one-hot confounders."""
 
-    data: pd.DataFrame          # treatment as 0/1 (1 = treated), the graph's outcome, one column per dummy
+    data: pd.DataFrame  # treatment as 0/1 (1 = treated), the graph's outcome, one column per dummy
     treatment: str
     dummies: tuple[str, ...]
-    strata: pd.Series           # per document, its stratum label of the adjustment set
+    strata: pd.Series  # per document, its stratum label of the adjustment set
 
 
 def estimate_observational(
-    frame: pd.DataFrame, *, graph: CausalGraph, treatment: str, contrast: tuple[str, str],
-    outcome: str = "outcome", level: float = 0.95, seed: int = 0,
+    frame: pd.DataFrame,
+    *,
+    graph: CausalGraph,
+    treatment: str,
+    contrast: tuple[str, str],
+    outcome: str = "outcome",
+    level: float = 0.95,
+    seed: int = 0,
     methods: Sequence[ObservationalMethod] = ("regression", "ipw"),
     refuters: Sequence[Refuter] = ("placebo_treatment", "random_common_cause", "data_subset"),
     n_refutation_simulations: int = 20,
@@ -131,8 +142,10 @@ def estimate_observational(
         overlap = _overlap(table)
         notes += _overlap_warnings(overlap)
         if "ipw" in settings.methods and not table.dummies:
-            notes.append("ipw left out: no confounder varies among these documents (the adjustment set "
-                         "is empty or constant), so there is nothing to weight for")
+            notes.append(
+                "ipw left out: no confounder varies among these documents (the adjustment set "
+                "is empty or constant), so there is nothing to weight for"
+            )
         rows = [_naive(table, graph.outcome, treatment, label, level)]
         refutations = []
         for method in settings.methods:
@@ -140,14 +153,29 @@ def estimate_observational(
                 continue
             estimate, row = _estimate(table, estimand, method, treatment, label, level)
             rows.append(row)
-            refutations += [_refute(table, estimand, estimate, refuter, method, treatment, label,
-                                    seed, settings.n_refutation_simulations)
-                            for refuter in settings.refuters]
+            refutations += [
+                _refute(
+                    table,
+                    estimand,
+                    estimate,
+                    refuter,
+                    method,
+                    treatment,
+                    label,
+                    seed,
+                    settings.n_refutation_simulations,
+                )
+                for refuter in settings.refuters
+            ]
     return ObservationalResult(
-        treatment=treatment, contrast=label, adjustment_set=adjustment, estimand=estimand_text,
+        treatment=treatment,
+        contrast=label,
+        adjustment_set=adjustment,
+        estimand=estimand_text,
         effects=EffectTable(tuple(rows)),
         refutations=pd.DataFrame(refutations, columns=list(REFUTATION_COLUMNS)),
-        overlap=overlap, warnings=tuple(notes),
+        overlap=overlap,
+        warnings=tuple(notes),
     )
 
 
@@ -165,8 +193,7 @@ def _check_options(methods: Sequence[str], refuters: Sequence[str], n_refutation
             raise EstimationError(f"{name} must be a sequence of names; got {given!r} (write [{given!r}])")
         unknown = [item for item in given if item not in known]
         if unknown or len(set(given)) != len(given):
-            raise EstimationError(
-                f"{name} must be distinct names out of {list(known)}; got {list(given)}")
+            raise EstimationError(f"{name} must be distinct names out of {list(known)}; got {list(given)}")
         chosen.append(tuple(given))
     value = n_refutation_simulations
     if isinstance(value, bool) or not isinstance(value, Integral) or value < 2:
@@ -174,38 +201,49 @@ def _check_options(methods: Sequence[str], refuters: Sequence[str], n_refutation
     return _Options(chosen[0], chosen[1], int(value))
 
 
-def _check_contrast(frame: pd.DataFrame, graph: CausalGraph, treatment: str,
-                    contrast: tuple[str, str], outcome: str) -> tuple[str, str]:
+def _check_contrast(
+    frame: pd.DataFrame, graph: CausalGraph, treatment: str, contrast: tuple[str, str], outcome: str
+) -> tuple[str, str]:
     if not isinstance(frame, pd.DataFrame):
         raise EstimationError(f"frame must be a pandas DataFrame; got {type(frame).__name__}")
     if not isinstance(graph, CausalGraph):
         raise EstimationError(f"graph must be a graphs.CausalGraph; got {type(graph).__name__}")
     if treatment not in graph.factors:
         raise EstimationError(
-            f"treatment {treatment!r} is not a factor of the graph; its factors are {list(graph.factors)}")
+            f"treatment {treatment!r} is not a factor of the graph; its factors are {list(graph.factors)}"
+        )
     missing = [column for column in (treatment, outcome) if column not in frame.columns]
     if missing:
         raise EstimationError(
             f"frame must have column(s) {missing} (the treatment's annotation and the outcome); "
-            f"it has {list(frame.columns)}")
+            f"it has {list(frame.columns)}"
+        )
     if outcome in graph.factors:
         raise EstimationError(
-            f"outcome column {outcome!r} is also a factor of the graph; pass the outcome's column name")
-    if (not isinstance(contrast, (tuple, list)) or len(contrast) != 2
-            or not all(isinstance(value, str) for value in contrast) or contrast[0] == contrast[1]):
+            f"outcome column {outcome!r} is also a factor of the graph; pass the outcome's column name"
+        )
+    if (
+        not isinstance(contrast, (tuple, list))
+        or len(contrast) != 2
+        or not all(isinstance(value, str) for value in contrast)
+        or contrast[0] == contrast[1]
+    ):
         raise EstimationError(
-            f"contrast must be two different values (treated, reference) of {treatment!r}; got {contrast!r}")
+            f"contrast must be two different values (treated, reference) of {treatment!r}; got {contrast!r}"
+        )
     counts = frame[treatment].astype(str).value_counts()
     few = {value: int(counts.get(value, 0)) for value in contrast if counts.get(value, 0) < 2}
     if few:
         raise EstimationError(
             f"each contrast value needs at least 2 documents; {treatment!r} has {few} "
-            f"(values present: {counts.to_dict()})")
+            f"(values present: {counts.to_dict()})"
+        )
     return contrast[0], contrast[1]
 
 
-def _identify(graph: CausalGraph, treatment: str, annotated: tuple[str, ...],
-              notes: list[str]) -> tuple[Any, tuple[str, ...]]:
+def _identify(
+    graph: CausalGraph, treatment: str, annotated: tuple[str, ...], notes: list[str]
+) -> tuple[Any, tuple[str, ...]]:
     """dowhy's backdoor estimand over the annotated factors, and its adjustment set."""
     from dowhy.causal_identifier import EstimandType, identify_effect_auto
 
@@ -214,47 +252,67 @@ def _identify(graph: CausalGraph, treatment: str, annotated: tuple[str, ...],
         # dowhy answers "zero by assumption" here; adding the edge tests the graph's claim instead,
         # and leaves every backdoor path (which enters the treatment) as it was.
         dag.add_edge(treatment, graph.outcome)
-        notes.append(f"the graph declares no directed path from {treatment} to {graph.outcome}; it is "
-                     f"estimated as if the edge {treatment} -> {graph.outcome} existed, so an effect "
-                     "whose interval excludes 0 contradicts the graph")
-    estimand = identify_effect_auto(dag, [treatment], [graph.outcome], [*annotated, graph.outcome],
-                                    EstimandType.NONPARAMETRIC_ATE)
+        notes.append(
+            f"the graph declares no directed path from {treatment} to {graph.outcome}; it is "
+            f"estimated as if the edge {treatment} -> {graph.outcome} existed, so an effect "
+            "whose interval excludes 0 contradicts the graph"
+        )
+    estimand = identify_effect_auto(
+        dag, [treatment], [graph.outcome], [*annotated, graph.outcome], EstimandType.NONPARAMETRIC_ATE
+    )
     if estimand.estimands.get("backdoor") is None:
         needed = [f for f in graph.backdoor_adjustment_set(treatment) if f not in annotated]
         raise EstimationError(
             f"the backdoor criterion for {treatment} -> {graph.outcome} cannot be met with the annotated "
             f"factors {list(annotated)}: adjusting needs {needed}, which the frame does not annotate; "
-            "add those columns, or declare a graph in which they do not confound the treatment")
+            "add those columns, or declare a graph in which they do not confound the treatment"
+        )
     estimand.set_identifier_method("backdoor")
     order = {factor: index for index, factor in enumerate(graph.factors)}
     return estimand, tuple(sorted(estimand.get_backdoor_variables(), key=order.__getitem__))
 
 
-def _table(frame: pd.DataFrame, outcome_node: str, treatment: str, treated: str, reference: str,
-           outcome: str, adjustment: tuple[str, ...]) -> _Table:
+def _table(
+    frame: pd.DataFrame,
+    outcome_node: str,
+    treatment: str,
+    treated: str,
+    reference: str,
+    outcome: str,
+    adjustment: tuple[str, ...],
+) -> _Table:
     kept = frame[frame[treatment].astype(str).isin([treated, reference])]
     for column in adjustment:
         if kept[column].isna().any():
             raise EstimationError(
                 f"frame[{column!r}] must annotate every document of the contrast (it is in the "
                 f"adjustment set); {int(kept[column].isna().sum())} are missing, first at index "
-                f"{kept.index[kept[column].isna()].tolist()[0]!r}")
+                f"{kept.index[kept[column].isna()].tolist()[0]!r}"
+            )
     try:
         values = kept[outcome].to_numpy(dtype=np.float64)
     except (TypeError, ValueError) as error:
         raise EstimationError(f"frame[{outcome!r}] must be numeric; got dtype {kept[outcome].dtype}") from error
     if not np.all(np.isfinite(values)):
         bad = kept.index[~np.isfinite(values)]
-        raise EstimationError(f"frame[{outcome!r}] must be finite; {len(bad)} document(s) are not, "
-                              f"first at index {bad.tolist()[0]!r}")
+        raise EstimationError(
+            f"frame[{outcome!r}] must be finite; {len(bad)} document(s) are not, first at index {bad.tolist()[0]!r}"
+        )
     factors = kept[list(adjustment)].astype(str).reset_index(drop=True)
-    dummies = (pd.get_dummies(factors, prefix_sep="=", drop_first=True, dtype=np.float64)
-               if adjustment else pd.DataFrame(index=factors.index))
-    data = pd.concat([
-        pd.DataFrame({treatment: (kept[treatment].astype(str) == treated).to_numpy(dtype=np.int64),
-                      outcome_node: values}),
-        dummies,
-    ], axis=1)
+    dummies = (
+        pd.get_dummies(factors, prefix_sep="=", drop_first=True, dtype=np.float64)
+        if adjustment
+        else pd.DataFrame(index=factors.index)
+    )
+    data = pd.concat(
+        [
+            pd.DataFrame(
+                {treatment: (kept[treatment].astype(str) == treated).to_numpy(dtype=np.int64), outcome_node: values}
+            ),
+            dummies,
+        ],
+        axis=1,
+    )
     labels = [f"{factor}=" + factors[factor] for factor in adjustment]
     strata = labels[0].str.cat(labels[1:], sep=", ") if labels else pd.Series("all", index=factors.index)
     return _Table(data, treatment, tuple(dummies.columns), strata)
@@ -270,12 +328,17 @@ def _overlap(table: _Table) -> pd.DataFrame:
         propensity = LogisticRegression().fit(features, indicator).predict_proba(features)[:, 1]
     else:
         propensity = np.full(indicator.size, indicator.mean())
-    grouped = pd.DataFrame({"stratum": table.strata, "treated": indicator, "propensity": propensity}) \
-        .groupby("stratum", sort=True)
-    overlap = pd.DataFrame({
-        "n_treated": grouped["treated"].sum(), "n_reference": grouped["treated"].size() - grouped["treated"].sum(),
-        "propensity_min": grouped["propensity"].min(), "propensity_max": grouped["propensity"].max(),
-    }).reset_index()
+    grouped = pd.DataFrame({"stratum": table.strata, "treated": indicator, "propensity": propensity}).groupby(
+        "stratum", sort=True
+    )
+    overlap = pd.DataFrame(
+        {
+            "n_treated": grouped["treated"].sum(),
+            "n_reference": grouped["treated"].size() - grouped["treated"].sum(),
+            "propensity_min": grouped["propensity"].min(),
+            "propensity_max": grouped["propensity"].max(),
+        }
+    ).reset_index()
     overlap["supported"] = (overlap["n_treated"] > 0) & (overlap["n_reference"] > 0)
     return overlap.astype({"n_treated": np.int64, "n_reference": np.int64})[list(OVERLAP_COLUMNS)]
 
@@ -285,14 +348,19 @@ def _overlap_warnings(overlap: pd.DataFrame) -> list[str]:
     for arm, column in (("treated", "n_treated"), ("reference", "n_reference")):
         empty = overlap.loc[overlap[column] == 0, "stratum"].tolist()
         if empty:
-            notes.append(f"no {arm} units in strata {'; '.join(empty)}: positivity fails there, so "
-                         "regression extrapolates into them and ipw cannot balance them")
+            notes.append(
+                f"no {arm} units in strata {'; '.join(empty)}: positivity fails there, so "
+                "regression extrapolates into them and ipw cannot balance them"
+            )
     low, high = _PROPENSITY_BOUNDS
-    clipped = overlap.loc[overlap["supported"] & ((overlap["propensity_min"] < low)
-                                                   | (overlap["propensity_max"] > high)), "stratum"].tolist()
+    clipped = overlap.loc[
+        overlap["supported"] & ((overlap["propensity_min"] < low) | (overlap["propensity_max"] > high)), "stratum"
+    ].tolist()
     if clipped:
-        notes.append(f"propensity outside [{low}, {high}] in strata {'; '.join(clipped)}: ipw clips it "
-                     "there (dowhy's default), which biases the ipw estimate")
+        notes.append(
+            f"propensity outside [{low}, {high}] in strata {'; '.join(clipped)}: ipw clips it "
+            "there (dowhy's default), which biases the ipw estimate"
+        )
     return notes
 
 
@@ -301,31 +369,40 @@ def _naive(table: _Table, outcome_node: str, treatment: str, label: str, level: 
     outcomes, indicator = table.data[outcome_node].to_numpy(), table.data[table.treatment].to_numpy() == 1
     test = stats.ttest_ind(outcomes[indicator], outcomes[~indicator], equal_var=False)
     low, high = test.confidence_interval(confidence_level=level)
-    std_error = math.sqrt(sum(group.var(ddof=1) / group.size
-                              for group in (outcomes[indicator], outcomes[~indicator])))
+    std_error = math.sqrt(sum(group.var(ddof=1) / group.size for group in (outcomes[indicator], outcomes[~indicator])))
     difference = float(outcomes[indicator].mean() - outcomes[~indicator].mean())
-    return _row(treatment, label, "naive", difference, float(low), float(high), std_error,
-                float(test.pvalue), table, level)
+    return _row(
+        treatment, label, "naive", difference, float(low), float(high), std_error, float(test.pvalue), table, level
+    )
 
 
-def _estimate(table: _Table, estimand: Any, method: str, treatment: str, label: str,
-              level: float) -> tuple[Any, EffectEstimate]:
+def _estimate(
+    table: _Table, estimand: Any, method: str, treatment: str, label: str, level: float
+) -> tuple[Any, EffectEstimate]:
     from dowhy.causal_estimator import estimate_effect
 
     estimator = _estimator(estimand, method)
-    estimate = estimate_effect(table.data.copy(), [table.treatment], [estimand.outcome_variable[0]], "backdoor",
-                               estimator, control_value=0, treatment_value=1, effect_modifiers=[],
-                               method_params={})
+    estimate = estimate_effect(
+        table.data.copy(),
+        [table.treatment],
+        [estimand.outcome_variable[0]],
+        "backdoor",
+        estimator,
+        control_value=0,
+        treatment_value=1,
+        effect_modifiers=[],
+        method_params={},
+    )
     value = float(estimate.value)
     if method == "regression":
-        (low, high), = estimate.get_confidence_intervals(confidence_level=level)
+        ((low, high),) = estimate.get_confidence_intervals(confidence_level=level)
         std_error = float(np.ravel(estimate.get_standard_error())[0])
         p_value = float(np.ravel(estimate.test_stat_significance()["p_value"])[0])
     else:
-        low, high, std_error, p_value = _weighted_interval(estimate._data, table.treatment,
-                                                           estimand.outcome_variable[0], level)
-    return estimate, _row(treatment, label, method, value, float(low), float(high), std_error,
-                          p_value, table, level)
+        low, high, std_error, p_value = _weighted_interval(
+            estimate._data, table.treatment, estimand.outcome_variable[0], level
+        )
+    return estimate, _row(treatment, label, method, value, float(low), float(high), std_error, p_value, table, level)
 
 
 def _estimator(estimand: Any, method: str) -> Any:
@@ -338,8 +415,9 @@ def _estimator(estimand: Any, method: str) -> Any:
     return PropensityScoreWeightingEstimator(estimand, min_ps_score=low, max_ps_score=high)
 
 
-def _weighted_interval(data: pd.DataFrame, treatment: str, outcome: str,
-                       level: float) -> tuple[float, float, float, float]:
+def _weighted_interval(
+    data: pd.DataFrame, treatment: str, outcome: str, level: float
+) -> tuple[float, float, float, float]:
     """Interval of the ipw estimate from the sandwich variance of its weighted regression.
 
     The Hajek estimate is the slope of the outcome on the treatment weighted by dowhy's
@@ -354,8 +432,17 @@ def _weighted_interval(data: pd.DataFrame, treatment: str, outcome: str,
     return float(low), float(high), float(fit.bse[1]), float(fit.pvalues[1])
 
 
-def _refute(table: _Table, estimand: Any, estimate: Any, refuter: str, method: str, treatment: str,
-            label: str, seed: int, n_simulations: int) -> dict[str, Any]:
+def _refute(
+    table: _Table,
+    estimand: Any,
+    estimate: Any,
+    refuter: str,
+    method: str,
+    treatment: str,
+    label: str,
+    seed: int,
+    n_simulations: int,
+) -> dict[str, Any]:
     from dowhy.causal_refuters.data_subset_refuter import refute_data_subset
     from dowhy.causal_refuters.placebo_treatment_refuter import PlaceboType, refute_placebo_treatment
     from dowhy.causal_refuters.random_common_cause import refute_random_common_cause
@@ -366,15 +453,22 @@ def _refute(table: _Table, estimand: Any, estimate: Any, refuter: str, method: s
     common = dict(num_simulations=n_simulations, random_state=state)
     data = table.data.copy()
     if refuter == "placebo_treatment":
-        result = refute_placebo_treatment(data, estimand, estimate, [table.treatment],
-                                          placebo_type=PlaceboType.PERMUTE, **common)
+        result = refute_placebo_treatment(
+            data, estimand, estimate, [table.treatment], placebo_type=PlaceboType.PERMUTE, **common
+        )
     elif refuter == "random_common_cause":
         result = refute_random_common_cause(data, estimand, estimate, **common)
     else:
         result = refute_data_subset(data, estimand, estimate, subset_fraction=0.8, **common)
-    return {"treatment": treatment, "contrast": label, "method": method, "refuter": refuter,
-            "estimate": float(result.estimated_effect), "new_effect": float(result.new_effect),
-            "p_value": float(result.refutation_result["p_value"])}
+    return {
+        "treatment": treatment,
+        "contrast": label,
+        "method": method,
+        "refuter": refuter,
+        "estimate": float(result.estimated_effect),
+        "new_effect": float(result.new_effect),
+        "p_value": float(result.refutation_result["p_value"]),
+    }
 
 
 def _stream(seed: int, method: str, refuter: str) -> np.random.Generator:
@@ -383,12 +477,33 @@ def _stream(seed: int, method: str, refuter: str) -> np.random.Generator:
     return np.random.default_rng([seed, keys.index(method), keys.index(refuter)])
 
 
-def _row(treatment: str, label: str, method: str, estimate: float, low: float, high: float,
-         std_error: float, p_value: float, table: _Table, level: float) -> EffectEstimate:
+def _row(
+    treatment: str,
+    label: str,
+    method: str,
+    estimate: float,
+    low: float,
+    high: float,
+    std_error: float,
+    p_value: float,
+    table: _Table,
+    level: float,
+) -> EffectEstimate:
     return EffectEstimate(
-        analysis="observational", estimand="total", treatment=treatment, contrast=label, moderator=None,
-        stratum=None, estimate=estimate, ci_low=low, ci_high=high, std_error=float(std_error),
-        p_value=p_value, n_units=len(table.data), method=method, level=level,
+        analysis="observational",
+        estimand="total",
+        treatment=treatment,
+        contrast=label,
+        moderator=None,
+        stratum=None,
+        estimate=estimate,
+        ci_low=low,
+        ci_high=high,
+        std_error=float(std_error),
+        p_value=p_value,
+        n_units=len(table.data),
+        method=method,
+        level=level,
     )
 
 

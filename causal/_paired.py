@@ -48,7 +48,11 @@ def t_interval(differences: np.ndarray, *, level: float) -> Interval:
 
 
 def bootstrap_interval(
-    differences: np.ndarray, *, level: float, n_bootstrap: int, rng: np.random.Generator,
+    differences: np.ndarray,
+    *,
+    level: float,
+    n_bootstrap: int,
+    rng: np.random.Generator,
     max_draws_per_chunk: int = _MAX_DRAWS_PER_CHUNK,
 ) -> Interval:
     """Percentile bootstrap over units; `std_error` is the spread of resampled means.
@@ -56,12 +60,17 @@ def bootstrap_interval(
     Resamples are drawn in chunks of at most `max_draws_per_chunk` values so memory
     stays bounded for large tables; the draws do not depend on the chunk size.
     """
-    return bootstrap_intervals(differences[None, :], level=level, n_bootstrap=n_bootstrap, rng=rng,
-                               max_draws_per_chunk=max_draws_per_chunk)[0]
+    return bootstrap_intervals(
+        differences[None, :], level=level, n_bootstrap=n_bootstrap, rng=rng, max_draws_per_chunk=max_draws_per_chunk
+    )[0]
 
 
 def bootstrap_intervals(
-    rows: np.ndarray, *, level: float, n_bootstrap: int, rng: np.random.Generator,
+    rows: np.ndarray,
+    *,
+    level: float,
+    n_bootstrap: int,
+    rng: np.random.Generator,
     max_draws_per_chunk: int = _MAX_DRAWS_PER_CHUNK,
 ) -> list[Interval]:
     """Percentile bootstrap of each row's mean, every row resampled with the same unit draws.
@@ -74,14 +83,15 @@ def bootstrap_intervals(
     if n < 2:
         return [_undefined(float(mean)) for mean in means]
     rows_per_chunk = max(1, max_draws_per_chunk // (n * quantities))
-    chunk_rows = [min(rows_per_chunk, n_bootstrap - start)
-                  for start in range(0, n_bootstrap, rows_per_chunk)]
+    chunk_rows = [min(rows_per_chunk, n_bootstrap - start) for start in range(0, n_bootstrap, rows_per_chunk)]
     resampled = np.concatenate(
-        [rows[:, rng.integers(0, n, size=(count, n))].mean(axis=2) for count in chunk_rows], axis=1)
+        [rows[:, rng.integers(0, n, size=(count, n))].mean(axis=2) for count in chunk_rows], axis=1
+    )
     lows, highs = np.quantile(resampled, [(1 - level) / 2, (1 + level) / 2], axis=1)
     spreads = resampled.std(axis=1, ddof=1)
     return [
-        Interval(float(mean), float(mean), float(mean), 0.0, math.nan) if is_constant(row)
+        Interval(float(mean), float(mean), float(mean), 0.0, math.nan)
+        if is_constant(row)
         else Interval(float(mean), float(low), float(high), float(spread), math.nan)
         for row, mean, low, high, spread in zip(rows, means, lows, highs, spreads, strict=True)
     ]

@@ -20,8 +20,8 @@ def as_binary(column: pd.Series, name: str) -> pd.Series:
     bad = sorted({str(v) for v in column.unique()} - {"0", "1", "True", "False", "0.0", "1.0"})
     if bad:
         raise EstimationError(
-            f"column {name!r} must hold 0/1 decisions or labels; got values {bad[:5]}; threshold "
-            "the outcome first")
+            f"column {name!r} must hold 0/1 decisions or labels; got values {bad[:5]}; threshold the outcome first"
+        )
     return column.astype(np.int64)
 
 
@@ -33,9 +33,7 @@ def proportion_interval(successes: int, n: int, *, level: float) -> tuple[float,
     return float(interval.low), float(interval.high)
 
 
-def difference_interval(
-    successes_a: int, n_a: int, successes_b: int, n_b: int, *, level: float
-) -> tuple[float, float]:
+def difference_interval(successes_a: int, n_a: int, successes_b: int, n_b: int, *, level: float) -> tuple[float, float]:
     """Newcombe's hybrid score interval of successes_a / n_a - successes_b / n_b.
 
     Built from the two Wilson intervals, so it stays inside [-1, 1] and keeps a width
@@ -45,6 +43,7 @@ def difference_interval(
         return math.nan, math.nan
     from statsmodels.stats.proportion import confint_proportions_2indep
 
-    low, high = confint_proportions_2indep(successes_a, n_a, successes_b, n_b, method="newcomb",
-                                           compare="diff", alpha=1 - level)
+    low, high = confint_proportions_2indep(
+        successes_a, n_a, successes_b, n_b, method="newcomb", compare="diff", alpha=1 - level
+    )
     return float(low), float(high)

@@ -13,14 +13,26 @@ import pandas as pd
 from causal._multiple_testing import adjust_p_values
 
 EFFECT_COLUMNS = (
-    "analysis", "estimand", "treatment", "contrast", "moderator", "stratum",
-    "estimate", "ci_low", "ci_high", "std_error", "p_value", "p_adjusted",
-    "n_units", "method",
+    "analysis",
+    "estimand",
+    "treatment",
+    "contrast",
+    "moderator",
+    "stratum",
+    "estimate",
+    "ci_low",
+    "ci_high",
+    "std_error",
+    "p_value",
+    "p_adjusted",
+    "n_units",
+    "method",
 )
 
 Analysis = Literal["ate", "cate", "heterogeneity", "observational", "human_pairs", "confounding_gap"]
-Method = Literal["t", "bootstrap", "exact", "wald_hc3", "naive", "regression", "ipw", "regression_minus_t",
-                 "asymptotic_cs"]
+Method = Literal[
+    "t", "bootstrap", "exact", "wald_hc3", "naive", "regression", "ipw", "regression_minus_t", "asymptotic_cs"
+]
 Correction = Literal["holm", "bh"]
 
 
@@ -58,12 +70,16 @@ class EffectEstimate:
         subject = f"{self.estimand} effect of {self.treatment} ({self.contrast})"
         footer = f"[{self.method}, n={self.n_units}]"
         if self.analysis == "heterogeneity":
-            return (f"heterogeneity of the {subject} across {self.moderator}: "
-                    f"Wald chi2 = {self.estimate:.4g}, {_p_text(self)} {footer}")
+            return (
+                f"heterogeneity of the {subject} across {self.moderator}: "
+                f"Wald chi2 = {self.estimate:.4g}, {_p_text(self)} {footer}"
+            )
         where = "" if self.moderator is None else f" | {self.moderator} = {self.stratum}"
         tests = f", {_p_text(self)}" if math.isfinite(self.p_value) else ""
-        return (f"{self.analysis.upper()} {subject}{where}: {self.estimate:.4g} "
-                f"[{self.ci_low:.4g}, {self.ci_high:.4g}] ({self.level:.0%} CI{tests}) {footer}")
+        return (
+            f"{self.analysis.upper()} {subject}{where}: {self.estimate:.4g} "
+            f"[{self.ci_low:.4g}, {self.ci_high:.4g}] ({self.level:.0%} CI{tests}) {footer}"
+        )
 
     def __str__(self) -> str:
         return self.summary()
@@ -101,8 +117,11 @@ class EffectTable:
         Adjusted p-values are cleared because they belong to the old families; call
         `corrected` on the result to adjust across all of its tests.
         """
-        return cls(tuple(dataclasses.replace(estimate, p_adjusted=math.nan)
-                         for table in tables for estimate in table.estimates))
+        return cls(
+            tuple(
+                dataclasses.replace(estimate, p_adjusted=math.nan) for table in tables for estimate in table.estimates
+            )
+        )
 
     def corrected(self, method: Correction) -> EffectTable:
         """New table whose `p_adjusted` corrects every finite `p_value` as one family.
@@ -111,8 +130,7 @@ class EffectTable:
         """
         adjusted = adjust_p_values([e.p_value for e in self.estimates], method=method)
         return EffectTable(
-            tuple(dataclasses.replace(e, p_adjusted=float(p))
-                  for e, p in zip(self.estimates, adjusted, strict=True)),
+            tuple(dataclasses.replace(e, p_adjusted=float(p)) for e, p in zip(self.estimates, adjusted, strict=True)),
             correction=method,
         )
 

@@ -33,8 +33,16 @@ from causal._paired import is_constant
 from causal.errors import EstimationError
 
 SEQUENCE_COLUMNS = (
-    "estimate", "ci_low", "ci_high", "half_width", "std_error", "p_value", "n_units", "level",
-    "design_size", "method",
+    "estimate",
+    "ci_low",
+    "ci_high",
+    "half_width",
+    "std_error",
+    "p_value",
+    "n_units",
+    "level",
+    "design_size",
+    "method",
 )
 
 
@@ -61,22 +69,28 @@ class SequenceInterval:
 
     def to_frame(self) -> pd.DataFrame:
         """One-row frame with columns `SEQUENCE_COLUMNS`."""
-        return pd.DataFrame([{column: getattr(self, column) for column in SEQUENCE_COLUMNS}],
-                            columns=list(SEQUENCE_COLUMNS))
+        return pd.DataFrame(
+            [{column: getattr(self, column) for column in SEQUENCE_COLUMNS}], columns=list(SEQUENCE_COLUMNS)
+        )
 
     def summary(self) -> str:
         """One line of plain text describing the interval."""
-        return (f"mean {self.estimate:.4g} [{self.ci_low:.4g}, {self.ci_high:.4g}] "
-                f"(half width {self.half_width:.4g}, {self.level:.0%} anytime-valid, "
-                f"p = {self.p_value:.4g}) [{self.method}, n={self.n_units}, "
-                f"tuned for n={self.design_size}]")
+        return (
+            f"mean {self.estimate:.4g} [{self.ci_low:.4g}, {self.ci_high:.4g}] "
+            f"(half width {self.half_width:.4g}, {self.level:.0%} anytime-valid, "
+            f"p = {self.p_value:.4g}) [{self.method}, n={self.n_units}, "
+            f"tuned for n={self.design_size}]"
+        )
 
     def __str__(self) -> str:
         return self.summary()
 
 
 def confidence_sequence(
-    differences: np.ndarray, *, level: float = 0.95, weights: np.ndarray | None = None,
+    differences: np.ndarray,
+    *,
+    level: float = 0.95,
+    weights: np.ndarray | None = None,
     design_size: int = 500,
 ) -> SequenceInterval:
     """Anytime-valid interval for the mean of per-unit paired differences seen so far.
@@ -96,24 +110,29 @@ def confidence_sequence(
     n = values.size
     estimate = float(np.dot(scaled_weights, values) / n)
     if n < 2:
-        return SequenceInterval(estimate, math.nan, math.nan, math.nan, math.nan, math.nan, n,
-                                level, design_size)
+        return SequenceInterval(estimate, math.nan, math.nan, math.nan, math.nan, math.nan, n, level, design_size)
     if is_constant(values):
-        return SequenceInterval(estimate, estimate, estimate, 0.0, 0.0,
-                                0.0 if estimate != 0 else 1.0, n, level, design_size)
+        return SequenceInterval(
+            estimate, estimate, estimate, 0.0, 0.0, 0.0 if estimate != 0 else 1.0, n, level, design_size
+        )
     spread = math.sqrt(float(np.sum((scaled_weights * (values - estimate)) ** 2)) / (n - 1))
     alpha = 1 - level
     rho2 = (-2 * math.log(alpha) + math.log(1 - 2 * math.log(alpha))) / design_size
     inflation = n * rho2 + 1
-    half_width = spread * math.sqrt(2 * inflation / (n * n * rho2)
-                                    * math.log(math.sqrt(inflation) / alpha))
+    half_width = spread * math.sqrt(2 * inflation / (n * n * rho2) * math.log(math.sqrt(inflation) / alpha))
     # With rho held at this level's tuning, the smallest alpha whose sequence excludes zero
     # (the inverse of the Gaussian mixture martingale at mean 0): p <= alpha iff 0 is outside.
-    log_p = 0.5 * math.log(inflation) - (n * n * rho2 * estimate ** 2) / (2 * spread ** 2 * inflation)
+    log_p = 0.5 * math.log(inflation) - (n * n * rho2 * estimate**2) / (2 * spread**2 * inflation)
     return SequenceInterval(
-        estimate=estimate, ci_low=estimate - half_width, ci_high=estimate + half_width,
-        half_width=half_width, std_error=spread / math.sqrt(n), p_value=math.exp(min(log_p, 0.0)),
-        n_units=n, level=level, design_size=design_size,
+        estimate=estimate,
+        ci_low=estimate - half_width,
+        ci_high=estimate + half_width,
+        half_width=half_width,
+        std_error=spread / math.sqrt(n),
+        p_value=math.exp(min(log_p, 0.0)),
+        n_units=n,
+        level=level,
+        design_size=design_size,
     )
 
 
@@ -121,16 +140,17 @@ def _check_differences(differences: np.ndarray) -> np.ndarray:
     try:
         values = np.asarray(differences, dtype=np.float64)
     except (TypeError, ValueError) as error:
-        raise EstimationError(
-            f"differences must be numeric; got {type(differences).__name__}") from error
+        raise EstimationError(f"differences must be numeric; got {type(differences).__name__}") from error
     if values.ndim != 1 or values.size == 0:
         raise EstimationError(
-            f"differences must be a non-empty 1-D array (one value per unit); got shape {values.shape}")
+            f"differences must be a non-empty 1-D array (one value per unit); got shape {values.shape}"
+        )
     if not np.all(np.isfinite(values)):
         raise EstimationError(
             f"differences must be finite; {int(np.sum(~np.isfinite(values)))} value(s) are not, "
             f"first at position {int(np.flatnonzero(~np.isfinite(values))[0])}. "
-            "Drop or re-evaluate those units.")
+            "Drop or re-evaluate those units."
+        )
     return values
 
 
@@ -140,8 +160,7 @@ def _check_weights(weights: np.ndarray | None, n: int) -> np.ndarray:
         return np.ones(n)
     values = np.asarray(weights, dtype=np.float64)
     if values.shape != (n,):
-        raise EstimationError(
-            f"weights must hold one value per difference, shape ({n},); got shape {values.shape}")
+        raise EstimationError(f"weights must hold one value per difference, shape ({n},); got shape {values.shape}")
     if not np.all(np.isfinite(values) & (values > 0)):
         bad = values[~(np.isfinite(values) & (values > 0))]
         raise EstimationError(f"weights must be finite and positive; got {bad[:5].tolist()}")
@@ -152,5 +171,6 @@ def _check_design_size(design_size: int) -> int:
     if isinstance(design_size, bool) or not isinstance(design_size, Integral) or design_size < 1:
         raise EstimationError(
             f"design_size must be a positive integer (the sample size where the sequence is "
-            f"tightest); got {design_size!r} (e.g. 500)")
+            f"tightest); got {design_size!r} (e.g. 500)"
+        )
     return int(design_size)

@@ -68,11 +68,14 @@ class SurrogateResult:
 
     def summary(self) -> str:
         """Plain text: the caveat, each fidelity with its CI, then the tree's rules."""
-        lines = [f"Surrogates of the model's decisions over {', '.join(self.factors)} ({self.caveat}); "
-                 f"{self.n_train} training and {self.n_test} held-out units"]
-        lines += [f"{f.surrogate} fidelity {f.fidelity:.3g} [{f.ci_low:.3g}, {f.ci_high:.3g}] "
-                  f"({self.level:.0%} CI)" for f in (self.tree_fidelity, self.logistic_fidelity,
-                                                     self.majority_fidelity)]
+        lines = [
+            f"Surrogates of the model's decisions over {', '.join(self.factors)} ({self.caveat}); "
+            f"{self.n_train} training and {self.n_test} held-out units"
+        ]
+        lines += [
+            f"{f.surrogate} fidelity {f.fidelity:.3g} [{f.ci_low:.3g}, {f.ci_high:.3g}] ({self.level:.0%} CI)"
+            for f in (self.tree_fidelity, self.logistic_fidelity, self.majority_fidelity)
+        ]
         return "\n".join([*lines, f"tree of depth <= {self.max_depth}:", self.rules.rstrip()])
 
     def __str__(self) -> str:
@@ -115,13 +118,15 @@ def fit_surrogates(
     if n_test < 1 or len(frame) - n_test < 2:
         raise EstimationError(
             f"{len(frame)} units with test_share {test_share} leave {n_test} held-out and "
-            f"{len(frame) - n_test} training units; need at least 1 and 2")
+            f"{len(frame) - n_test} training units; need at least 1 and 2"
+        )
     order = np.random.default_rng(seed).permutation(len(frame))
     test, train = order[:n_test], order[n_test:]
     if np.unique(decided[train]).size < 2:
         raise EstimationError(
             f"the {train.size} training units all have decision {decided[train][0]}; a surrogate needs "
-            "both decisions (the model's decision does not vary here)")
+            "both decisions (the model's decision does not vary here)"
+        )
     x_train, x_test = features.to_numpy()[train], features.to_numpy()[test]
     tree = DecisionTreeClassifier(max_depth=max_depth, random_state=seed).fit(x_train, decided[train])
     logistic = LogisticRegression(max_iter=1000).fit(x_train, decided[train])
@@ -133,14 +138,23 @@ def fit_surrogates(
         logistic_fidelity=_fidelity("logistic", logistic.predict(x_test), truth, level),
         majority_fidelity=_fidelity("majority", majority, truth, level),
         rules=export_text(tree, feature_names=names),
-        coefficients=(("(intercept)", float(logistic.intercept_[0])),
-                      *zip(names, map(float, logistic.coef_[0]), strict=True)),
-        factors=tuple(factors), n_train=train.size, n_test=n_test, max_depth=max_depth,
-        level=level, seed=seed)
+        coefficients=(
+            ("(intercept)", float(logistic.intercept_[0])),
+            *zip(names, map(float, logistic.coef_[0]), strict=True),
+        ),
+        factors=tuple(factors),
+        n_train=train.size,
+        n_test=n_test,
+        max_depth=max_depth,
+        level=level,
+        seed=seed,
+    )
 
 
-def _fidelity(surrogate: Literal["tree", "logistic", "majority"], predicted: np.ndarray,
-              truth: np.ndarray, level: float) -> SurrogateFidelity:
+def _fidelity(
+    surrogate: Literal["tree", "logistic", "majority"], predicted: np.ndarray, truth: np.ndarray, level: float
+) -> SurrogateFidelity:
     agree = int((predicted == truth).sum())
-    return SurrogateFidelity(surrogate, agree / truth.size, *proportion_interval(agree, truth.size, level=level),
-                    truth.size)
+    return SurrogateFidelity(
+        surrogate, agree / truth.size, *proportion_interval(agree, truth.size, level=level), truth.size
+    )

@@ -6,7 +6,15 @@ through a run, and each imports only earlier ones: config -> demo -> run -> step
 """
 
 from experiments._pipeline import RunResult, run_experiment
-from experiments.config import Arm, ContrastPlan, Experiment, ExperimentConfig, compile_config, load_experiment, parse_config
+from experiments.config import (
+    Arm,
+    ContrastPlan,
+    Experiment,
+    ExperimentConfig,
+    compile_config,
+    load_experiment,
+    parse_config,
+)
 from experiments.errors import ConfigError, RunError
 
 __all__ = [

@@ -17,7 +17,6 @@ from typing import Any
 import pandas as pd
 
 from causal import EffectTable, MediationTable
-
 from experiments.config import Experiment, stored_config
 from experiments.report import mediation_heatmap, render_summary, write_report
 from experiments.run import (

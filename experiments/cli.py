@@ -6,11 +6,11 @@ Stage: pipeline. May import every stage.
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
-from collections.abc import Iterator
 
 import typer
 from rich.console import Console
@@ -40,7 +40,11 @@ def _user_errors(run_folder: Path | None = None, *, failure: str = "run failed")
     try:
         yield
     except ValueError as error:
-        kept = f"\nwhat was computed so far is kept in {escape(str(run_folder))}" if run_folder and run_folder.exists() else ""
+        kept = (
+            f"\nwhat was computed so far is kept in {escape(str(run_folder))}"
+            if run_folder and run_folder.exists()
+            else ""
+        )
         _err.print(f"[bold red]error:[/bold red] {escape(str(error))}{kept}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     except RunError as error:
@@ -80,8 +84,10 @@ def _documents_words(experiment: Experiment) -> str:
     plan = experiment.data
     values = {name: tuple(factor.values) for name, factor in experiment.config.factors.items()}
     documents = load_documents(plan.config, plan.path, values)
-    words = [f"{len(documents.frame)} of {documents.n_rows} documents kept{_dropped_words(documents.counts())}",
-             f"rewrite rules for {', '.join(plan.rules)}"]
+    words = [
+        f"{len(documents.frame)} of {documents.n_rows} documents kept{_dropped_words(documents.counts())}",
+        f"rewrite rules for {', '.join(plan.rules)}",
+    ]
     if plan.pairs is not None:
         pairs = load_pairs(plan.pairs, documents.frame, values)
         words.append(f"{len(pairs.frame)} of {pairs.n_rows} human pairs kept{_dropped_words(pairs.counts())}")
@@ -124,9 +130,12 @@ def run(
     if executor is not None:
         overrides.setdefault("executor", {})["type"] = executor
     if resume is not None and out is not None and resume != out:
-        _err.print(f"[bold red]error:[/bold red] --out {escape(str(out))} and --resume {escape(str(resume))} "
-                   "name different folders; a resumed run writes into the folder it resumes, give one of them",
-                   highlight=False, soft_wrap=True)
+        _err.print(
+            f"[bold red]error:[/bold red] --out {escape(str(out))} and --resume {escape(str(resume))} "
+            "name different folders; a resumed run writes into the folder it resumes, give one of them",
+            highlight=False,
+            soft_wrap=True,
+        )
         raise typer.Exit(2)
     experiment = _load(config, overrides)
     folder = resume or out or Path("runs") / f"{experiment.config.name}-{datetime.now():%Y%m%d-%H%M%S}"
@@ -138,8 +147,11 @@ def run(
     _out.print(f"run folder: {escape(str(result.folder))}", highlight=False, soft_wrap=True)
     contradicted = result.manifest["review"]["contradicted"]
     if fail_on_hypotheses and contradicted:
-        _err.print(f"[bold red]contradicted hypotheses:[/bold red] {escape(', '.join(contradicted))}",
-                   highlight=False, soft_wrap=True)
+        _err.print(
+            f"[bold red]contradicted hypotheses:[/bold red] {escape(', '.join(contradicted))}",
+            highlight=False,
+            soft_wrap=True,
+        )
         raise typer.Exit(3)
 
 
@@ -178,8 +190,13 @@ def compare(
 def _progress() -> Iterator[Any]:
     """A rich progress bar per stage of long work, on stderr so stdout stays the summary."""
     bars = Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TimeElapsedColumn(), TimeRemainingColumn(), console=_err, transient=False,
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=_err,
+        transient=False,
     )
     tasks: dict[str, Any] = {}
 

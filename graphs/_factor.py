@@ -82,8 +82,7 @@ def _check_values(name: str, values: Mapping[str, Sequence[str]]) -> dict[str, t
         for index, text in enumerate(texts):
             if not isinstance(text, str) or not text:
                 raise GraphError(
-                    f"surface form {index} of value {value!r} is {text!r}; "
-                    "surface forms must be non-empty text",
+                    f"surface form {index} of value {value!r} is {text!r}; surface forms must be non-empty text",
                     path=f"{path}.{value}",
                 )
         forms[value] = tuple(texts)
@@ -95,9 +94,7 @@ def _parent_combos(
 ) -> list[tuple[str, ...]]:
     path = f"{name}.parents"
     if name in parents or len(set(parents)) != len(parents):
-        raise GraphError(
-            f"parents must be distinct factors other than {name!r}; got {list(parents)}", path=path
-        )
+        raise GraphError(f"parents must be distinct factors other than {name!r}; got {list(parents)}", path=path)
     for parent in parents:
         if not parent_values.get(parent):
             raise GraphError(
@@ -138,11 +135,7 @@ def _check_row(row: object, forms: Mapping[str, tuple[str, ...]], *, path: str) 
     probabilities = dict.fromkeys(forms, 0.0)
     for value, probability in row.items():
         check_known(value, tuple(forms), kind="value", path=f"{path}.{value}")
-        if (
-            isinstance(probability, bool)
-            or not isinstance(probability, Real)
-            or not 0 <= probability < math.inf
-        ):
+        if isinstance(probability, bool) or not isinstance(probability, Real) or not 0 <= probability < math.inf:
             raise GraphError(
                 f"probability of {value!r} is {probability!r}; probabilities must be numbers >= 0",
                 path=f"{path}.{value}",

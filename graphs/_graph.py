@@ -97,9 +97,7 @@ class CausalGraph:
             )
         return self._ordered(found)
 
-    def is_backdoor_adjustment_set(
-        self, treatment: str, adjustment: Iterable[str], target: str | None = None
-    ) -> bool:
+    def is_backdoor_adjustment_set(self, treatment: str, adjustment: Iterable[str], target: str | None = None) -> bool:
         """Whether `adjustment` satisfies the backdoor criterion for `treatment` -> `target`.
 
         True when it holds no descendant of the treatment (nor the treatment or target) and

@@ -46,9 +46,7 @@ class _Mechanism:
             )
         radices = [len(values) for values in parent_values]
         strides = tuple(math.prod(radices[i + 1 :]) for i in range(len(radices)))
-        probabilities = np.array(
-            [[factor.table[combo][value] for value in factor.values] for combo in combos]
-        )
+        probabilities = np.array([[factor.table[combo][value] for value in factor.values] for combo in combos])
         cumulative = np.cumsum(probabilities, axis=1)
         cumulative /= cumulative[:, -1:]
         forms = np.full((len(factor.values), max(map(len, factor.values.values()))), "", dtype=object)
@@ -143,9 +141,7 @@ class StructuralModel:
         columns = [(cuts[:-1] + cuts[1:])[cell] / 2 for cuts, cell in zip(axes, cells, strict=True)]
         return self._units(columns, weights / weights.sum(), exact=True)
 
-    def realize(
-        self, units: Units, *, do: Mapping[str, str] | None = None, hold: Sequence[str] = ()
-    ) -> World:
+    def realize(self, units: Units, *, do: Mapping[str, str] | None = None, hold: Sequence[str] = ()) -> World:
         """The world of `units` under ``do`` (factual when empty), with `hold` factors kept factual.
 
         Holding mediators at their factual values while setting the treatment gives the
@@ -174,12 +170,8 @@ class StructuralModel:
             form = np.minimum((units.form_noise[name] * count).astype(np.int64), count - 1)
             values[name] = read_only(mechanism.values[code])
             forms[name] = read_only(mechanism.forms[code, form])
-        templates = np.minimum(
-            (units.template_noise * self._n_templates).astype(np.int64), self._n_templates - 1
-        )
-        return World(
-            values=MappingProxyType(values), forms=MappingProxyType(forms), templates=read_only(templates)
-        )
+        templates = np.minimum((units.template_noise * self._n_templates).astype(np.int64), self._n_templates - 1)
+        return World(values=MappingProxyType(values), forms=MappingProxyType(forms), templates=read_only(templates))
 
     def _codes(self, units: Units, fixed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Value index of every factor per unit, in topological order; `fixed` factors are not recomputed."""

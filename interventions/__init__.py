@@ -5,8 +5,6 @@ from interventions._alignment import AlignedPair, align
 from interventions._attention import AttentionEvidence, attention_evidence, eager_attention
 from interventions._attribution import attribution_effects
 from interventions._evaluate import evaluate_outcomes
-from interventions._render_world import render_world
-from interventions._rewrite import Rewrite, RewriteRules
 from interventions._outcomes import (
     AnswerProb,
     ClassLogit,
@@ -17,6 +15,8 @@ from interventions._outcomes import (
 )
 from interventions._patching import PatchResult, patch_effects
 from interventions._probes import ProbeEvidence, probe_factors
+from interventions._render_world import render_world
+from interventions._rewrite import Rewrite, RewriteRules
 from interventions._saliency import SaliencyEvidence, gradient_x_input, integrated_gradients
 from interventions._sites import Architecture, Site, architecture_of, model_sites
 from interventions._template import RenderedText, Template

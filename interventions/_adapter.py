@@ -46,19 +46,11 @@ class ModelSpec:
 
     def __post_init__(self) -> None:
         if self.task not in _TASKS:
-            raise ModelLoadError(
-                f"model {self.path!r}: task {self.task!r} is not one of {list(_TASKS)}"
-            )
+            raise ModelLoadError(f"model {self.path!r}: task {self.task!r} is not one of {list(_TASKS)}")
         if self.dtype != "auto" and self.dtype not in _DTYPES:
-            raise ModelLoadError(
-                f"model {self.path!r}: dtype {self.dtype!r} is not one of "
-                f"{['auto', *_DTYPES]}"
-            )
+            raise ModelLoadError(f"model {self.path!r}: dtype {self.dtype!r} is not one of {['auto', *_DTYPES]}")
         if not _DEVICE_PATTERN.fullmatch(self.device):
-            raise ModelLoadError(
-                f"model {self.path!r}: device {self.device!r} is not one of auto, cpu, "
-                "cuda or cuda:N"
-            )
+            raise ModelLoadError(f"model {self.path!r}: device {self.device!r} is not one of auto, cpu, cuda or cuda:N")
 
 
 @dataclass(frozen=True, eq=False)
@@ -94,13 +86,9 @@ class ModelAdapter:
         options = {"revision": spec.revision, "trust_remote_code": spec.trust_remote_code}
         try:
             tokenizer = AutoTokenizer.from_pretrained(source, **options)
-            model = model_class.from_pretrained(
-                source, dtype=_load_dtype(spec.dtype, device), **options
-            ).to(device)
+            model = model_class.from_pretrained(source, dtype=_load_dtype(spec.dtype, device), **options).to(device)
         except _LOAD_ERRORS as error:
-            raise ModelLoadError(
-                f"cannot load {spec.task} model from {spec.path!r}: {error}"
-            ) from error
+            raise ModelLoadError(f"cannot load {spec.task} model from {spec.path!r}: {error}") from error
         if tokenizer.pad_token is None:
             if tokenizer.eos_token is None:
                 raise ModelLoadError(

@@ -66,18 +66,13 @@ def align(
     dest = _Tokens.of(destination, template, tokenizer, "destination")
     src = _Tokens.of(source, template, tokenizer, "source")
     first = decision == "first" or (decision == "auto" and _starts_with_cls(tokenizer, dest))
-    slots = {
-        name: _span_pairs(dest.slots[name], src.slots[name])
-        for name in dict.fromkeys(template.slots)
-    }
+    slots = {name: _span_pairs(dest.slots[name], src.slots[name]) for name in dict.fromkeys(template.slots)}
     literals = tuple(
         pair
         for dest_tokens, src_tokens in zip(dest.literals, src.literals)
         for pair in _literal_pairs(dest_tokens, src_tokens, dest.ids, src.ids)
     )
-    specials = tuple(zip(dest.leading, src.leading)) + tuple(
-        zip(reversed(dest.trailing), reversed(src.trailing))
-    )
+    specials = tuple(zip(dest.leading, src.leading)) + tuple(zip(reversed(dest.trailing), reversed(src.trailing)))
     every: dict[int, int] = {}
     for d, s in (*specials, *literals, *(pair for pairs in slots.values() for pair in pairs)):
         every.setdefault(d, s)
@@ -112,9 +107,7 @@ class _Tokens:
             return_special_tokens_mask=True,
         )
         ids = tuple(encoding["input_ids"])
-        in_slot = {
-            index for spans in slot_spans.values() for a, b in spans for index in range(a, b)
-        }
+        in_slot = {index for spans in slot_spans.values() for a, b in spans for index in range(a, b)}
         literals: list[list[int]] = [[] for _ in bounds]
         special: list[int] = []
         for index, ((start, end), is_special) in enumerate(
@@ -124,9 +117,7 @@ class _Tokens:
                 special.append(index)
             elif index not in in_slot:
                 # A whitespace token may carry trimmed, zero-width offsets at its end.
-                segment = next(
-                    k for k, (_, stop) in enumerate(bounds) if start < stop or start == end <= stop
-                )
+                segment = next(k for k, (_, stop) in enumerate(bounds) if start < stop or start == end <= stop)
                 literals[segment].append(index)
         content = sorted(set(range(len(ids))) - set(special))
         first_content = content[0] if content else len(ids)
@@ -186,10 +177,7 @@ def _literal_pairs(
     while front < min(len(dest), len(src)) and dest_ids[dest[front]] == src_ids[src[front]]:
         front += 1
     back = 0
-    while (
-        back < min(len(dest), len(src)) - front
-        and dest_ids[dest[-1 - back]] == src_ids[src[-1 - back]]
-    ):
+    while back < min(len(dest), len(src)) - front and dest_ids[dest[-1 - back]] == src_ids[src[-1 - back]]:
         back += 1
     matched = list(zip(dest[:front], src[:front]))
     if back:

@@ -60,8 +60,7 @@ class AttentionEvidence:
             for method in means.index.unique("method")
         ]
         if self.switched_to_eager:
-            lines.append(f"ran with eager attention (the model is configured with "
-                         f"{self.attn_implementation!r})")
+            lines.append(f"ran with eager attention (the model is configured with {self.attn_implementation!r})")
         return "\n".join(lines)
 
 
@@ -93,9 +92,7 @@ def attention_evidence(
             decision = torch.tensor([encoded.decision[row] for row in rows], device=adapter.device)
             batch = torch.arange(len(rows), device=adapter.device)
             # Only the decision row of each layer and head is kept: (batch, layers, heads, key).
-            at_decision = torch.stack(
-                [layer[batch, :, decision] for layer in attentions], dim=1
-            ).double().cpu()
+            at_decision = torch.stack([layer[batch, :, decision] for layer in attentions], dim=1).double().cpu()
             rolled = attention_rollout(attentions)[batch, decision].cpu()
             for index, row in enumerate(rows):
                 length = len(encoded.token_ids[row])
@@ -142,9 +139,7 @@ def attention_rollout(attentions: Sequence[torch.Tensor]) -> torch.Tensor:
     return rolled
 
 
-def _span_frame(
-    encoded: EncodedTexts, per_head: list[np.ndarray], rollout: list[np.ndarray]
-) -> pd.DataFrame:
+def _span_frame(encoded: EncodedTexts, per_head: list[np.ndarray], rollout: list[np.ndarray]) -> pd.DataFrame:
     """Rows of `EVIDENCE_COLUMNS` for every unit and factor."""
     n_layers, n_heads = per_head[0].shape[:2] if per_head else (0, 0)
     # Per unit and factor: every (layer, head), then their mean, then the rollout.
@@ -156,17 +151,23 @@ def _span_frame(
         for factor, positions in encoded.factor_positions.items():
             span = list(positions[row])
             sums = per_head[row][:, :, span].sum(axis=-1).reshape(-1)
-            blocks.append(pd.DataFrame({
-                "unit": unit, "factor": factor, "method": methods, "baseline": None,
-                "layer": layers,
-                "head": heads, "value": [*sums, sums.mean(), rollout[row][span].sum()],
-            }))
+            blocks.append(
+                pd.DataFrame(
+                    {
+                        "unit": unit,
+                        "factor": factor,
+                        "method": methods,
+                        "baseline": None,
+                        "layer": layers,
+                        "head": heads,
+                        "value": [*sums, sums.mean(), rollout[row][span].sum()],
+                    }
+                )
+            )
     return stack_rows(blocks, EVIDENCE_COLUMNS)
 
 
-def _token_frame(
-    encoded: EncodedTexts, per_head: list[np.ndarray], rollout: list[np.ndarray]
-) -> pd.DataFrame:
+def _token_frame(encoded: EncodedTexts, per_head: list[np.ndarray], rollout: list[np.ndarray]) -> pd.DataFrame:
     """Rows of `TOKEN_COLUMNS`: mean attention and rollout of every token of every unit."""
     return stack_rows(
         [

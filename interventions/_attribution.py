@@ -42,9 +42,7 @@ def attribution_effects(
     number of sites; verify the largest estimates exactly with `patch_effects`. Columns
     as `PatchResult.patched`, with the value in "estimate".
     """
-    sweep = prepare(
-        adapter, outcome, pairs, configurations(sites, positions), batch_size=batch_size
-    )
+    sweep = prepare(adapter, outcome, pairs, configurations(sites, positions), batch_size=batch_size)
     estimates = np.full(len(sweep.pairs) * len(sweep.configurations), np.nan)
     for units in sweep.unit_chunks(_bytes_per_unit(sweep)):
         _estimate_chunk(sweep, units, estimates)
@@ -68,8 +66,9 @@ def _estimate_chunk(sweep: Sweep, units: np.ndarray, estimates: np.ndarray) -> N
     source_ids = list(dict.fromkeys(sweep.source_ids[unit] for unit in units))
     destination, fitted = halving(
         min(batch, len(destination_ids)),
-        lambda size: capture(sweep.adapter, sweep.architecture, sweep.reader, destination_ids, points,
-                             batch_size=size, gradients=True),
+        lambda size: capture(
+            sweep.adapter, sweep.architecture, sweep.reader, destination_ids, points, batch_size=size, gradients=True
+        ),
         what="texts",
     )
     source, _ = halving(
@@ -87,8 +86,7 @@ def _estimate_chunk(sweep: Sweep, units: np.ndarray, estimates: np.ndarray) -> N
     with torch.inference_mode():
         for number, point in enumerate(points):
             for rows in plan.pieces(np.flatnonzero(plan.point == number)):
-                estimates[plan.result[rows]] = _first_order(sweep, plan, rows, point,
-                                                            destination, source)
+                estimates[plan.result[rows]] = _first_order(sweep, plan, rows, point, destination, source)
 
 
 def _first_order(
@@ -99,8 +97,7 @@ def _first_order(
     owner, pair = plan.pairs_of(rows)
     at_dest = (as_index(plan.destination[rows][owner], device), as_index(plan.d[pair], device))
     at_src = (as_index(plan.source[rows][owner], device), as_index(plan.s[pair], device))
-    change = source.activations[point][at_src].double() - destination.activations[point][
-        at_dest].double()
+    change = source.activations[point][at_src].double() - destination.activations[point][at_dest].double()
     terms = change * destination.gradients[point][at_dest].double()
     if point[0] == "z":
         by_head = terms.view(len(pair), sweep.architecture.n_heads, -1).sum(-1)

@@ -60,17 +60,12 @@ def capture(
             [list(token_ids[row]) for row in rows], adapter.tokenizer.pad_token_id, adapter.device
         )
         live: dict[Point, torch.Tensor] = {}
-        edits = {point: _keeper(live, point, root=gradients and point == ("stream", 0))
-                 for point in wanted}
+        edits = {point: _keeper(live, point, root=gradients and point == ("stream", 0)) for point in wanted}
         with torch.enable_grad() if gradients else torch.inference_mode():
             with site_hooks(adapter.model, architecture, edits):
                 logits = adapter.model(input_ids=input_ids, attention_mask=attention_mask).logits
             values = reader.read(logits.float(), attention_mask.sum(dim=1) - 1)
-            found = (
-                torch.autograd.grad(values.sum(), [live[p] for p in points], allow_unused=True)
-                if gradients
-                else ()
-            )
+            found = torch.autograd.grad(values.sum(), [live[p] for p in points], allow_unused=True) if gradients else ()
             for point in points:
                 _store(stored, point, live[point].detach(), index, len(token_ids), width)
             for point, gradient in zip(points, found):
@@ -78,9 +73,7 @@ def capture(
                     gradient = torch.zeros_like(live[point])
                 _store(stored_gradients, point, gradient, index, len(token_ids), width)
         outcomes[rows] = values.detach().double().cpu().numpy()
-    return Trace(
-        lengths=lengths, activations=stored, gradients=stored_gradients, outcomes=outcomes
-    )
+    return Trace(lengths=lengths, activations=stored, gradients=stored_gradients, outcomes=outcomes)
 
 
 def _keeper(live: dict[Point, torch.Tensor], point: Point, *, root: bool):

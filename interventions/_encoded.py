@@ -82,9 +82,7 @@ def encode_texts(
         )
     unit_ids = tuple(range(len(texts))) if units is None else tuple(int(u) for u in units)
     if len(unit_ids) != len(texts):
-        raise InterventionError(
-            f"units has {len(unit_ids)} ids for {len(texts)} texts; give one unit id per text"
-        )
+        raise InterventionError(f"units has {len(unit_ids)} ids for {len(texts)} texts; give one unit id per text")
     tokenizer = adapter.tokenizer
     token_ids = _tokenize(adapter, [rendered.text for rendered in texts])
     tokens, special, positions = [], [], {factor: [] for factor in factors}
@@ -95,10 +93,14 @@ def encode_texts(
             return_offsets_mapping=True,
             return_special_tokens_mask=True,
         )
-        tokens.append(_display_tokens(
-            rendered.text, encoding["offset_mapping"],
-            tokenizer.convert_ids_to_tokens(encoding["input_ids"]), encoding["special_tokens_mask"],
-        ))
+        tokens.append(
+            _display_tokens(
+                rendered.text,
+                encoding["offset_mapping"],
+                tokenizer.convert_ids_to_tokens(encoding["input_ids"]),
+                encoding["special_tokens_mask"],
+            )
+        )
         special.append(tuple(bool(flag) for flag in encoding["special_tokens_mask"]))
         spans = rendered.token_spans(tokenizer)
         for factor in factors:
@@ -108,18 +110,14 @@ def encode_texts(
                     f"its slots are {sorted(spans)}; evidence about a factor needs its tokens, "
                     "so leave this factor out or use a template that shows it"
                 )
-            positions[factor].append(
-                tuple(sorted({i for start, end in spans[factor] for i in range(start, end)}))
-            )
+            positions[factor].append(tuple(sorted({i for start, end in spans[factor] for i in range(start, end)})))
     first = architecture_of(adapter.model).decision == "first"
     return EncodedTexts(
         units=unit_ids,
         token_ids=tuple(tuple(ids) for ids in token_ids),
         tokens=tuple(tokens),
         special=tuple(special),
-        factor_positions=MappingProxyType(
-            {factor: tuple(found) for factor, found in positions.items()}
-        ),
+        factor_positions=MappingProxyType({factor: tuple(found) for factor, found in positions.items()}),
         decision=tuple(0 if first else len(ids) - 1 for ids in token_ids),
     )
 
@@ -150,15 +148,17 @@ def token_rows(
     slot = np.full(len(encoded.tokens[row]), None, dtype=object)
     for factor, positions in encoded.factor_positions.items():
         slot[list(positions[row])] = factor
-    return pd.DataFrame({
-        "unit": encoded.units[row],
-        "position": np.arange(len(slot)),
-        "token": encoded.tokens[row],
-        "factor": slot,
-        "method": method,
-        "baseline": baseline,
-        "value": np.asarray(values, dtype=np.float64),
-    })
+    return pd.DataFrame(
+        {
+            "unit": encoded.units[row],
+            "position": np.arange(len(slot)),
+            "token": encoded.tokens[row],
+            "factor": slot,
+            "method": method,
+            "baseline": baseline,
+            "value": np.asarray(values, dtype=np.float64),
+        }
+    )
 
 
 def stack_rows(pieces: list[pd.DataFrame], columns: Sequence[str]) -> pd.DataFrame:

@@ -38,9 +38,7 @@ def evaluate_outcomes(
     Answers and labels are checked before any forward pass.
     """
     if isinstance(texts, str):
-        raise InterventionError(
-            "texts must be a sequence of strings, got one string; wrap it in a list"
-        )
+        raise InterventionError("texts must be a sequence of strings, got one string; wrap it in a list")
     _check_batch_size(batch_size)
     reader = _bind_outcome(adapter, outcome)
     distinct = list(dict.fromkeys(texts))
@@ -76,8 +74,7 @@ def _check_batch_size(batch_size: object) -> None:
         return
     if not isinstance(batch_size, int) or isinstance(batch_size, bool):
         raise InterventionError(
-            f"batch_size must be an int, 'auto' or None, got {batch_size!r}; 'auto' fits "
-            "batches to free device memory"
+            f"batch_size must be an int, 'auto' or None, got {batch_size!r}; 'auto' fits batches to free device memory"
         )
     if batch_size < 1:
         raise InterventionError(f"batch_size must be at least 1, got {batch_size}")
@@ -86,9 +83,7 @@ def _check_batch_size(batch_size: object) -> None:
 def _forward(adapter: ModelAdapter, rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
     """(logits, index of each row's last real token) of one right-padded batch."""
     input_ids, attention_mask = _pad_right(rows, adapter.tokenizer.pad_token_id, adapter.device)
-    logits = adapter.model(
-        input_ids=input_ids, attention_mask=attention_mask, use_cache=False
-    ).logits
+    logits = adapter.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
     return logits, attention_mask.sum(dim=1) - 1
 
 
@@ -105,12 +100,8 @@ def _shared_forward(
     present, leader = np.unique(groups.group[sharing], return_index=True)
     # Rows sharing nothing (group -1) point at the first prefix and keep none of it.
     owner = np.searchsorted(present, groups.group[rows])
-    prefix_ids, prefix_mask = _pad_right(
-        [token_ids[row][: groups.length[row]] for row in sharing[leader]], pad, device
-    )
-    input_ids, attention_mask = _pad_right(
-        [token_ids[row][offset:] for row, offset in zip(rows, shared)], pad, device
-    )
+    prefix_ids, prefix_mask = _pad_right([token_ids[row][: groups.length[row]] for row in sharing[leader]], pad, device)
+    input_ids, attention_mask = _pad_right([token_ids[row][offset:] for row, offset in zip(rows, shared)], pad, device)
     logits = continue_prefixes(
         adapter,
         prefix_ids,
@@ -127,8 +118,7 @@ def _bind_outcome(adapter: ModelAdapter, outcome: Outcome) -> _Reader:
     """`outcome` bound to the adapter's model; InterventionError when it is not an outcome spec."""
     if not isinstance(outcome, Outcome):
         raise InterventionError(
-            f"outcome must be LogitDiff, AnswerProb, ClassProb, ClassLogit or "
-            f"ContinuationLogProb, got {outcome!r}"
+            f"outcome must be LogitDiff, AnswerProb, ClassProb, ClassLogit or ContinuationLogProb, got {outcome!r}"
         )
     return outcome._bind(adapter)
 
@@ -144,15 +134,12 @@ def _tokenize(adapter: ModelAdapter, texts: list[str]) -> list[list[int]]:
             raise InterventionError(f"text {text!r} has no tokens; there is nothing to read")
         if limit is not None and len(ids) > limit:
             raise InterventionError(
-                f"text {text[:40]!r}... has {len(ids)} tokens but the model takes at most "
-                f"{limit}; shorten the template"
+                f"text {text[:40]!r}... has {len(ids)} tokens but the model takes at most {limit}; shorten the template"
             )
     return token_ids
 
 
-def _pad_right(
-    rows: list[list[int]], pad_id: int, device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor]:
+def _pad_right(rows: list[list[int]], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """Right-padded input ids and the attention mask marking real tokens."""
     width = max(len(ids) for ids in rows)
     input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)

@@ -18,9 +18,7 @@ Edit = Callable[[torch.Tensor], torch.Tensor | None]
 
 
 @contextmanager
-def site_hooks(
-    model: nn.Module, architecture: Architecture, edits: Mapping[Point, Edit]
-) -> Iterator[None]:
+def site_hooks(model: nn.Module, architecture: Architecture, edits: Mapping[Point, Edit]) -> Iterator[None]:
     """Run `edits[point]` on each point's activation in every forward inside the block.
 
     The hooks are removed when the block exits, also on error, so a model never keeps a
@@ -32,9 +30,7 @@ def site_hooks(
     try:
         for (kind, index), edit in edits.items():
             if kind == "stream" and index < architecture.n_layers:
-                handles.append(
-                    blocks[index].register_forward_pre_hook(_edit_input(edit), with_kwargs=True)
-                )
+                handles.append(blocks[index].register_forward_pre_hook(_edit_input(edit), with_kwargs=True))
             elif kind == "stream":
                 handles.append(blocks[index - 1].register_forward_hook(_edit_output(edit)))
             elif kind == "z":
@@ -45,9 +41,7 @@ def site_hooks(
                 )
             else:
                 path = layout.o_proj if kind == "attn_out" else layout.mlp[-1]
-                handles.append(
-                    module_at(blocks[index], path).register_forward_hook(_edit_output(edit))
-                )
+                handles.append(module_at(blocks[index], path).register_forward_hook(_edit_output(edit)))
         yield
     finally:
         for handle in handles:

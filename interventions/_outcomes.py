@@ -50,9 +50,7 @@ class LogitDiff:
 
     def _bind(self, adapter: ModelAdapter) -> _Reader:
         _require_task(self, adapter, "causal-lm")
-        positive, negative = (
-            _single_token(adapter, answer) for answer in (self.positive, self.negative)
-        )
+        positive, negative = (_single_token(adapter, answer) for answer in (self.positive, self.negative))
 
         def read(logits: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
             final = _at_last(logits, last)
@@ -80,8 +78,7 @@ class AnswerProb:
             )
         if self.target not in self.answers:
             raise InterventionError(
-                f"AnswerProb target {self.target!r} is not an answer name; answer names are "
-                f"{list(self.answers)}"
+                f"AnswerProb target {self.target!r} is not an answer name; answer names are {list(self.answers)}"
             )
 
     def _bind(self, adapter: ModelAdapter) -> _Reader:
@@ -112,9 +109,7 @@ class ContinuationLogProb:
 
     def __post_init__(self) -> None:
         if not self.continuation:
-            raise InterventionError(
-                "ContinuationLogProb continuation is empty; give the text to score, e.g. ' yes'"
-            )
+            raise InterventionError("ContinuationLogProb continuation is empty; give the text to score, e.g. ' yes'")
 
     def _bind(self, adapter: ModelAdapter) -> _Reader:
         _require_task(self, adapter, "causal-lm")
@@ -147,9 +142,7 @@ class ClassProb:
     def _bind(self, adapter: ModelAdapter) -> _Reader:
         _require_task(self, adapter, "sequence-classifier")
         index = _label_index(adapter, self.label)
-        return _Reader(
-            suffix=(), read=lambda logits, last: torch.softmax(logits, dim=-1)[:, index]
-        )
+        return _Reader(suffix=(), read=lambda logits, last: torch.softmax(logits, dim=-1)[:, index])
 
 
 @dataclass(frozen=True)

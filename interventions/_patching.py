@@ -79,9 +79,7 @@ def patch_effects(
     of positions on CPU);
     `progress(k)` is called as k more (unit, site, position) results are done.
     """
-    sweep = prepare(
-        adapter, outcome, pairs, configurations(sites, positions), batch_size=batch_size
-    )
+    sweep = prepare(adapter, outcome, pairs, configurations(sites, positions), batch_size=batch_size)
     return _Engine(sweep, progress).run()
 
 
@@ -135,9 +133,7 @@ class _Engine:
         kv = 2 * architecture.n_layers * architecture.n_kv_heads * architecture.d_head
         return element * self.sweep.max_length * (2 * hidden * len(self.points) + kv)
 
-    def _chunk(
-        self, units: np.ndarray, values: np.ndarray, destination: np.ndarray, source: np.ndarray
-    ) -> None:
+    def _chunk(self, units: np.ndarray, values: np.ndarray, destination: np.ndarray, source: np.ndarray) -> None:
         """Fill the outcomes of `units`: capture their texts, skip no-op patches, run the rest."""
         sweep, n_layers = self.sweep, self.architecture.n_layers
         texts, dest_text, src_text = sweep.texts(units)
@@ -146,7 +142,11 @@ class _Engine:
         trace, fitted = halving(
             tried,
             lambda size: capture(
-                sweep.adapter, self.architecture, sweep.reader, texts, self.points,
+                sweep.adapter,
+                self.architecture,
+                sweep.reader,
+                texts,
+                self.points,
                 batch_size=size,
             ),
             what="texts",
@@ -304,7 +304,12 @@ class _Engine:
         return hidden, layer + 1
 
     def _values(
-        self, state: _State, plan: Plan, rows: np.ndarray, owner: np.ndarray, pair: np.ndarray,
+        self,
+        state: _State,
+        plan: Plan,
+        rows: np.ndarray,
+        owner: np.ndarray,
+        pair: np.ndarray,
         point: Point,
     ) -> torch.Tensor:
         """The activations to write: the source's, or for a head the destination's z with
@@ -313,9 +318,7 @@ class _Engine:
         source = activations[self._tensor(plan.source[rows][owner]), self._tensor(plan.s[pair])]
         if point[0] != "z":
             return source
-        destination = activations[
-            self._tensor(plan.destination[rows][owner]), self._tensor(plan.d[pair])
-        ]
+        destination = activations[self._tensor(plan.destination[rows][owner]), self._tensor(plan.d[pair])]
         head_of = torch.arange(source.shape[-1], device=self.device) // self.architecture.d_head
         chosen = head_of[None, :] == self._tensor(plan.head[rows][owner])[:, None]
         return torch.where(chosen, source, destination)
@@ -394,8 +397,9 @@ class _State:
             read = lengths[:, None] - 1 - extra + torch.arange(extra + 1, device=device)
         kv: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         kv_row = torch.full((len(lengths),), -1, dtype=torch.long, device=device)
-        first_block = np.array([index + (kind != "stream") for kind, index in plan.points],
-                               dtype=np.int64)[plan.point[active]]
+        first_block = np.array([index + (kind != "stream") for kind, index in plan.points], dtype=np.int64)[
+            plan.point[active]
+        ]
         reusing = first_block[plan.start[active] > 0] if architecture.causal else first_block[:0]
         if len(reusing):
             destinations = as_index(np.unique(plan.destination[active]), device)
@@ -406,4 +410,3 @@ class _State:
                 kv[layer] = engine.runner.qkv(layer, stream, positions)[1:]
                 engine.work["kv_layer_passes"] += len(destinations)
         return cls(trace.activations, lengths, read, kv, kv_row)
-

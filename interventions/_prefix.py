@@ -127,9 +127,7 @@ def continue_prefixes(
     continues from prefix `owner[r]`, whose first `offset[r]` tokens it keeps (0: none, the
     row is a whole text). Positions of row r count on from `offset[r]`; padding sits at 0.
     """
-    cache = adapter.model.base_model(
-        input_ids=prefix_ids, attention_mask=prefix_mask, use_cache=True
-    ).past_key_values
+    cache = adapter.model.base_model(input_ids=prefix_ids, attention_mask=prefix_mask, use_cache=True).past_key_values
     _check_cache(adapter, cache)
     cache.batch_select_indices(owner)
     width = prefix_ids.shape[1]
@@ -160,9 +158,7 @@ def _check_cache(adapter: ModelAdapter, cache: object) -> None:
     from transformers import DynamicCache
     from transformers.cache_utils import DynamicLayer
 
-    if not isinstance(cache, DynamicCache) or not all(
-        isinstance(layer, DynamicLayer) for layer in cache.layers
-    ):
+    if not isinstance(cache, DynamicCache) or not all(isinstance(layer, DynamicLayer) for layer in cache.layers):
         raise InterventionError(
             f"{type(adapter.model).__name__} keeps its past in a {type(cache).__name__} that "
             "prefix sharing cannot split by row; evaluate with share_prefix=False"

@@ -17,8 +17,16 @@ from interventions.errors import InterventionError
 
 ProbePosition = Literal["factor", "decision"]
 PROBE_COLUMNS = (
-    "factor", "position", "layer", "accuracy", "ci_low", "ci_high", "majority_baseline",
-    "above_baseline", "n_units", "n_classes",
+    "factor",
+    "position",
+    "layer",
+    "accuracy",
+    "ci_low",
+    "ci_high",
+    "majority_baseline",
+    "above_baseline",
+    "n_units",
+    "n_classes",
 )
 
 _POSITIONS = ("factor", "decision")
@@ -93,17 +101,27 @@ def probe_factors(
             stacked = features[(position, factor if position == "factor" else None)]
             for layer, layer_features in enumerate(stacked):
                 correct = int(_out_of_fold_correct(layer_features, labels, n_folds, seed).sum())
-                interval = binomtest(correct, len(labels)).proportion_ci(
-                    confidence_level=level, method="exact"
-                )
+                interval = binomtest(correct, len(labels)).proportion_ci(confidence_level=level, method="exact")
                 baseline = counts.max() / len(labels)
-                records.append((
-                    factor, position, layer, correct / len(labels), interval.low, interval.high,
-                    baseline, interval.low > baseline, len(labels), len(classes),
-                ))
+                records.append(
+                    (
+                        factor,
+                        position,
+                        layer,
+                        correct / len(labels),
+                        interval.low,
+                        interval.high,
+                        baseline,
+                        interval.low > baseline,
+                        len(labels),
+                        len(classes),
+                    )
+                )
     return ProbeEvidence(
         table=pd.DataFrame(records, columns=list(PROBE_COLUMNS)),
-        n_folds=n_folds, seed=seed, level=level,
+        n_folds=n_folds,
+        seed=seed,
+        level=level,
     )
 
 
@@ -117,9 +135,7 @@ def _check_options(
 ) -> None:
     """Raise InterventionError for a bad option or a factor that stratified folds cannot split."""
     if isinstance(positions, str) or not positions or set(positions) - set(_POSITIONS):
-        raise InterventionError(
-            f"positions must be a non-empty list drawn from {list(_POSITIONS)}, got {positions!r}"
-        )
+        raise InterventionError(f"positions must be a non-empty list drawn from {list(_POSITIONS)}, got {positions!r}")
     if not isinstance(n_folds, int) or n_folds < 2:
         raise InterventionError(f"n_folds must be an int >= 2, got {n_folds!r}")
     if not 0 < level < 1:
@@ -130,9 +146,7 @@ def _check_options(
         raise InterventionError("values is empty; give each factor's value per text")
     for factor, labels in values.items():
         if isinstance(labels, str) or len(labels) != n_texts:
-            raise InterventionError(
-                f"values[{factor!r}] must list one value per text ({n_texts}), got {labels!r:.80}"
-            )
+            raise InterventionError(f"values[{factor!r}] must list one value per text ({n_texts}), got {labels!r:.80}")
         classes, counts = np.unique(np.asarray(labels, dtype=object), return_counts=True)
         if len(classes) < 2 or counts.min() < n_folds:
             raise InterventionError(
@@ -159,17 +173,13 @@ def _hidden_states_at(
             batch = torch.arange(len(rows), device=stacked.device)
             for key, where in reads.items():
                 if key not in found:
-                    found[key] = np.empty(
-                        (stacked.shape[1], len(encoded), stacked.shape[-1]), dtype=np.float64
-                    )
+                    found[key] = np.empty((stacked.shape[1], len(encoded), stacked.shape[-1]), dtype=np.float64)
                 at = torch.as_tensor(where[rows], device=stacked.device)
                 found[key][:, rows] = stacked[batch, :, at].double().cpu().numpy().swapaxes(0, 1)
     return found
 
 
-def _out_of_fold_correct(
-    features: np.ndarray, labels: np.ndarray, n_folds: int, seed: int
-) -> np.ndarray:
+def _out_of_fold_correct(features: np.ndarray, labels: np.ndarray, n_folds: int, seed: int) -> np.ndarray:
     """Whether each text's value is predicted right by a probe fitted without it."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold, cross_val_predict

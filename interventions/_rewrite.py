@@ -70,17 +70,13 @@ class RewriteRules:
     origin: str = field(default="rules", repr=False, compare=False)
     """Where the rules came from (a file or builtin:NAME), named in errors."""
     _surfaces: Mapping[str, tuple[str, str]] = field(init=False, repr=False, compare=False)
-    _rows_of: Mapping[tuple[str, str], tuple[int, ...]] = field(
-        init=False, repr=False, compare=False
-    )
+    _rows_of: Mapping[tuple[str, str], tuple[int, ...]] = field(init=False, repr=False, compare=False)
     _pattern: re.Pattern[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "values", tuple(self.values))
         object.__setattr__(self, "forms", tuple(dict(row) for row in self.forms))
-        object.__setattr__(
-            self, "function_words", frozenset(word.lower() for word in self.function_words)
-        )
+        object.__setattr__(self, "function_words", frozenset(word.lower() for word in self.function_words))
         self._check_values()
         surfaces: dict[str, tuple[str, str]] = {}
         rows_of: dict[tuple[str, str], list[int]] = {}
@@ -128,8 +124,7 @@ class RewriteRules:
         for key in data:
             if key not in _FILE_KEYS:
                 raise InterventionError(
-                    f"{origin}: unknown key {key!r}{_closest(str(key), _FILE_KEYS)}; the keys "
-                    f"are {list(_FILE_KEYS)}"
+                    f"{origin}: unknown key {key!r}{_closest(str(key), _FILE_KEYS)}; the keys are {list(_FILE_KEYS)}"
                 )
         for key in ("values", "forms"):
             if key not in data:
@@ -143,10 +138,7 @@ class RewriteRules:
         words = _strings(data.get("function_words", []), f"{origin}: function_words")
         rows = data["forms"]
         if not isinstance(rows, list) or not rows:
-            raise InterventionError(
-                f"{origin}: forms: expected a non-empty list of rows (value -> form), "
-                f"got {rows!r}"
-            )
+            raise InterventionError(f"{origin}: forms: expected a non-empty list of rows (value -> form), got {rows!r}")
         for index, row in enumerate(rows):
             if not isinstance(row, dict):
                 raise InterventionError(
@@ -226,13 +218,9 @@ class RewriteRules:
             return matched
         rows = (self.forms[index] for index in self._rows_of[(match.value, match.form)])
         row = next(  # a row without `when` always applies (checked at construction)
-            row
-            for row in rows
-            if row.get(_WHEN) != "before_noun" or self._before_noun(text, match.end)
+            row for row in rows if row.get(_WHEN) != "before_noun" or self._before_noun(text, match.end)
         )
-        return _cased(
-            row[target], " ".join(matched.split()), match.form, _sentence_start(text, match.start)
-        )
+        return _cased(row[target], " ".join(matched.split()), match.form, _sentence_start(text, match.start))
 
     def _before_noun(self, text: str, end: int) -> bool:
         """Whether a word that is not a function word follows `end` (no blank line between)."""
@@ -242,8 +230,7 @@ class RewriteRules:
     def _check_values(self) -> None:
         if len(self.values) < 2 or len(set(self.values)) != len(self.values):
             raise InterventionError(
-                f"{self.origin}: values: expected at least two distinct values, got "
-                f"{list(self.values)}"
+                f"{self.origin}: values: expected at least two distinct values, got {list(self.values)}"
             )
         if _WHEN in self.values:
             raise InterventionError(
@@ -267,8 +254,7 @@ class RewriteRules:
             )
         if _WHEN in row and row[_WHEN] not in _CONDITIONS:
             raise InterventionError(
-                f"{where}.{_WHEN}: {row[_WHEN]!r} is not a condition; the conditions are "
-                f"{list(_CONDITIONS)}"
+                f"{where}.{_WHEN}: {row[_WHEN]!r} is not a condition; the conditions are {list(_CONDITIONS)}"
             )
         for value in self.values:
             form = row[value]
@@ -330,8 +316,11 @@ class Rewrite:
                     shift = new_end - old_end
             return start + shift, end + shift
 
-        carried = {name: tuple(moved(start, end, name) for start, end in found)
-                   for name, found in spans.items() if name != self.factor}
+        carried = {
+            name: tuple(moved(start, end, name) for start, end in found)
+            for name, found in spans.items()
+            if name != self.factor
+        }
         return {**carried, self.factor: tuple(inserted)}
 
 
@@ -352,11 +341,7 @@ def _read(source: str | Path) -> tuple[str, str]:
     """(origin, text) of a rule source: `builtin:NAME` or a file path."""
     if isinstance(source, str) and source.startswith("builtin:"):
         lexicons = resources.files("interventions") / "lexicons"
-        names = sorted(
-            entry.name.removesuffix(".yaml")
-            for entry in lexicons.iterdir()
-            if entry.name.endswith(".yaml")
-        )
+        names = sorted(entry.name.removesuffix(".yaml") for entry in lexicons.iterdir() if entry.name.endswith(".yaml"))
         name = source.removeprefix("builtin:")
         if name not in names:
             raise InterventionError(
@@ -369,8 +354,7 @@ def _read(source: str | Path) -> tuple[str, str]:
         return str(path), path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise InterventionError(
-            f"rule file {str(path)!r} does not exist; give an existing YAML file or "
-            "builtin:NAME (builtin:sex)"
+            f"rule file {str(path)!r} does not exist; give an existing YAML file or builtin:NAME (builtin:sex)"
         ) from None
     except (OSError, UnicodeDecodeError) as error:
         raise InterventionError(f"rule file {str(path)!r} cannot be read: {error}") from None
@@ -427,11 +411,7 @@ def _trie(spellings: list[str]) -> str:
 
 
 def _branches(node: dict[str, Any]) -> str:
-    branches = [
-        (r"\s+" if char == " " else re.escape(char)) + _branches(child)
-        for char, child in node.items()
-        if char
-    ]
+    branches = [(r"\s+" if char == " " else re.escape(char)) + _branches(child) for char, child in node.items() if char]
     if "" in node:
         branches.append(r"(?![\w-])" if _WORD.match(node[""][-1]) else "")
     return branches[0] if len(branches) == 1 else "(?:" + "|".join(branches) + ")"

@@ -100,9 +100,7 @@ class BlockRunner:
             q, k = self._apply_rotary(q, k, cos, sin)
         return q, k, v
 
-    def attend(
-        self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor
-    ) -> torch.Tensor:
+    def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Attention of q over k, v under a boolean (rows, 1, queries, keys) mask -> z.
 
         z is (rows, queries, heads * d_head): the input of the output projection, whose
@@ -111,9 +109,7 @@ class BlockRunner:
         groups = q.shape[1] // k.shape[1]
         if groups > 1:
             k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
-        out = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, scale=self._blocks[layer].scaling
-        )
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self._blocks[layer].scaling)
         rows, heads, queries, d_head = out.shape
         return out.transpose(1, 2).reshape(rows, queries, heads * d_head)
 
@@ -121,9 +117,7 @@ class BlockRunner:
         """The attention output (attn_out) from z."""
         return self._blocks[layer].o_proj(z)
 
-    def mlp_input(
-        self, layer: int, resid: torch.Tensor, attn_out: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def mlp_input(self, layer: int, resid: torch.Tensor, attn_out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(the MLP's input, the residual stream between attention and MLP)."""
         block = self._blocks[layer]
         residual = self.architecture.residual

@@ -95,17 +95,13 @@ def gradient_x_input(
     forward = _forward(adapter, reader)
     attributions: list[np.ndarray] = [np.empty(0)] * len(encoded)
     outcomes = np.empty(len(encoded))
-    for rows, input_ids, attention_mask in encoded.batches(
-        adapter, batch_size, suffix=reader.suffix
-    ):
+    for rows, input_ids, attention_mask in encoded.batches(adapter, batch_size, suffix=reader.suffix):
         embeds = adapter.model.get_input_embeddings()(input_ids).detach().requires_grad_()
         found = InputXGradient(forward).attribute(embeds, additional_forward_args=(attention_mask,))
         _keep(attributions, rows, found, attention_mask)
         outcomes[rows] = _outcome_values(forward, embeds, attention_mask)
     nan = np.full(len(encoded), np.nan)
-    return _result(
-        encoded, "gradient_x_input", None, None, attributions, outcomes, nan, nan, skipped=()
-    )
+    return _result(encoded, "gradient_x_input", None, None, attributions, outcomes, nan, nan, skipped=())
 
 
 def integrated_gradients(
@@ -140,9 +136,7 @@ def integrated_gradients(
     if baseline not in _BASELINES:
         raise InterventionError(f"baseline {baseline!r} is not one of {list(_BASELINES)}")
     if on_length_mismatch not in _MISMATCH:
-        raise InterventionError(
-            f"on_length_mismatch {on_length_mismatch!r} is not one of {list(_MISMATCH)}"
-        )
+        raise InterventionError(f"on_length_mismatch {on_length_mismatch!r} is not one of {list(_MISMATCH)}")
     if not isinstance(n_steps, int) or n_steps < 1:
         raise InterventionError(f"n_steps must be an int >= 1, got {n_steps!r}")
     if (baseline == "counterfactual") != (counterfactuals is not None):
@@ -156,21 +150,19 @@ def integrated_gradients(
     if baseline == "pad":
         reference_ids = _pad_ids(adapter, encoded)
     else:
-        reference_ids, kept, skipped = _counterfactual_ids(
-            adapter, encoded, counterfactuals, on_length_mismatch
-        )
+        reference_ids, kept, skipped = _counterfactual_ids(adapter, encoded, counterfactuals, on_length_mismatch)
         if skipped:
             encoded = encode_texts(
-                adapter, [texts[row] for row in kept], factors,
+                adapter,
+                [texts[row] for row in kept],
+                factors,
                 units=[encoded.units[row] for row in kept],
             )
     forward = _forward(adapter, reader)
     embedding = adapter.model.get_input_embeddings()
     attributions: list[np.ndarray] = [np.empty(0)] * len(encoded)
     outcomes, baseline_outcomes, deltas = (np.empty(len(encoded)) for _ in range(3))
-    for rows, input_ids, attention_mask in encoded.batches(
-        adapter, batch_size, suffix=reader.suffix
-    ):
+    for rows, input_ids, attention_mask in encoded.batches(adapter, batch_size, suffix=reader.suffix):
         embeds = embedding(input_ids).detach()
         baseline_ids = input_ids.clone()
         for index, row in enumerate(rows):
@@ -178,8 +170,11 @@ def integrated_gradients(
             baseline_ids[index, : len(ids)] = torch.tensor(ids, device=input_ids.device)
         reference = embedding(baseline_ids).detach()
         found, delta = IntegratedGradients(forward).attribute(
-            embeds, baselines=reference, additional_forward_args=(attention_mask,),
-            n_steps=n_steps, internal_batch_size=batch_size,
+            embeds,
+            baselines=reference,
+            additional_forward_args=(attention_mask,),
+            n_steps=n_steps,
+            internal_batch_size=batch_size,
             return_convergence_delta=True,
         )
         _keep(attributions, rows, found, attention_mask)
@@ -187,8 +182,15 @@ def integrated_gradients(
         baseline_outcomes[rows] = _outcome_values(forward, reference, attention_mask)
         deltas[rows] = delta.detach().double().cpu().numpy()
     return _result(
-        encoded, "integrated_gradients", baseline, n_steps, attributions, outcomes,
-        baseline_outcomes, deltas, skipped=skipped,
+        encoded,
+        "integrated_gradients",
+        baseline,
+        n_steps,
+        attributions,
+        outcomes,
+        baseline_outcomes,
+        deltas,
+        skipped=skipped,
     )
 
 
@@ -197,9 +199,7 @@ def _check_batch_size(batch_size: int) -> None:
         raise InterventionError(f"batch_size must be at least 1, got {batch_size}")
 
 
-def _forward(
-    adapter: ModelAdapter, reader: _Reader
-) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+def _forward(adapter: ModelAdapter, reader: _Reader) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """The outcome of each row as a function of its input embeddings (what Captum attributes)."""
 
     def forward(embeds: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -252,9 +252,7 @@ def _counterfactual_ids(
             "on_length_mismatch='skip'"
         )
     kept = [row for row in range(len(encoded)) if row not in set(unequal)]
-    return (
-        [tuple(other[row]) for row in kept], kept, tuple(encoded.units[row] for row in unequal)
-    )
+    return ([tuple(other[row]) for row in kept], kept, tuple(encoded.units[row] for row in unequal))
 
 
 def _keep(
@@ -284,37 +282,51 @@ def _result(
     """Assemble the span, token and completeness tables of one saliency readout."""
     factors = list(encoded.factor_positions)
     n_units = len(encoded)
-    spans = pd.DataFrame({
-        "unit": np.repeat(encoded.units, len(factors)).astype(np.int64),
-        "factor": factors * n_units,
-        "method": method,
-        "baseline": baseline,
-        "layer": pd.array([None] * n_units * len(factors), dtype="Int64"),
-        "head": pd.array([None] * n_units * len(factors), dtype="Int64"),
-        "value": [
-            attributions[row][list(encoded.factor_positions[factor][row])].sum()
-            for row in range(n_units)
-            for factor in factors
-        ],
-    }, columns=list(EVIDENCE_COLUMNS))
+    spans = pd.DataFrame(
+        {
+            "unit": np.repeat(encoded.units, len(factors)).astype(np.int64),
+            "factor": factors * n_units,
+            "method": method,
+            "baseline": baseline,
+            "layer": pd.array([None] * n_units * len(factors), dtype="Int64"),
+            "head": pd.array([None] * n_units * len(factors), dtype="Int64"),
+            "value": [
+                attributions[row][list(encoded.factor_positions[factor][row])].sum()
+                for row in range(n_units)
+                for factor in factors
+            ],
+        },
+        columns=list(EVIDENCE_COLUMNS),
+    )
     tokens = stack_rows(
         [
             token_rows(
-                encoded, row, method, attributions[row][: len(encoded.tokens[row])],
+                encoded,
+                row,
+                method,
+                attributions[row][: len(encoded.tokens[row])],
                 baseline=baseline,
             )
             for row in range(n_units)
         ],
         TOKEN_COLUMNS,
     )
-    completeness = pd.DataFrame({
-        "unit": np.array(encoded.units, dtype=np.int64),
-        "outcome": outcomes,
-        "baseline_outcome": baseline_outcomes,
-        "attribution_sum": [values.sum() for values in attributions],
-        "delta": deltas,
-    }, columns=list(COMPLETENESS_COLUMNS))
+    completeness = pd.DataFrame(
+        {
+            "unit": np.array(encoded.units, dtype=np.int64),
+            "outcome": outcomes,
+            "baseline_outcome": baseline_outcomes,
+            "attribution_sum": [values.sum() for values in attributions],
+            "delta": deltas,
+        },
+        columns=list(COMPLETENESS_COLUMNS),
+    )
     return SaliencyEvidence(
-        method=method, baseline=baseline, n_steps=n_steps, spans=spans, tokens=tokens,
-        completeness=completeness, skipped_units=skipped,
+        method=method,
+        baseline=baseline,
+        n_steps=n_steps,
+        spans=spans,
+        tokens=tokens,
+        completeness=completeness,
+        skipped_units=skipped,
     )

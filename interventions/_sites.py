@@ -74,8 +74,7 @@ class Site:
         match = _SITE_NAME.fullmatch(name) if isinstance(name, str) else None
         if match is None:
             raise InterventionError(
-                f"site name {name!r} is not COMPONENT.LAYER or head.LAYER.HEAD, e.g. "
-                "'resid_pre.3' or 'head.3.5'"
+                f"site name {name!r} is not COMPONENT.LAYER or head.LAYER.HEAD, e.g. 'resid_pre.3' or 'head.3.5'"
             )
         component, layer, head = match.groups()
         return cls(component, int(layer), None if head is None else int(head))
@@ -141,49 +140,84 @@ _ENCODER_BLOCK = {"causal": False, "residual": "post_norm", "qkv_layout": "separ
 
 ARCHITECTURES: tuple[Layout, ...] = (
     Layout(
-        "gpt2", ("gpt2",), causal=True, blocks="h", attention="attn", qkv=("attn.c_attn",),
-        qkv_layout="split", o_proj="attn.c_proj", mlp=("mlp",), attention_norm="ln_1",
-        mlp_norm="ln_2", residual="sequential", final_norm="ln_f",
+        "gpt2",
+        ("gpt2",),
+        causal=True,
+        blocks="h",
+        attention="attn",
+        qkv=("attn.c_attn",),
+        qkv_layout="split",
+        o_proj="attn.c_proj",
+        mlp=("mlp",),
+        attention_norm="ln_1",
+        mlp_norm="ln_2",
+        residual="sequential",
+        final_norm="ln_f",
     ),
     Layout(
-        "llama", ("llama", "mistral", "qwen2"), causal=True, blocks="layers",
+        "llama",
+        ("llama", "mistral", "qwen2"),
+        causal=True,
+        blocks="layers",
         attention="self_attn",
         qkv=("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
-        qkv_layout="separate", o_proj="self_attn.o_proj", mlp=("mlp",),
-        attention_norm="input_layernorm", mlp_norm="post_attention_layernorm",
-        residual="sequential", rotary="rotary_emb", final_norm="norm",
+        qkv_layout="separate",
+        o_proj="self_attn.o_proj",
+        mlp=("mlp",),
+        attention_norm="input_layernorm",
+        mlp_norm="post_attention_layernorm",
+        residual="sequential",
+        rotary="rotary_emb",
+        final_norm="norm",
     ),
     Layout(
-        "gpt_neox", ("gpt_neox",), causal=True, blocks="layers", attention="attention",
-        qkv=("attention.query_key_value",), qkv_layout="per_head", o_proj="attention.dense",
-        mlp=("mlp",), attention_norm="input_layernorm", mlp_norm="post_attention_layernorm",
-        residual="parallel", rotary="rotary_emb", final_norm="final_layer_norm",
+        "gpt_neox",
+        ("gpt_neox",),
+        causal=True,
+        blocks="layers",
+        attention="attention",
+        qkv=("attention.query_key_value",),
+        qkv_layout="per_head",
+        o_proj="attention.dense",
+        mlp=("mlp",),
+        attention_norm="input_layernorm",
+        mlp_norm="post_attention_layernorm",
+        residual="parallel",
+        rotary="rotary_emb",
+        final_norm="final_layer_norm",
     ),
     Layout(
-        "bert", ("bert", "roberta", "xlm-roberta", "camembert", "electra"),
-        blocks="encoder.layer", attention="attention.self",
+        "bert",
+        ("bert", "roberta", "xlm-roberta", "camembert", "electra"),
+        blocks="encoder.layer",
+        attention="attention.self",
         qkv=("attention.self.query", "attention.self.key", "attention.self.value"),
-        o_proj="attention.output.dense", mlp=("intermediate", "output.dense"),
-        attention_norm="attention.output.LayerNorm", mlp_norm="output.LayerNorm",
+        o_proj="attention.output.dense",
+        mlp=("intermediate", "output.dense"),
+        attention_norm="attention.output.LayerNorm",
+        mlp_norm="output.LayerNorm",
         **_ENCODER_BLOCK,
     ),
     Layout(
-        "distilbert", ("distilbert",), blocks="transformer.layer", attention="attention",
+        "distilbert",
+        ("distilbert",),
+        blocks="transformer.layer",
+        attention="attention",
         qkv=("attention.q_lin", "attention.k_lin", "attention.v_lin"),
-        o_proj="attention.out_lin", mlp=("ffn",), attention_norm="sa_layer_norm",
-        mlp_norm="output_layer_norm", **_ENCODER_BLOCK,
+        o_proj="attention.out_lin",
+        mlp=("ffn",),
+        attention_norm="sa_layer_norm",
+        mlp_norm="output_layer_norm",
+        **_ENCODER_BLOCK,
     ),
 )
 
 READOUTS: tuple[Readout, ...] = (
     Readout("lm_head", "causal-lm", head=("lm_head",), decision="last"),
     Readout("score", "sequence-classifier", head=("score",), decision="last"),
-    Readout("classification_head", "sequence-classifier", head=("classifier.out_proj",),
-            decision="first"),
-    Readout("pre_classifier", "sequence-classifier", head=("pre_classifier", "classifier"),
-            decision="first"),
-    Readout("pooler", "sequence-classifier", head=("classifier",), base=("pooler",),
-            decision="first"),
+    Readout("classification_head", "sequence-classifier", head=("classifier.out_proj",), decision="first"),
+    Readout("pre_classifier", "sequence-classifier", head=("pre_classifier", "classifier"), decision="first"),
+    Readout("pooler", "sequence-classifier", head=("classifier",), base=("pooler",), decision="first"),
 )
 
 _HOW_TO_ADD = (
@@ -271,7 +305,11 @@ def architecture_of(model: nn.Module) -> Architecture:
     blocks = _require(model, base, layout.blocks, layout)
     n_layers = len(blocks)
     for path in (
-        layout.attention, *layout.qkv, layout.o_proj, *layout.mlp, layout.attention_norm,
+        layout.attention,
+        *layout.qkv,
+        layout.o_proj,
+        *layout.mlp,
+        layout.attention_norm,
         layout.mlp_norm,
     ):
         _require(model, blocks[0], path, layout, prefix=f"{layout.blocks}.0.")
@@ -285,8 +323,14 @@ def architecture_of(model: nn.Module) -> Architecture:
     if residual == "parallel" and not getattr(config, "use_parallel_residual", True):
         residual = "sequential"
     return Architecture(
-        model_type=model_type, layout=layout, readout=readout, residual=residual,
-        n_layers=n_layers, n_heads=n_heads, n_kv_heads=n_kv_heads, d_head=z_width // n_heads,
+        model_type=model_type,
+        layout=layout,
+        readout=readout,
+        residual=residual,
+        n_layers=n_layers,
+        n_heads=n_heads,
+        n_kv_heads=n_kv_heads,
+        d_head=z_width // n_heads,
     )
 
 
@@ -303,8 +347,7 @@ def model_sites(
     """
     if isinstance(components, str):
         raise InterventionError(
-            f"components must be a sequence of names, got the string {components!r}; wrap it "
-            "in a list"
+            f"components must be a sequence of names, got the string {components!r}; wrap it in a list"
         )
     for component in components:
         if component not in COMPONENTS:
@@ -354,9 +397,7 @@ def _find(root: object, path: str) -> nn.Module | None:
     return current
 
 
-def _require(
-    model: nn.Module, root: nn.Module, path: str, layout: Layout, *, prefix: str = ""
-) -> nn.Module:
+def _require(model: nn.Module, root: nn.Module, path: str, layout: Layout, *, prefix: str = "") -> nn.Module:
     """The module at `path` under `root`; InterventionError naming the row when it is missing."""
     found = _find(root, path)
     if found is None:

@@ -100,9 +100,7 @@ class Sweep:
         d, s = (np.concatenate([*pieces, np.zeros(0, np.int64)]) for pieces in (pieces_d, pieces_s))
         n_configs = len(self.configurations)
         points = self.site_points
-        config_point = np.array(
-            [points.index(site.point) for site, _ in self.configurations], dtype=np.int64
-        )
+        config_point = np.array([points.index(site.point) for site, _ in self.configurations], dtype=np.int64)
         config_head = np.array(
             [-1 if site.head is None else site.head for site, _ in self.configurations],
             dtype=np.int64,
@@ -165,8 +163,7 @@ def configurations(sites: Sequence[Site], positions: Sequence[str]) -> list[Conf
     """Every (site, position), site-major; InterventionError for a bare value or a repeat."""
     if isinstance(positions, str) or isinstance(sites, (str, Site)):
         raise InterventionError(
-            f"sites and positions must be sequences, got {sites!r} and {positions!r}; wrap "
-            "a single one in a list"
+            f"sites and positions must be sequences, got {sites!r} and {positions!r}; wrap a single one in a list"
         )
     for name, values in (("sites", sites), ("positions", positions)):
         repeated = sorted(str(value) for value, count in Counter(values).items() if count > 1)
@@ -212,11 +209,14 @@ def prepare(
     texts = [text for pair in pairs for text in (pair.destination.text, pair.source.text)]
     token_ids = [tuple(ids) for ids in _tokenize(adapter, texts)]
     for number, pair in enumerate(pairs):
-        _check_alignment(number, pair, token_ids[2 * number], token_ids[2 * number + 1],
-                         architecture)
+        _check_alignment(number, pair, token_ids[2 * number], token_ids[2 * number + 1], architecture)
     suffix = tuple(reader.suffix)
     return Sweep(
-        adapter, architecture, reader, pairs, tuple(configurations),
+        adapter,
+        architecture,
+        reader,
+        pairs,
+        tuple(configurations),
         destination_ids=tuple(ids + suffix for ids in token_ids[0::2]),
         source_ids=tuple(ids + suffix for ids in token_ids[1::2]),
         batch_size=batch_size,
@@ -262,9 +262,7 @@ def _check_alignment(
                     f"texts have {len(destination)} and {len(source)} tokens under this "
                     "model's tokenizer; align with the model's own tokenizer"
                 )
-    decision = ((0, 0),) if architecture.decision == "first" else (
-        (len(destination) - 1, len(source) - 1),
-    )
+    decision = ((0, 0),) if architecture.decision == "first" else ((len(destination) - 1, len(source) - 1),)
     if tuple(pair.positions.get("last", decision)) != decision:
         raise InterventionError(
             f"pairs[{number}] position 'last' is {tuple(pair.positions['last'])}, but this "

@@ -42,8 +42,7 @@ class Template:
         missing = [slot for slot in dict.fromkeys(self.slots) if slot not in forms]
         if missing:
             raise TemplateError(
-                f"no surface form for slot(s) {missing} of template {self.text!r}; "
-                f"forms were given for {sorted(forms)}"
+                f"no surface form for slot(s) {missing} of template {self.text!r}; forms were given for {sorted(forms)}"
             )
         pieces = [self.literals[0]]
         spans: dict[str, list[tuple[int, int]]] = {}
@@ -53,9 +52,7 @@ class Template:
             spans.setdefault(slot, []).append((position, position + len(form)))
             pieces += [form, literal]
             position += len(form) + len(literal)
-        return RenderedText(
-            text="".join(pieces), spans={slot: tuple(found) for slot, found in spans.items()}
-        )
+        return RenderedText(text="".join(pieces), spans={slot: tuple(found) for slot, found in spans.items()})
 
 
 @dataclass(frozen=True)
@@ -95,16 +92,11 @@ class RenderedText:
             if end > start and not special
         ]
         return MappingProxyType(
-            {
-                slot: tuple(_covering_tokens(offsets, span, slot) for span in spans)
-                for slot, spans in self.spans.items()
-            }
+            {slot: tuple(_covering_tokens(offsets, span, slot) for span in spans) for slot, spans in self.spans.items()}
         )
 
 
-def _covering_tokens(
-    offsets: list[tuple[int, int, int]], span: tuple[int, int], slot: str
-) -> tuple[int, int]:
+def _covering_tokens(offsets: list[tuple[int, int, int]], span: tuple[int, int], slot: str) -> tuple[int, int]:
     """The token index range whose character offsets overlap the character `span`."""
     start, end = span
     indices = [index for index, first, last in offsets if first < end and last > start]
@@ -129,8 +121,7 @@ def _parse(text: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
             index += 2
         elif char == "}":
             raise TemplateError(
-                f"unmatched '}}' at position {index} in template {text!r}; "
-                "write '}}}}' for a literal brace"
+                f"unmatched '}}' at position {index} in template {text!r}; write '}}}}}}}}' for a literal brace"
             )
         elif char == "{":
             close = text.find("}", index + 1)

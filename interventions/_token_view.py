@@ -63,13 +63,9 @@ def render_token_view(view: pd.DataFrame) -> str:
     """
     missing = [column for column in VIEW_COLUMNS if column not in view.columns]
     if missing:
-        raise InterventionError(
-            f"token view lacks columns {missing}; pass the frame `token_view` returns"
-        )
+        raise InterventionError(f"token view lacks columns {missing}; pass the frame `token_view` returns")
     sections = []
-    for (method, baseline), rows in view.groupby(
-        ["method", view["baseline"].fillna("")], sort=False
-    ):
+    for (method, baseline), rows in view.groupby(["method", view["baseline"].fillna("")], sort=False):
         title = method if not baseline else f"{method} ({baseline} baseline)"
         lines = [f"<h4>{html.escape(title)}</h4>"]
         for unit, unit_rows in rows.groupby("unit", sort=False):
@@ -77,9 +73,7 @@ def render_token_view(view: pd.DataFrame) -> str:
             for arm, arm_rows in unit_rows.groupby("arm", sort=False):
                 spans = "".join(
                     _token_span(token, value, scale, factor)
-                    for token, value, factor in zip(
-                        arm_rows["token"], arm_rows["value"], arm_rows["factor"]
-                    )
+                    for token, value, factor in zip(arm_rows["token"], arm_rows["value"], arm_rows["factor"])
                 )
                 label = html.escape(f"unit {unit}, {arm}")
                 lines.append(
@@ -100,6 +94,5 @@ def _token_span(token: str, value: float, scale: float, factor: object) -> str:
         style += "; border-bottom: 2px solid #333"
         title += f" ({factor})"
     return (
-        f'<span style="{style}" title="{html.escape(title, quote=True)}">'
-        f"{html.escape(str(token), quote=True)}</span>"
+        f'<span style="{style}" title="{html.escape(title, quote=True)}">{html.escape(str(token), quote=True)}</span>'
     )

@@ -1,10 +1,10 @@
 """Exceptions raised by `interventions`.
 
-    InterventionError(ValueError)
-    ├── TemplateError        a prompt template cannot be parsed or rendered
-    ├── ModelLoadError       a model spec cannot be turned into a loaded model
-    ├── AnswerTokenError     an answer that must be one token is several (or none)
-    └── RewriteError         a document cannot be rewritten to another value of a factor
+InterventionError(ValueError)
+├── TemplateError        a prompt template cannot be parsed or rendered
+├── ModelLoadError       a model spec cannot be turned into a loaded model
+├── AnswerTokenError     an answer that must be one token is several (or none)
+└── RewriteError         a document cannot be rewritten to another value of a factor
 """
 
 from typing import Literal

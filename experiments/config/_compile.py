@@ -12,6 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from causal import EstimationError, Hypothesis
+from experiments.config._schema import DataConfig, EffectConfig, ExperimentConfig, OutcomeConfig, parse_config
+from experiments.config._yaml import load_yaml
+from experiments.errors import ConfigError
 from graphs import CausalGraph, Factor, GraphError, StructuralModel
 from interventions import (
     AnswerProb,
@@ -26,10 +29,6 @@ from interventions import (
     Template,
     TemplateError,
 )
-
-from experiments.config._schema import DataConfig, EffectConfig, ExperimentConfig, OutcomeConfig, parse_config
-from experiments.config._yaml import load_yaml
-from experiments.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -154,7 +153,9 @@ def compile_config(config: ExperimentConfig, *, base_dir: str | Path | None = No
     else:
         structural, templates = None, ()
         data = _data_plan(config, config.data, graph, Path(base_dir or "."))
-    contrasts = tuple(plan for index, effect in enumerate(config.effects) for plan in _plans(index, effect, config, graph))
+    contrasts = tuple(
+        plan for index, effect in enumerate(config.effects) for plan in _plans(index, effect, config, graph)
+    )
     mediation = tuple(_mediation_plan(index, config) for index in range(len(config.mediation)))
     if data is not None:
         _check_data_effects(config, data.config, graph, mediation)
@@ -220,24 +221,39 @@ def _data_plan(config: ExperimentConfig, data: DataConfig, graph: CausalGraph, b
     for name, spec in config.factors.items():
         _parents(name, config, graph)
         if spec.distribution is not None:
-            raise ConfigError("distribution is not used with data: the documents carry the values; remove it",
-                              path=f"factors.{name}.distribution")
+            raise ConfigError(
+                "distribution is not used with data: the documents carry the values; remove it",
+                path=f"factors.{name}.distribution",
+            )
     for name in data.factors:
         if name not in config.factors:
             raise ConfigError(f"{name!r} is not a factor{_suggest(name, names)}", path=f"data.factors.{name}")
     if config.sampling.mode == "exact":
-        raise ConfigError("exact mode enumerates a structural model; with data: the documents are the units; "
-                          "use mode: sample (or omit sampling)", path="sampling.mode")
+        raise ConfigError(
+            "exact mode enumerates a structural model; with data: the documents are the units; "
+            "use mode: sample (or omit sampling)",
+            path="sampling.mode",
+        )
     rules = {}
     for name, source in config.rewrite.items():
         if name not in data.factors:
-            raise ConfigError(f"{name!r} is not an annotated factor (data.factors: {', '.join(data.factors)}); "
-                              "only annotated factors can be rewritten", path=f"rewrite.{name}")
+            raise ConfigError(
+                f"{name!r} is not an annotated factor (data.factors: {', '.join(data.factors)}); "
+                "only annotated factors can be rewritten",
+                path=f"rewrite.{name}",
+            )
         rules[name] = _rules(name, source, config, base_dir)
-    return DataPlan(config=data, path=_resolve(data.path, base_dir), rules=rules,
-                    pairs=None if config.pairs is None else _resolve(config.pairs.path, base_dir),
-                    rule_files={name: _resolve(source, base_dir) for name, source in config.rewrite.items()
-                                if not source.startswith("builtin:")})
+    return DataPlan(
+        config=data,
+        path=_resolve(data.path, base_dir),
+        rules=rules,
+        pairs=None if config.pairs is None else _resolve(config.pairs.path, base_dir),
+        rule_files={
+            name: _resolve(source, base_dir)
+            for name, source in config.rewrite.items()
+            if not source.startswith("builtin:")
+        },
+    )
 
 
 def stored_config(experiment: Experiment) -> ExperimentConfig:
@@ -249,12 +265,18 @@ def stored_config(experiment: Experiment) -> ExperimentConfig:
     config, plan = experiment.config, experiment.data
     if plan is None:
         return config
-    return config.model_copy(update={
-        "data": plan.config.model_copy(update={"path": str(plan.path.resolve())}),
-        "rewrite": {name: str(plan.rule_files[name].resolve()) if name in plan.rule_files else source
-                    for name, source in config.rewrite.items()},
-        "pairs": None if plan.pairs is None else config.pairs.model_copy(update={"path": str(plan.pairs.resolve())}),
-    })
+    return config.model_copy(
+        update={
+            "data": plan.config.model_copy(update={"path": str(plan.path.resolve())}),
+            "rewrite": {
+                name: str(plan.rule_files[name].resolve()) if name in plan.rule_files else source
+                for name, source in config.rewrite.items()
+            },
+            "pairs": None
+            if plan.pairs is None
+            else config.pairs.model_copy(update={"path": str(plan.pairs.resolve())}),
+        }
+    )
 
 
 def _resolve(path: str, base_dir: Path) -> Path:
@@ -291,8 +313,9 @@ def _check_data_effects(
         _check_rewritable(effect.treatment, config, data, f"{path}.treatment")
         for moderator in effect.moderators:
             if moderator not in data.factors:
-                raise ConfigError(f"moderator {moderator!r} is not annotated; add it to data.factors",
-                                  path=f"{path}.moderators")
+                raise ConfigError(
+                    f"moderator {moderator!r} is not annotated; add it to data.factors", path=f"{path}.moderators"
+                )
         mediators = graph.mediators(effect.treatment)
         if effect.estimand == "total" and mediators:
             raise ConfigError(
@@ -301,24 +324,31 @@ def _check_data_effects(
                 path=f"{path}.estimand",
             )
         if effect.estimand == "direct" and effect.hold is not None and set(effect.hold) != set(mediators):
-            raise ConfigError(f"a rewrite holds every mediator {list(mediators)} at its factual value; omit hold",
-                              path=f"{path}.hold")
+            raise ConfigError(
+                f"a rewrite holds every mediator {list(mediators)} at its factual value; omit hold", path=f"{path}.hold"
+            )
     for plan in mediation:
         _check_rewritable(plan.treatment, config, data, f"{plan.path}.treatment")
         if plan.method != "exact":
             raise ConfigError("with data: patching sweeps run exactly; use method: exact", path=f"{plan.path}.method")
         other = [position for position in plan.positions if position not in ("factor", "last", "all")]
         if other:
-            raise ConfigError(f"positions {other}: a rewrite records spans of the treatment only; "
-                              "use factor, last or all", path=f"{plan.path}.positions")
+            raise ConfigError(
+                f"positions {other}: a rewrite records spans of the treatment only; use factor, last or all",
+                path=f"{plan.path}.positions",
+            )
 
 
 def _check_rewritable(treatment: str, config: ExperimentConfig, data: DataConfig, path: str) -> None:
     if treatment not in data.factors:
-        raise ConfigError(f"treatment {treatment!r} is not annotated in the documents; add it to data.factors", path=path)
+        raise ConfigError(
+            f"treatment {treatment!r} is not annotated in the documents; add it to data.factors", path=path
+        )
     if treatment not in config.rewrite:
-        raise ConfigError(f"treatment {treatment!r} has no rewrite rules; add rewrite.{treatment} "
-                          "(builtin:sex or a rules file)", path=path)
+        raise ConfigError(
+            f"treatment {treatment!r} has no rewrite rules; add rewrite.{treatment} (builtin:sex or a rules file)",
+            path=path,
+        )
 
 
 def _templates(config: ExperimentConfig, names: list[str]) -> tuple[Template, ...]:
@@ -376,7 +406,9 @@ def _mediation_plan(index: int, config: ExperimentConfig) -> MediationPlan:
     for position in spec.positions:
         factor = position.removeprefix("factor:")
         if position.startswith("factor:") and factor not in config.factors:
-            raise ConfigError(f"position {position!r} names no factor{_suggest(factor, names)}", path=f"{path}.positions")
+            raise ConfigError(
+                f"position {position!r} names no factor{_suggest(factor, names)}", path=f"{path}.positions"
+            )
     treated, reference = spec.contrast
     return MediationPlan(
         treatment=spec.treatment,
@@ -397,7 +429,9 @@ def _check_contrast(path: str, treatment: str, contrast: list[str] | None, confi
     """The treatment is a factor and each contrast value is one of its values."""
     names = list(config.factors)
     if treatment not in config.factors:
-        raise ConfigError(f"treatment {treatment!r} is not a factor{_suggest(treatment, names)}", path=f"{path}.treatment")
+        raise ConfigError(
+            f"treatment {treatment!r} is not a factor{_suggest(treatment, names)}", path=f"{path}.treatment"
+        )
     values = list(config.factors[treatment].values)
     for value in contrast or ():
         if value not in values:
@@ -436,24 +470,40 @@ def _hypotheses(config: ExperimentConfig, contrasts: tuple[ContrastPlan, ...]) -
     for index, spec in enumerate(config.hypotheses):
         path = f"hypotheses[{index}]"
         if spec.id in {known.id for known in hypotheses}:
-            raise ConfigError(f"id {spec.id!r} is used by an earlier hypothesis; give each a distinct id", path=f"{path}.id")
+            raise ConfigError(
+                f"id {spec.id!r} is used by an earlier hypothesis; give each a distinct id", path=f"{path}.id"
+            )
         try:
             treatment, contrast = Hypothesis.parse_effect(spec.effect)
         except EstimationError as error:
             raise ConfigError(str(error), path=f"{path}.effect") from None
-        estimated = [plan.contrast for plan in contrasts if plan.treatment == treatment and plan.estimand == spec.estimand]
+        estimated = [
+            plan.contrast for plan in contrasts if plan.treatment == treatment and plan.estimand == spec.estimand
+        ]
         if not estimated or (contrast is not None and contrast not in estimated):
-            known = sorted({f"{plan.treatment}[{plan.contrast}]" + ("" if plan.estimand == "total" else f" ({plan.estimand})")
-                            for plan in contrasts})
+            known = sorted(
+                {
+                    f"{plan.treatment}[{plan.contrast}]" + ("" if plan.estimand == "total" else f" ({plan.estimand})")
+                    for plan in contrasts
+                }
+            )
             raise ConfigError(
                 f"{spec.effect!r} ({spec.estimand}) is not among the effects this config estimates: {', '.join(known)}; "
                 "name one of them, or add it under effects",
                 path=f"{path}.effect",
             )
-        hypotheses.append(Hypothesis(
-            id=spec.id, claim=spec.claim, treatment=treatment, contrast=contrast, direction=spec.direction,
-            min_effect=spec.min_effect, equivalence=spec.equivalence, estimand=spec.estimand,
-        ))
+        hypotheses.append(
+            Hypothesis(
+                id=spec.id,
+                claim=spec.claim,
+                treatment=treatment,
+                contrast=contrast,
+                direction=spec.direction,
+                min_effect=spec.min_effect,
+                equivalence=spec.equivalence,
+                estimand=spec.estimand,
+            )
+        )
     return tuple(hypotheses)
 
 
@@ -466,11 +516,15 @@ def _decision_threshold(config: ExperimentConfig) -> float | None:
         return None
     for index, name in enumerate(config.fairness.protected):
         if name not in config.factors:
-            raise ConfigError(f"{name!r} is not a factor{_suggest(name, list(config.factors))}",
-                              path=f"fairness.protected[{index}]")
+            raise ConfigError(
+                f"{name!r} is not a factor{_suggest(name, list(config.factors))}", path=f"fairness.protected[{index}]"
+            )
         if config.data is not None and name not in config.data.factors:
-            raise ConfigError(f"{name!r} is not annotated in the documents: fairness needs each document's value; "
-                              f"annotated are {sorted(config.data.factors)}", path=f"fairness.protected[{index}]")
+            raise ConfigError(
+                f"{name!r} is not annotated in the documents: fairness needs each document's value; "
+                f"annotated are {sorted(config.data.factors)}",
+                path=f"fairness.protected[{index}]",
+            )
     if config.fairness.threshold is not None:
         return config.fairness.threshold
     if config.outcome.type not in _DEFAULT_THRESHOLD:

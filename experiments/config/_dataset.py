@@ -48,8 +48,10 @@ def load_documents(data: DataConfig, path: Path, values: Mapping[str, Sequence[s
     `values` holds each factor's declared values; annotations are read as stripped strings.
     """
     raw = _read(path, "data.path")
-    columns = {"text": (data.text, "data.text"), **{name: (column, f"data.factors.{name}")
-                                                   for name, column in data.factors.items()}}
+    columns = {
+        "text": (data.text, "data.text"),
+        **{name: (column, f"data.factors.{name}") for name, column in data.factors.items()},
+    }
     if data.id is not None:
         columns["doc_id"] = (data.id, "data.id")
     if data.label is not None:
@@ -62,8 +64,10 @@ def load_documents(data: DataConfig, path: Path, values: Mapping[str, Sequence[s
     for name, column in data.factors.items():
         annotation = _text(raw[column])
         frame[name] = annotation
-        checks += [("unannotated", column, annotation.eq("")),
-                   ("unknown_value", column, ~annotation.isin(list(values[name])) & annotation.ne(""))]
+        checks += [
+            ("unannotated", column, annotation.eq("")),
+            ("unknown_value", column, ~annotation.isin(list(values[name])) & annotation.ne("")),
+        ]
     if data.label is not None:
         frame["label"] = raw[data.label]
     kept, dropped = _split("documents", frame, checks, raw, ids, data.id or "")
@@ -86,10 +90,19 @@ def load_pairs(path: Path, documents: pd.DataFrame, values: Mapping[str, Sequenc
     annotated = documents.set_index("doc_id")
     known = frame["original_id"].isin(annotated.index)
     original_value = pd.Series(
-        [annotated.at[doc, factor] if ok and factor in annotated.columns else None
-         for doc, factor, ok in zip(frame["original_id"], frame["factor"], known)], index=frame.index)
-    in_domain = pd.Series([frame.at[i, "from"] in values.get(factor, ()) and frame.at[i, "to"] in values.get(factor, ())
-                           for i, factor in frame["factor"].items()], index=frame.index)
+        [
+            annotated.at[doc, factor] if ok and factor in annotated.columns else None
+            for doc, factor, ok in zip(frame["original_id"], frame["factor"], known)
+        ],
+        index=frame.index,
+    )
+    in_domain = pd.Series(
+        [
+            frame.at[i, "from"] in values.get(factor, ()) and frame.at[i, "to"] in values.get(factor, ())
+            for i, factor in frame["factor"].items()
+        ],
+        index=frame.index,
+    )
     checks = [
         ("missing_id", "id", frame["id"].eq("")),
         ("empty_text", "text", frame["text"].str.strip().eq("")),
@@ -124,17 +137,24 @@ def _read(path: Path, yaml_path: str) -> pd.DataFrame:
 
 def _require(raw: pd.DataFrame, column: str, yaml_path: str, path: Path) -> None:
     if column not in raw.columns:
-        raise ConfigError(f"column {column!r} is not in {path.name}; its columns are {list(map(str, raw.columns))}",
-                          path=yaml_path)
+        raise ConfigError(
+            f"column {column!r} is not in {path.name}; its columns are {list(map(str, raw.columns))}", path=yaml_path
+        )
 
 
 def _text(column: pd.Series) -> pd.Series:
     """Cells as stripped strings; missing cells become ""."""
-    return column.map(lambda cell: "" if cell is None or (isinstance(cell, float) and pd.isna(cell)) else str(cell).strip())
+    return column.map(
+        lambda cell: "" if cell is None or (isinstance(cell, float) and pd.isna(cell)) else str(cell).strip()
+    )
 
 
 def _split(
-    table: str, frame: pd.DataFrame, checks: list[tuple[str, str, pd.Series]], raw: pd.DataFrame, ids: pd.Series,
+    table: str,
+    frame: pd.DataFrame,
+    checks: list[tuple[str, str, pd.Series]],
+    raw: pd.DataFrame,
+    ids: pd.Series,
     id_column: str,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Kept rows, and one dropped record per bad row for its first failed check.
@@ -147,8 +167,16 @@ def _split(
     def drop(reason: str, column: str, failed: pd.Series) -> None:
         for row in frame.index[failed & ~bad]:
             value = raw.at[row, column] if column in raw.columns else None
-            records.append({"table": table, "row": int(row), "id": ids[row], "reason": reason, "column": column,
-                            "value": None if value is None or (isinstance(value, float) and pd.isna(value)) else str(value)})
+            records.append(
+                {
+                    "table": table,
+                    "row": int(row),
+                    "id": ids[row],
+                    "reason": reason,
+                    "column": column,
+                    "value": None if value is None or (isinstance(value, float) and pd.isna(value)) else str(value),
+                }
+            )
         bad[failed] = True
 
     for reason, column, failed in checks:

@@ -343,7 +343,9 @@ class HypothesisConfig(_Section):
     @model_validator(mode="after")
     def _one_test(self) -> HypothesisConfig:
         if (self.direction is None) == (self.equivalence is None):
-            raise ValueError("give exactly one of direction (positive | negative, with min_effect) or equivalence (a margin)")
+            raise ValueError(
+                "give exactly one of direction (positive | negative, with min_effect) or equivalence (a margin)"
+            )
         if self.equivalence is not None and self.min_effect:
             raise ValueError("min_effect belongs to a directional claim; an equivalence claim has only its margin")
         return self
@@ -419,8 +421,10 @@ class ExperimentConfig(_Section):
                 if getattr(self, key):
                     raise ValueError(f"{key} is only used with data: (real documents); add data or remove {key}")
         elif self.prompt is not None:
-            raise ValueError("prompt is not used with data: the documents are the prompts; remove prompt "
-                             "(put a question to append to every document in data.suffix)")
+            raise ValueError(
+                "prompt is not used with data: the documents are the prompts; remove prompt "
+                "(put a question to append to every document in data.suffix)"
+            )
         return self
 
 

@@ -32,10 +32,9 @@ from pathlib import Path
 
 import numpy as np
 
-from interventions import render_world
-
 from experiments.config import load_experiment
 from experiments.errors import ConfigError
+from interventions import render_world
 
 BUILTIN_PREFIX = "builtin:"
 DEMO_NAME = "triage-demo"
@@ -201,9 +200,9 @@ def _train(folder: Path, rule: Mapping[str, float], progress: Callable[[int, int
     rows = torch.arange(TRAINING.batch_size)
     for step in range(TRAINING.steps):
         batch = torch.randint(0, len(texts), (TRAINING.batch_size,), generator=generator)
-        logits = model(
-            input_ids=encoded["input_ids"][batch], attention_mask=encoded["attention_mask"][batch]
-        ).logits[rows, last[batch]]
+        logits = model(input_ids=encoded["input_ids"][batch], attention_mask=encoded["attention_mask"][batch]).logits[
+            rows, last[batch]
+        ]
         log_probs = torch.log_softmax(logits, dim=-1)
         loss = -(target[batch] * log_probs[:, yes] + (1 - target[batch]) * log_probs[:, no]).mean()
         optimizer.zero_grad()

@@ -16,7 +16,6 @@ from pathlib import Path
 import pandas as pd
 
 from causal import ComparisonTable, compare_effects, compare_verdicts
-
 from experiments.config import Experiment, load_experiment
 from experiments.errors import RunError
 
@@ -43,18 +42,26 @@ class RunComparison:
         lines = [
             f"# Comparison: B = `{self.run_b}` minus A = `{self.run_a}`",
             "",
-            ("Both runs drew the same units: each average effect's difference is a paired t-interval over units."
-             if self.paired else "The runs drew different units: differences are compared as independent samples."),
-            (f"{len(frame)} matched estimates, {len(self.effects.significant)} significant at {level} "
-             f"({self.effects.correction}-adjusted across all of them)."),
+            (
+                "Both runs drew the same units: each average effect's difference is a paired t-interval over units."
+                if self.paired
+                else "The runs drew different units: differences are compared as independent samples."
+            ),
+            (
+                f"{len(frame)} matched estimates, {len(self.effects.significant)} significant at {level} "
+                f"({self.effects.correction}-adjusted across all of them)."
+            ),
             "",
             "## Average effects",
             "",
             f"| treatment | contrast | estimand | A | B | B - A | {level} CI | p adjusted | pairing | significant |",
             "|---|---|---|---|---|---|---|---|---|---|",
-            *(f"| {row.treatment} | {row.contrast} | {row.estimand} | {row.estimate_a:+.4g} | {row.estimate_b:+.4g} "
-              f"| {row.difference:+.4g} | [{row.ci_low:+.4g}, {row.ci_high:+.4g}] | {_p(row.p_adjusted)} | {row.pairing} "
-              f"| {'**yes**' if row.significant else 'no'} |" for row in average.itertuples()),
+            *(
+                f"| {row.treatment} | {row.contrast} | {row.estimand} | {row.estimate_a:+.4g} | {row.estimate_b:+.4g} "
+                f"| {row.difference:+.4g} | [{row.ci_low:+.4g}, {row.ci_high:+.4g}] | {_p(row.p_adjusted)} | {row.pairing} "
+                f"| {'**yes**' if row.significant else 'no'} |"
+                for row in average.itertuples()
+            ),
             "",
             "Per-stratum and heterogeneity differences are in comparison.csv.",
         ]
@@ -64,14 +71,19 @@ class RunComparison:
                 lines.append("None: every hypothesis has the same verdict in both runs.")
             else:
                 lines += ["| id | claim | effect | A | B |", "|---|---|---|---|---|"]
-                lines += [f"| {row.id} | {row.claim} | `{row.effect}` | {row.verdict_a or 'not judged'} | "
-                          f"{row.verdict_b or 'not judged'} |" for row in self.verdict_changes.itertuples()]
+                lines += [
+                    f"| {row.id} | {row.claim} | `{row.effect}` | {row.verdict_a or 'not judged'} | "
+                    f"{row.verdict_b or 'not judged'} |"
+                    for row in self.verdict_changes.itertuples()
+                ]
         unmatched = self.effects.unmatched_frame()
         if len(unmatched):
             lines += ["", "## Estimates in one run only", ""]
-            lines += [f"- run {row.side}: {row.analysis} {row.estimand} {row.treatment}[{row.contrast}]"
-                      + (f", {row.moderator} = {row.stratum}" if isinstance(row.moderator, str) else "")
-                      for row in unmatched.itertuples()]
+            lines += [
+                f"- run {row.side}: {row.analysis} {row.estimand} {row.treatment}[{row.contrast}]"
+                + (f", {row.moderator} = {row.stratum}" if isinstance(row.moderator, str) else "")
+                for row in unmatched.itertuples()
+            ]
         return "\n".join(lines) + "\n"
 
 
@@ -108,7 +120,9 @@ def write_comparison(comparison: RunComparison, out_dir: Path) -> Path:
 def _experiment(run: Path) -> Experiment:
     for name in ("config.yaml", "effects.csv"):
         if not (run / name).is_file():
-            raise RunError(f"{str(run)!r} is not a finished run folder: {name} is missing; pass folders that `paribus run` wrote")
+            raise RunError(
+                f"{str(run)!r} is not a finished run folder: {name} is missing; pass folders that `paribus run` wrote"
+            )
     return load_experiment(run / "config.yaml")
 
 
@@ -133,13 +147,17 @@ def _paired_differences(
         other = plans_b.get(key)
         if other is None or other.treated.hold != plan.treated.hold:
             continue
-        frames.append(pd.DataFrame({
-            "estimand": plan.estimand,
-            "treatment": plan.treatment,
-            "contrast": plan.contrast,
-            "difference_a": by_arm_a[plan.treated.label] - by_arm_a[plan.reference.label],
-            "difference_b": by_arm_b[other.treated.label] - by_arm_b[other.reference.label],
-        }))
+        frames.append(
+            pd.DataFrame(
+                {
+                    "estimand": plan.estimand,
+                    "treatment": plan.treatment,
+                    "contrast": plan.contrast,
+                    "difference_a": by_arm_a[plan.treated.label] - by_arm_a[plan.reference.label],
+                    "difference_b": by_arm_b[other.treated.label] - by_arm_b[other.reference.label],
+                }
+            )
+        )
     return pd.concat(frames, ignore_index=True) if frames else None
 
 

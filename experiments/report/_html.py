@@ -26,16 +26,24 @@ import numpy as np
 import pandas as pd
 
 from experiments.config import ContrastPlan, Experiment, load_experiment
-from experiments.run import read_outcomes, utc_now
 from experiments.errors import RunError
+from experiments.run import read_outcomes, utc_now
 
 REPORT_FILE = "report.html"
 _HEADLINE = ("t", "exact")
 _TOP_SITES = 10
 _EXAMPLE_UNITS = 3
 _OBSERVATIONAL = (
-    ("refutations.csv", "Refutations", "Each refuter perturbs the data or the graph; a sound estimate should survive it."),
-    ("overlap.csv", "Overlap", "Covariate overlap between treatment groups: estimates rely on units with comparable peers."),
+    (
+        "refutations.csv",
+        "Refutations",
+        "Each refuter perturbs the data or the graph; a sound estimate should survive it.",
+    ),
+    (
+        "overlap.csv",
+        "Overlap",
+        "Covariate overlap between treatment groups: estimates rely on units with comparable peers.",
+    ),
     ("dropped.csv", "Dropped rows", "Rows of the data set left out of the estimate, and why."),
 )
 
@@ -61,13 +69,17 @@ def render_report(folder: Path) -> str:
 
     for name in ("config.yaml", "manifest.json", "effects.csv"):
         if not (folder / name).is_file():
-            raise RunError(f"{str(folder)!r} is not a finished run folder: {name} is missing; pass a folder that `paribus run` wrote")
+            raise RunError(
+                f"{str(folder)!r} is not a finished run folder: {name} is missing; pass a folder that `paribus run` wrote"
+            )
     experiment = load_experiment(folder / "config.yaml")
     manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
     redacted = experiment.config.report.redact_texts
     effects = pd.read_csv(folder / "effects.csv")
     environment = Environment(autoescape=True, undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
-    template = environment.from_string((files("experiments.report") / "templates" / "report.html.j2").read_text(encoding="utf-8"))
+    template = environment.from_string(
+        (files("experiments.report") / "templates" / "report.html.j2").read_text(encoding="utf-8")
+    )
     level = f"{experiment.config.inference.level:.0%}"
     return template.render(
         name=experiment.config.name,
@@ -86,8 +98,11 @@ def render_report(folder: Path) -> str:
         fairness=_fairness(folder),
         decision_threshold=experiment.decision_threshold,
         surrogate=_surrogate(folder, manifest),
-        observational=[(title, about, _frame_table(frame)) for name, title, about in _OBSERVATIONAL
-                       if (frame := _optional_csv(folder / name)) is not None],
+        observational=[
+            (title, about, _frame_table(frame))
+            for name, title, about in _OBSERVATIONAL
+            if (frame := _optional_csv(folder / name)) is not None
+        ],
         provenance=_provenance(manifest),
         packages=sorted((manifest.get("packages") or {}).items()),
         config_text=(folder / "config.yaml").read_text(encoding="utf-8"),
@@ -118,8 +133,10 @@ def _cell(value: Any) -> str:
 
 
 def _frame_table(frame: pd.DataFrame) -> _Table:
-    return _Table(tuple(map(str, frame.columns)),
-                  tuple(tuple(_cell(value) for value in row) for row in frame.itertuples(index=False)))
+    return _Table(
+        tuple(map(str, frame.columns)),
+        tuple(tuple(_cell(value) for value in row) for row in frame.itertuples(index=False)),
+    )
 
 
 def _interval(low: float, high: float) -> str:
@@ -130,8 +147,10 @@ def _verdicts(folder: Path) -> list[dict[str, str]] | None:
     frame = _optional_csv(folder / "hypotheses.csv")
     if frame is None:
         return None
-    return [{**{key: _cell(value) for key, value in row.items()}, "interval": _interval(row["ci_low"], row["ci_high"])}
-            for row in frame.to_dict("records")]
+    return [
+        {**{key: _cell(value) for key, value in row.items()}, "interval": _interval(row["ci_low"], row["ci_high"])}
+        for row in frame.to_dict("records")
+    ]
 
 
 def _fairness(folder: Path) -> list[dict[str, str]] | None:
@@ -142,12 +161,14 @@ def _fairness(folder: Path) -> list[dict[str, str]] | None:
     rows = []
     for row in frame.to_dict("records"):
         flag = row["four_fifths_violated"]
-        rows.append({
-            **{key: _cell(value) for key, value in row.items()},
-            "metric": str(row["metric"]).replace("_", " "),
-            "interval": _interval(row["ci_low"], row["ci_high"]),
-            "four_fifths": "" if not isinstance(flag, (bool, np.bool_)) else ("violated" if flag else "met"),
-        })
+        rows.append(
+            {
+                **{key: _cell(value) for key, value in row.items()},
+                "metric": str(row["metric"]).replace("_", " "),
+                "interval": _interval(row["ci_low"], row["ci_high"]),
+                "four_fifths": "" if not isinstance(flag, (bool, np.bool_)) else ("violated" if flag else "met"),
+            }
+        )
     return rows
 
 
@@ -177,12 +198,23 @@ def _draw_graph(figure: Any, experiment: Experiment) -> None:
     outcome = experiment.graph.outcome
     order = {node: index for index, node in enumerate((*experiment.graph.factors, outcome))}
     layers = [sorted(nodes, key=order.__getitem__) for nodes in nx.topological_generations(graph)]
-    positions = {node: (float(x), (len(nodes) - 1) / 2 - y) for x, nodes in enumerate(layers) for y, node in enumerate(nodes)}
+    positions = {
+        node: (float(x), (len(nodes) - 1) / 2 - y) for x, nodes in enumerate(layers) for y, node in enumerate(nodes)
+    }
     axes = figure.add_subplot()
     colours = ["#f2c14e" if node == outcome else "#9ecae1" for node in graph.nodes]
-    nx.draw_networkx(graph, positions, ax=axes, labels={node: _plain(str(node)) for node in graph.nodes},
-                     node_color=colours, node_size=1600, font_size=9, arrowsize=16, edge_color="#555555",
-                     connectionstyle="arc3,rad=0.12")   # curved, so an edge never runs through a node in its way
+    nx.draw_networkx(
+        graph,
+        positions,
+        ax=axes,
+        labels={node: _plain(str(node)) for node in graph.nodes},
+        node_color=colours,
+        node_size=1600,
+        font_size=9,
+        arrowsize=16,
+        edge_color="#555555",
+        connectionstyle="arc3,rad=0.12",
+    )  # curved, so an edge never runs through a node in its way
     axes.margins(0.12)
     axes.set_axis_off()
     axes.set_title(f"declared graph: {len(graph.edges)} edges; yellow = outcome", fontsize=9)
@@ -195,8 +227,10 @@ def _headline(effects: pd.DataFrame, analysis: str) -> pd.DataFrame:
 def _draw_forest(figure: Any, experiment: Experiment, effects: pd.DataFrame, level: str) -> None:
     """Each average effect with its interval; the zero line and the negligible band for reference."""
     rows = _headline(effects, "ate").iloc[::-1]
-    labels = [_plain(f"{row.treatment}: {row.contrast}" + ("" if row.estimand == "total" else f" ({row.estimand})"))
-              for row in rows.itertuples()]
+    labels = [
+        _plain(f"{row.treatment}: {row.contrast}" + ("" if row.estimand == "total" else f" ({row.estimand})"))
+        for row in rows.itertuples()
+    ]
     figure.set_size_inches(7.5, 1.2 + 0.45 * len(rows))
     axes = figure.add_subplot()
     _intervals(axes, np.arange(len(rows)), rows)
@@ -214,8 +248,15 @@ def _intervals(axes: Any, places: np.ndarray, rows: pd.DataFrame) -> None:
     high = (rows["ci_high"] - rows["estimate"]).fillna(0).clip(lower=0).to_numpy()
     excludes = ((rows["ci_low"] > 0) | (rows["ci_high"] < 0)).to_numpy()
     for mask, colour in ((excludes, "#c0392b"), (~excludes, "#34495e")):
-        axes.errorbar(rows["estimate"].to_numpy()[mask], places[mask], xerr=[low[mask], high[mask]], fmt="o",
-                      color=colour, capsize=3, markersize=4)
+        axes.errorbar(
+            rows["estimate"].to_numpy()[mask],
+            places[mask],
+            xerr=[low[mask], high[mask]],
+            fmt="o",
+            color=colour,
+            capsize=3,
+            markersize=4,
+        )
     axes.axvline(0, color="#888888", linewidth=0.8)
     axes.set_ylim(-0.6, len(places) - 0.4)
     axes.tick_params(labelsize=8)
@@ -238,17 +279,24 @@ def _cate_plots(experiment: Experiment, effects: pd.DataFrame, level: str) -> li
 
 
 def _plan_rows(frame: pd.DataFrame, plan: ContrastPlan) -> pd.Series:
-    return (frame["treatment"] == plan.treatment) & (frame["contrast"] == plan.contrast) & (frame["estimand"] == plan.estimand)
+    return (
+        (frame["treatment"] == plan.treatment)
+        & (frame["contrast"] == plan.contrast)
+        & (frame["estimand"] == plan.estimand)
+    )
 
 
 def _draw_strata(figure: Any, rows: pd.DataFrame, average: pd.DataFrame, moderator: str, level: str) -> None:
     figure.set_size_inches(6.0, 1.2 + 0.45 * len(rows))
     axes = figure.add_subplot()
     _intervals(axes, np.arange(len(rows)), rows)
-    axes.set_yticks(np.arange(len(rows)), [_plain(f"{moderator} = {stratum}") for stratum in rows["stratum"]], fontsize=8)
+    axes.set_yticks(
+        np.arange(len(rows)), [_plain(f"{moderator} = {stratum}") for stratum in rows["stratum"]], fontsize=8
+    )
     if len(average):
-        axes.axvline(float(average["estimate"].iloc[0]), color="#2980b9", linestyle="--", linewidth=1,
-                     label="average effect")
+        axes.axvline(
+            float(average["estimate"].iloc[0]), color="#2980b9", linestyle="--", linewidth=1, label="average effect"
+        )
         axes.legend(fontsize=7, loc="best")
     axes.set_xlabel(f"effect within the stratum, {level} CI", fontsize=8)
 
@@ -262,15 +310,21 @@ def _mediation(folder: Path, manifest: dict[str, Any]) -> list[dict[str, Any]]:
     sweeps = []
     for record in manifest.get("mediation", []):
         picture = folder / str(record.get("heatmap", ""))
-        mine = frame[(frame["treatment"] == record.get("treatment")) & (frame["contrast"] == record.get("contrast"))
-                     & (frame["direction"] == record.get("direction")) & (frame["effect"] == "indirect")
-                     & frame["method"].isin(_HEADLINE)]
+        mine = frame[
+            (frame["treatment"] == record.get("treatment"))
+            & (frame["contrast"] == record.get("contrast"))
+            & (frame["direction"] == record.get("direction"))
+            & (frame["effect"] == "indirect")
+            & frame["method"].isin(_HEADLINE)
+        ]
         top = mine.reindex(mine["estimate"].abs().sort_values(ascending=False).index).head(_TOP_SITES)
-        sweeps.append({
-            "title": f"{record.get('treatment')}: {record.get('contrast')} ({record.get('direction')})",
-            "png": base64.b64encode(picture.read_bytes()).decode("ascii") if picture.is_file() else None,
-            "sites": _frame_table(top[["site", "position", "estimate", "ci_low", "ci_high", "p_adjusted"]]),
-        })
+        sweeps.append(
+            {
+                "title": f"{record.get('treatment')}: {record.get('contrast')} ({record.get('direction')})",
+                "png": base64.b64encode(picture.read_bytes()).decode("ascii") if picture.is_file() else None,
+                "sites": _frame_table(top[["site", "position", "estimate", "ci_low", "ci_high", "p_adjusted"]]),
+            }
+        )
     return sweeps
 
 
@@ -301,11 +355,15 @@ def _token_views(view: pd.DataFrame, redact_texts: bool) -> list[dict[str, Any]]
             scale = float(unit_rows["value"].abs().max())
             for arm, arm_rows in unit_rows.groupby("arm", sort=False):
                 tokens = list(zip(arm_rows["token"], arm_rows["value"], arm_rows["factor"], strict=True))
-                lines.append({
-                    "label": f"unit {unit}, {arm}",
-                    "hash": redact("".join(str(token) for token, _, _ in tokens)) if redact_texts else None,
-                    "tokens": [] if redact_texts else [_token(token, value, factor, scale) for token, value, factor in tokens],
-                })
+                lines.append(
+                    {
+                        "label": f"unit {unit}, {arm}",
+                        "hash": redact("".join(str(token) for token, _, _ in tokens)) if redact_texts else None,
+                        "tokens": []
+                        if redact_texts
+                        else [_token(token, value, factor, scale) for token, value, factor in tokens],
+                    }
+                )
         methods.append({"title": method if not baseline else f"{method} ({baseline} baseline)", "lines": lines})
     return methods
 
@@ -333,11 +391,20 @@ def _examples(folder: Path, experiment: Experiment, redact_texts: bool) -> list[
     examples = []
     for unit in list(dict.fromkeys(shown["unit_id"]))[:_EXAMPLE_UNITS]:
         rows = shown[shown["unit_id"] == unit].set_index("arm")
-        examples.append({
-            "unit": str(unit),
-            "arms": [(arm, redact(rows.at[arm, "text"]) if redact_texts else rows.at[arm, "text"],
-                      _cell(float(rows.at[arm, "outcome"]))) for arm in arms if arm in rows.index],
-        })
+        examples.append(
+            {
+                "unit": str(unit),
+                "arms": [
+                    (
+                        arm,
+                        redact(rows.at[arm, "text"]) if redact_texts else rows.at[arm, "text"],
+                        _cell(float(rows.at[arm, "outcome"])),
+                    )
+                    for arm in arms
+                    if arm in rows.index
+                ],
+            }
+        )
     return examples
 
 
@@ -358,10 +425,21 @@ def _surrogate(folder: Path, manifest: dict[str, Any]) -> dict[str, Any] | None:
 
 
 _PROVENANCE = (
-    ("status", "status"), ("config hash", "config_hash"), ("model", "model_id"), ("model path", "model_path"),
-    ("model fingerprint", "model_fingerprint"), ("device", "device"), ("dtype", "dtype"), ("seed", "seed"),
-    ("sampling", "sampling_mode"), ("units", "n_units"), ("started", "started_at"), ("finished", "finished_at"),
-    ("seconds", "seconds"), ("python", "python"), ("platform", "platform"),
+    ("status", "status"),
+    ("config hash", "config_hash"),
+    ("model", "model_id"),
+    ("model path", "model_path"),
+    ("model fingerprint", "model_fingerprint"),
+    ("device", "device"),
+    ("dtype", "dtype"),
+    ("seed", "seed"),
+    ("sampling", "sampling_mode"),
+    ("units", "n_units"),
+    ("started", "started_at"),
+    ("finished", "finished_at"),
+    ("seconds", "seconds"),
+    ("python", "python"),
+    ("platform", "platform"),
 )
 
 

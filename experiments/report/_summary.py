@@ -12,7 +12,6 @@ from typing import Any
 import pandas as pd
 
 from causal import EffectTable, MediationTable
-
 from experiments.config import ContrastPlan, Experiment, MediationPlan
 from experiments.steps import EvidenceResult, ReviewResult
 
@@ -45,19 +44,31 @@ def render_summary(
         f"- model: `{config.model.id}` (fingerprint `{str(manifest.get('model_fingerprint', ''))[:16]}`), "
         f"device `{manifest.get('device')}`",
         f"- outcome: {_outcome_words(experiment)}",
-        (_documents_line(data) if data is not None else f"- units: {manifest.get('n_units')} "
-         + ("(every unit of the factor space, weighted by its probability: no sampling error)" if exact
-            else f"sampled from the structural model with seed {config.sampling.seed}")),
-        f"- intervals: {level}; " + ("exact population values" if exact else
-           f"paired t-interval and percentile bootstrap ({config.inference.bootstrap} resamples); "
-           f"p-values adjusted by {_CORRECTION[config.inference.correction]} across all "
-           f"{int((frame['p_value'].notna() & (frame['method'] != 'asymptotic_cs')).sum())} fixed-sample tests of the run"),
+        (
+            _documents_line(data)
+            if data is not None
+            else f"- units: {manifest.get('n_units')} "
+            + (
+                "(every unit of the factor space, weighted by its probability: no sampling error)"
+                if exact
+                else f"sampled from the structural model with seed {config.sampling.seed}"
+            )
+        ),
+        f"- intervals: {level}; "
+        + (
+            "exact population values"
+            if exact
+            else f"paired t-interval and percentile bootstrap ({config.inference.bootstrap} resamples); "
+            f"p-values adjusted by {_CORRECTION[config.inference.correction]} across all "
+            f"{int((frame['p_value'].notna() & (frame['method'] != 'asymptotic_cs')).sum())} fixed-sample tests of the run"
+        ),
         *_stopping_lines(manifest.get("stopping")),
         f"- config hash `{manifest.get('config_hash', '')[:16]}`",
         "",
         *(_verdict_section(review, level) if review is not None and review.verdicts is not None else []),
-        _DOCUMENT_EFFECTS if data is not None else
-        "Each effect is the mean over units of outcome(do(treatment = first value)) minus "
+        _DOCUMENT_EFFECTS
+        if data is not None
+        else "Each effect is the mean over units of outcome(do(treatment = first value)) minus "
         "outcome(do(treatment = second value)), every other factor's noise held equal. "
         "A total effect lets the treatment's descendants follow it; a direct effect holds the named "
         "mediators at each unit's factual values.",
@@ -95,19 +106,24 @@ def _stopping_lines(stopping: Mapping[str, Any] | None) -> list[str]:
     """How a precision-targeted run chose its number of units, and the anytime-valid rows that make it safe."""
     if stopping is None:
         return []
-    why = ("every effect's anytime-valid interval reached the target half width "
-           f"{stopping['target_half_width']:g}" if stopping["reason"] == "target_half_width"
-           else "the budget sampling.max_units was spent before every interval was narrow enough")
-    return [f"- sampling stopped after {stopping['n_units']} units in {stopping['batches']} batches: {why}; "
-            "the `asymptotic_cs` rows of effects.csv are confidence sequences, valid under this data-dependent "
-            "stopping (their p-values are corrected as their own family)"]
+    why = (
+        f"every effect's anytime-valid interval reached the target half width {stopping['target_half_width']:g}"
+        if stopping["reason"] == "target_half_width"
+        else "the budget sampling.max_units was spent before every interval was narrow enough"
+    )
+    return [
+        f"- sampling stopped after {stopping['n_units']} units in {stopping['batches']} batches: {why}; "
+        "the `asymptotic_cs` rows of effects.csv are confidence sequences, valid under this data-dependent "
+        "stopping (their p-values are corrected as their own family)"
+    ]
 
 
 def _documents_line(data: Mapping[str, Any]) -> str:
     documents = data["documents"]
     dropped = ", ".join(f"{count} {reason.replace('_', ' ')}" for reason, count in documents["dropped"].items())
-    return (f"- documents: {documents['kept']} of {documents['rows']} rows of `{data['path']}` kept"
-            + (f" (dropped: {dropped}; see dropped.csv)" if dropped else ""))
+    return f"- documents: {documents['kept']} of {documents['rows']} rows of `{data['path']}` kept" + (
+        f" (dropped: {dropped}; see dropped.csv)" if dropped else ""
+    )
 
 
 _SOURCE_WORDS = {
@@ -139,23 +155,34 @@ def _sources_section(experiment: Experiment, frame: pd.DataFrame, data: Mapping[
         for row in rows.itertuples():
             words = _SOURCE_WORDS.get((row.analysis, row.method))
             if words is not None:
-                lines.append(f"| {plan.treatment} | {plan.contrast} | {words} | {_number(row.estimate)} "
-                             f"| {_interval(pd.Series(row._asdict()))} | {_p(row.p_adjusted)} | {row.n_units} |")
+                lines.append(
+                    f"| {plan.treatment} | {plan.contrast} | {words} | {_number(row.estimate)} "
+                    f"| {_interval(pd.Series(row._asdict()))} | {_p(row.p_adjusted)} | {row.n_units} |"
+                )
     human = overall[(overall["analysis"] == "human_pairs") & (overall["method"] == "t")]
     shown = {(plan.treatment, plan.contrast) for plan in experiment.contrasts}
     for row in human.itertuples():
         if (row.treatment, row.contrast) not in shown:
-            lines.append(f"| {row.treatment} | {row.contrast} | {_SOURCE_WORDS[('human_pairs', 't')]} "
-                         f"| {_number(row.estimate)} | {_interval(pd.Series(row._asdict()))} | {_p(row.p_adjusted)} "
-                         f"| {row.n_units} |")
+            lines.append(
+                f"| {row.treatment} | {row.contrast} | {_SOURCE_WORDS[('human_pairs', 't')]} "
+                f"| {_number(row.estimate)} | {_interval(pd.Series(row._asdict()))} | {_p(row.p_adjusted)} "
+                f"| {row.n_units} |"
+            )
     refutations = data.get("refutations", [])
     if refutations:
-        lines += ["", "Refutations: a sound estimate falls to about zero under a placebo treatment and barely moves "
-                      "under a random common cause or on a random subset of the documents.", "",
-                  "| treatment | contrast | method | refuter | estimate | new effect | p-value |", "|---|---|---|---|---|---|---|"]
-        lines += [f"| {r['treatment']} | {r['contrast']} | {r['method']} | {r['refuter']} | {_number(r['estimate'])} "
-                  f"| {_number(r['new_effect'])} | {'' if r['p_value'] is None else _p(r['p_value'])} |"
-                  for r in refutations]
+        lines += [
+            "",
+            "Refutations: a sound estimate falls to about zero under a placebo treatment and barely moves "
+            "under a random common cause or on a random subset of the documents.",
+            "",
+            "| treatment | contrast | method | refuter | estimate | new effect | p-value |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {r['treatment']} | {r['contrast']} | {r['method']} | {r['refuter']} | {_number(r['estimate'])} "
+            f"| {_number(r['new_effect'])} | {'' if r['p_value'] is None else _p(r['p_value'])} |"
+            for r in refutations
+        ]
     for warning in data.get("warnings", []):
         lines += ["", f"- warning: {warning}"]
     return lines
@@ -166,13 +193,20 @@ def _data_section(data: Mapping[str, Any]) -> list[str]:
     lines = ["## Rewrites", "", "| factor | to | rewritten | already there | excluded |", "|---|---|---|---|---|"]
     for record in data.get("rewrites", []):
         excluded = ", ".join(f"{count} {reason.replace('_', ' ')}" for reason, count in record["excluded"].items())
-        lines.append(f"| {record['factor']} | {record['target']} | {record['rewritten']} | {record['unchanged']} "
-                     f"| {excluded or 'none'} |")
+        lines.append(
+            f"| {record['factor']} | {record['target']} | {record['rewritten']} | {record['unchanged']} "
+            f"| {excluded or 'none'} |"
+        )
     lines += ["", "Excluded documents keep out of that contrast's paired estimate (rewrites.parquet lists each)."]
     if "pairs" in data:
         pairs = data["pairs"]
         dropped = ", ".join(f"{count} {reason.replace('_', ' ')}" for reason, count in pairs["dropped"].items())
-        lines += ["", f"Human-edited pairs: {pairs['kept']} of {pairs['rows']} kept" + (f" (dropped: {dropped})" if dropped else "") + "."]
+        lines += [
+            "",
+            f"Human-edited pairs: {pairs['kept']} of {pairs['rows']} kept"
+            + (f" (dropped: {dropped})" if dropped else "")
+            + ".",
+        ]
     return lines
 
 
@@ -229,8 +263,10 @@ def _fairness_section(review: ReviewResult, outcome_type: str, level: str) -> li
         where = row.contrast if isinstance(row.contrast, str) else (row.value if isinstance(row.value, str) else "")
         flag = {True: "**violated**", False: "met"}.get(row.four_fifths_violated, "")
         interval = "n/a" if math.isnan(row.ci_low) else f"[{row.ci_low:.3f}, {row.ci_high:.3f}]"
-        lines.append(f"| {row.factor} | {_FAIRNESS_WORDS[row.metric]} | {where} | {row.estimate:.3f} "
-                     f"| {interval} | {row.n_units} | {flag} |")
+        lines.append(
+            f"| {row.factor} | {_FAIRNESS_WORDS[row.metric]} | {where} | {row.estimate:.3f} "
+            f"| {interval} | {row.n_units} | {flag} |"
+        )
     lines += ["", "## Surrogates of the decisions (a description, not a cause)", ""]
     surrogate = review.surrogate
     if surrogate is None:
@@ -242,8 +278,10 @@ def _fairness_section(review: ReviewResult, outcome_type: str, level: str) -> li
         "",
         f"| surrogate | fidelity | {level} CI |",
         "|---|---|---|",
-        *(f"| {row.surrogate} | {row.fidelity:.3f} | [{row.ci_low:.3f}, {row.ci_high:.3f}] |"
-          for row in surrogate.to_frame().itertuples()),
+        *(
+            f"| {row.surrogate} | {row.fidelity:.3f} | [{row.ci_low:.3f}, {row.ci_high:.3f}] |"
+            for row in surrogate.to_frame().itertuples()
+        ),
         "",
         "```",
         surrogate.rules.rstrip(),
@@ -274,9 +312,18 @@ def _evidence_section(evidence: EvidenceResult, level: str) -> list[str]:
         ("Read on a probability-weighted draw of " if record["weighted_draw"] else "Read on the first ")
         + f"{record['units']} units of the run (their unit_id in manifest.json; integrated gradients: "
         f"{record['baseline']} baseline, {record['steps']} steps"
-        + (f", largest completeness delta {record['completeness_max_abs_delta']:.2g}" if "completeness_max_abs_delta" in record else "")
-        + ")." + (" Attention was read with eager attention (the model is configured with "
-                  f"{record['attn_implementation']!r})." if record.get("switched_to_eager") else ""),
+        + (
+            f", largest completeness delta {record['completeness_max_abs_delta']:.2g}"
+            if "completeness_max_abs_delta" in record
+            else ""
+        )
+        + ")."
+        + (
+            " Attention was read with eager attention (the model is configured with "
+            f"{record['attn_implementation']!r})."
+            if record.get("switched_to_eager")
+            else ""
+        ),
         "Each factor is represented by its total-effect contrast with the largest |effect|; the evidence share is "
         "the factor's part of the method's mean |evidence| across factors.",
         "",
@@ -285,30 +332,49 @@ def _evidence_section(evidence: EvidenceResult, level: str) -> list[str]:
     ]
     for row in links.itertuples():
         flag = _FLAG_WORDS[row.flag].format(factor=row.factor) if isinstance(row.flag, str) else ""
-        lines.append(f"| {_method_label(row)} | {row.factor} | {_number(row.effect)} | [{_number(row.ci_low)}, {_number(row.ci_high)}] "
-                     f"| {row.evidence_share:.2f} | {flag} |")
-    lines += ["", "Does the evidence rank like the interventions? (Kendall's tau across factors; "
-                  "Spearman across units within a factor; bootstrap CIs)", "",
-              "| method | scope | statistic | estimate | CI |", "|---|---|---|---|---|"]
+        lines.append(
+            f"| {_method_label(row)} | {row.factor} | {_number(row.effect)} | [{_number(row.ci_low)}, {_number(row.ci_high)}] "
+            f"| {row.evidence_share:.2f} | {flag} |"
+        )
+    lines += [
+        "",
+        "Does the evidence rank like the interventions? (Kendall's tau across factors; "
+        "Spearman across units within a factor; bootstrap CIs)",
+        "",
+        "| method | scope | statistic | estimate | CI |",
+        "|---|---|---|---|---|",
+    ]
     for row in agreement.itertuples():
         scope = "factors" if row.scope == "factors" else f"units of {row.factor}"
-        lines.append(f"| {_method_label(row)} | {scope} | {row.statistic} | {row.estimate:+.2f} | [{row.ci_low:+.2f}, {row.ci_high:+.2f}] |")
+        lines.append(
+            f"| {_method_label(row)} | {scope} | {row.statistic} | {row.estimate:+.2f} | [{row.ci_low:+.2f}, {row.ci_high:+.2f}] |"
+        )
     flagged = links[links["flag"].notna()]
     lines += [""]
     if len(flagged):
         lines.append("Where the evidence disagrees with the interventions:")
         for row in flagged.itertuples():
-                lines.append(f"- {_method_label(row)} {_FLAG_WORDS[row.flag].format(factor=row.factor)} "
-                         f"(effect {_number(row.effect)}, evidence share {row.evidence_share:.2f}).")
+            lines.append(
+                f"- {_method_label(row)} {_FLAG_WORDS[row.flag].format(factor=row.factor)} "
+                f"(effect {_number(row.effect)}, evidence share {row.evidence_share:.2f})."
+            )
     else:
         lines.append("No evidence method points at a factor without an effect, or misses a factor with one.")
     if evidence.probes is not None:
         probes = evidence.probes
         best = probes.loc[probes.groupby(["factor", "position"], sort=False)["accuracy"].idxmax()]
-        lines += ["", "Linear probes (cross-validated; best layer per factor and position):", "",
-                  "| factor | position | best layer | accuracy | CI | majority baseline |", "|---|---|---|---|---|---|"]
-        lines += [f"| {row.factor} | {row.position} | {row.layer} | {row.accuracy:.2f} | [{row.ci_low:.2f}, {row.ci_high:.2f}] "
-                  f"| {row.majority_baseline:.2f} |" for row in best.itertuples()]
+        lines += [
+            "",
+            "Linear probes (cross-validated; best layer per factor and position):",
+            "",
+            "| factor | position | best layer | accuracy | CI | majority baseline |",
+            "|---|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {row.factor} | {row.position} | {row.layer} | {row.accuracy:.2f} | [{row.ci_low:.2f}, {row.ci_high:.2f}] "
+            f"| {row.majority_baseline:.2f} |"
+            for row in best.itertuples()
+        ]
     return lines
 
 
@@ -317,8 +383,11 @@ _TOP_SITES = 10
 
 def _mediation_section(plan: MediationPlan, record: Mapping[str, Any], frame: pd.DataFrame, level: str) -> list[str]:
     """The total effect and the sites that carry most of it, for one patching sweep."""
-    mine = frame[(frame["treatment"] == plan.treatment) & (frame["contrast"] == plan.contrast)
-                 & (frame["direction"] == plan.direction)]
+    mine = frame[
+        (frame["treatment"] == plan.treatment)
+        & (frame["contrast"] == plan.contrast)
+        & (frame["direction"] == plan.direction)
+    ]
     headline = mine["method"].isin(["t", "exact"])
     total = mine[headline & (mine["effect"] == "total")]
     indirect = mine[headline & (mine["effect"] == "indirect")]
@@ -327,8 +396,11 @@ def _mediation_section(plan: MediationPlan, record: Mapping[str, Any], frame: pd
         f"## Inside the model: {plan.treatment}, do({plan.treated.value}) vs do({plan.reference.value})",
         "",
         f"Activation patching ({plan.direction}: the "
-        + ("reference run receives the treated run's activation" if plan.direction == "noise"
-           else "treated run receives the reference run's activation")
+        + (
+            "reference run receives the treated run's activation"
+            if plan.direction == "noise"
+            else "treated run receives the reference run's activation"
+        )
         + f") on {record['units']} units, {record['sites']} sites x {len(plan.positions)} positions. "
         "The indirect effect through a site is the outcome change when only that site takes its "
         "counterfactual value; p-values are Benjamini-Hochberg adjusted across the sweep.",
@@ -339,14 +411,19 @@ def _mediation_section(plan: MediationPlan, record: Mapping[str, Any], frame: pd
         lines += [f"Total effect on these units: {_number(row['estimate'])} {_interval(row)}.", ""]
     if plan.method == "attribution":
         agreement = record.get("rank_agreement", {})
-        lines += [f"Sites were screened by attribution patching and the top {record.get('verified')} verified "
-                  f"exactly; rank agreement (Spearman) between the approximation and the exact values: "
-                  f"{agreement.get('spearman', float('nan')):.2f} over {agreement.get('sites', 0)} sites.", ""]
+        lines += [
+            f"Sites were screened by attribution patching and the top {record.get('verified')} verified "
+            f"exactly; rank agreement (Spearman) between the approximation and the exact values: "
+            f"{agreement.get('spearman', float('nan')):.2f} over {agreement.get('sites', 0)} sites.",
+            "",
+        ]
     lines += [
         f"| site | position | indirect effect | {level} CI (t) | p adjusted |",
         "|---|---|---|---|---|",
-        *(f"| {row['site']} | {row['position']} | {_number(row['estimate'])} | {_interval(row)} | {_p(row['p_adjusted'])} |"
-          for _, row in top.iterrows()),
+        *(
+            f"| {row['site']} | {row['position']} | {_number(row['estimate'])} | {_interval(row)} | {_p(row['p_adjusted'])} |"
+            for _, row in top.iterrows()
+        ),
         "",
         f"![layer x position heatmap]({record['heatmap']})",
     ]
@@ -448,7 +525,9 @@ def _graph_checks(experiment: Experiment, frame: pd.DataFrame) -> list[str]:
                 f"({_number(head['estimate'])}, {_interval(head)}). The model uses this factor; revise the graph or investigate."
             )
         elif not has_path:
-            lines.append(f"- {name}: no declared path to {graph.outcome}, and the run agrees ({reading}, {_interval(head)}).")
+            lines.append(
+                f"- {name}: no declared path to {graph.outcome}, and the run agrees ({reading}, {_interval(head)})."
+            )
         elif reading.startswith(("negligible", "exactly")):
             lines.append(
                 f"- {name}: the graph allows an effect on {graph.outcome}, but the model's is {reading} "
@@ -460,7 +539,9 @@ def _graph_checks(experiment: Experiment, frame: pd.DataFrame) -> list[str]:
                 f"({_interval(head)}); an interval this wide is no evidence of no effect."
             )
         else:
-            lines.append(f"- {name}: an effect, along a declared path ({_number(head['estimate'])}, {_interval(head)}).")
+            lines.append(
+                f"- {name}: an effect, along a declared path ({_number(head['estimate'])}, {_interval(head)})."
+            )
     return lines
 
 
@@ -485,7 +566,10 @@ def _strata_section(plan: ContrastPlan, frame: pd.DataFrame, level: str) -> list
         test = test[test["moderator"] == moderator]
         if len(test):
             row = test.iloc[0]
-            lines += ["", f"Does the effect differ across {moderator}? Wald test (HC3 robust): "
-                          f"statistic {row['estimate']:.2f}, p-value {_p(row['p_value'])} (adjusted {_p(row['p_adjusted'])})."]
+            lines += [
+                "",
+                f"Does the effect differ across {moderator}? Wald test (HC3 robust): "
+                f"statistic {row['estimate']:.2f}, p-value {_p(row['p_value'])} (adjusted {_p(row['p_adjusted'])}).",
+            ]
         lines.append("")
     return lines

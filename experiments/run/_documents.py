@@ -17,8 +17,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from interventions import AlignedPair, ModelAdapter, RenderedText, align
-
 from experiments.config import DROP_COLUMNS, Arm, ContrastPlan, Experiment, MediationPlan, load_documents, load_pairs
 from experiments.errors import ConfigError
 from experiments.run._evaluated import EvidenceTexts
@@ -27,6 +25,7 @@ from experiments.run._model import load_model
 from experiments.run._progress import Progress
 from experiments.run._rewriting import Counterfactuals, arm_frame, rewrite_counts, rewrite_documents, rewritten_pair
 from experiments.run._store import RunStore
+from interventions import AlignedPair, ModelAdapter, RenderedText, align
 
 
 @dataclass(frozen=True)
@@ -58,7 +57,9 @@ class DocumentUnits:
         frame = frame.assign(difference=difference, source=frame[plan.treatment]).dropna(subset=["difference"])
         return frame.reset_index()
 
-    def patch_pairs(self, plan: MediationPlan, tokenizer: Any, *, seed: int) -> tuple[list[AlignedPair], dict[str, Any]]:
+    def patch_pairs(
+        self, plan: MediationPlan, tokenizer: Any, *, seed: int
+    ) -> tuple[list[AlignedPair], dict[str, Any]]:
         counterfactuals = self.counterfactuals
         treated = counterfactuals.rewrites[(plan.treatment, plan.treated.value)]
         reference = counterfactuals.rewrites[(plan.treatment, plan.reference.value)]

@@ -17,9 +17,8 @@ from typing import Any, Protocol
 import pandas as pd
 
 from causal import SequenceInterval
-from interventions import AlignedPair, RenderedText
-
 from experiments.config import Arm, ContrastPlan, MediationPlan
+from interventions import AlignedPair, RenderedText
 
 
 @dataclass(frozen=True)
@@ -57,7 +56,9 @@ class EvaluatedUnits(Protocol):
         """One row per unit with both arms of `plan`: `difference` (treated minus reference), `weight`, moderators."""
         ...
 
-    def patch_pairs(self, plan: MediationPlan, tokenizer: Any, *, seed: int) -> tuple[list[AlignedPair], dict[str, Any]]:
+    def patch_pairs(
+        self, plan: MediationPlan, tokenizer: Any, *, seed: int
+    ) -> tuple[list[AlignedPair], dict[str, Any]]:
         """Aligned (receiving, source) texts of a draw of units for a patching sweep, and the draw's manifest record."""
         ...
 

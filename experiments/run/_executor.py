@@ -19,11 +19,10 @@ from typing import Any, Literal, Protocol
 import numpy as np
 import pandas as pd
 
-from interventions import ModelAdapter, ModelSpec, Outcome, evaluate_outcomes
-
 from experiments.config import Experiment
 from experiments.errors import RunError
 from experiments.run._progress import Progress, counting, stage
+from interventions import ModelAdapter, ModelSpec, Outcome, evaluate_outcomes
 
 ShardSink = Callable[[pd.DataFrame], None]
 BatchSize = int | Literal["auto"]
@@ -34,7 +33,9 @@ class Executor(Protocol):
 
     def __enter__(self) -> Executor: ...
 
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None) -> None: ...
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None: ...
 
     def evaluate(self, shards: Sequence[pd.DataFrame], on_shard: ShardSink) -> None: ...
 
@@ -56,7 +57,9 @@ class LocalExecutor:
     def __enter__(self) -> LocalExecutor:
         return self
 
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None) -> None:
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
         return None
 
     def evaluate(self, shards: Sequence[pd.DataFrame], on_shard: ShardSink) -> None:
@@ -136,7 +139,9 @@ class RayExecutor:
         self.num_workers, self._gpus_per_worker = workers, per_worker
         return self
 
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None) -> None:
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
         ray = import_ray()
         for actor in self.actors:
             ray.kill(actor)

@@ -8,11 +8,10 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from interventions import ModelAdapter
-
 from experiments.config import Experiment
 from experiments.demo import resolve_model_path
 from experiments.run._progress import Progress, stage
+from interventions import ModelAdapter
 
 
 def load_model(experiment: Experiment, manifest: dict[str, Any], progress: Progress | None) -> ModelAdapter:

@@ -10,9 +10,8 @@ from typing import Any
 
 import pandas as pd
 
-from interventions import RenderedText, Rewrite, RewriteError, Template
-
 from experiments.config import Arm, Experiment
+from interventions import RenderedText, Rewrite, RewriteError, Template
 
 REWRITE_COLUMNS = ("doc_id", "factor", "source", "target", "status", "reason", "original_spans", "rewritten_spans")
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from experiments.run._store import atomic_write
 from experiments.errors import RunError
+from experiments.run._store import atomic_write
 
 SHARD_KEY = ("unit_id", "arm")
 SHARD_COLUMNS = ("unit_id", "arm", "template", "text", "outcome")
@@ -44,7 +44,9 @@ class ShardStore:
         """Write one shard atomically; its name is a digest of its keys, so the same work is never stored twice."""
         missing = [column for column in SHARD_COLUMNS if column not in frame.columns]
         if missing or frame.empty:
-            raise RunError(f"a shard needs rows with columns {list(SHARD_COLUMNS)}; got {len(frame)} rows, missing {missing}")
+            raise RunError(
+                f"a shard needs rows with columns {list(SHARD_COLUMNS)}; got {len(frame)} rows, missing {missing}"
+            )
         keys = "\n".join(f"{unit}\t{arm}" for unit, arm in zip(frame["unit_id"], frame["arm"]))
         path = self.folder / f"outcomes-{hashlib.sha256(keys.encode()).hexdigest()[:20]}.parquet"
         if path.exists():
@@ -60,8 +62,12 @@ class ShardStore:
     def read(self) -> pd.DataFrame:
         """Every stored outcome, one row per (unit, arm); RunError when a pair is stored twice."""
         if not self._frames:
-            return pd.DataFrame({column: pd.Series(dtype=dtype) for column, dtype in
-                                 zip(SHARD_COLUMNS, ("int64", "object", "int64", "object", "float64"))})
+            return pd.DataFrame(
+                {
+                    column: pd.Series(dtype=dtype)
+                    for column, dtype in zip(SHARD_COLUMNS, ("int64", "object", "int64", "object", "float64"))
+                }
+            )
         outcomes = pd.concat(self._frames, ignore_index=True)
         repeated = outcomes[outcomes.duplicated(list(SHARD_KEY), keep=False)]
         if not repeated.empty:

@@ -23,8 +23,18 @@ from experiments.config import ExperimentConfig, parse_config
 from experiments.errors import ConfigError, RunError
 
 TRACKED_PACKAGES = (
-    "paribus", "torch", "transformers", "tokenizers", "dowhy", "networkx",
-    "numpy", "pandas", "statsmodels", "scipy", "pydantic", "pyarrow",
+    "paribus",
+    "torch",
+    "transformers",
+    "tokenizers",
+    "dowhy",
+    "networkx",
+    "numpy",
+    "pandas",
+    "statsmodels",
+    "scipy",
+    "pydantic",
+    "pyarrow",
 )
 
 
@@ -76,15 +86,21 @@ def config_differences(stored: ExperimentConfig, current: ExperimentConfig) -> l
 def _leaves(data: Any, path: str = "") -> dict[str, Any]:
     if isinstance(data, dict) and data:
         return {f"{path or '<config>'} (key order)": list(data)} | {
-            key: value for name, item in data.items()
-            for key, value in _leaves(item, f"{path}.{name}" if path else str(name)).items()}
+            key: value
+            for name, item in data.items()
+            for key, value in _leaves(item, f"{path}.{name}" if path else str(name)).items()
+        }
     if isinstance(data, list) and data:
-        return {key: value for index, item in enumerate(data) for key, value in _leaves(item, f"{path}[{index}]").items()}
+        return {
+            key: value for index, item in enumerate(data) for key, value in _leaves(item, f"{path}[{index}]").items()
+        }
     return {path: data}
 
 
 def _result_neutral(path: str) -> bool:
-    return any(path == field or path.startswith((f"{field}.", f"{field}[", f"{field} ")) for field in RESULT_NEUTRAL_FIELDS)
+    return any(
+        path == field or path.startswith((f"{field}.", f"{field}[", f"{field} ")) for field in RESULT_NEUTRAL_FIELDS
+    )
 
 
 class RunStore:
@@ -105,7 +121,9 @@ class RunStore:
         folder = self.folder
         if not folder.exists() or (folder.is_dir() and not any(folder.iterdir())):
             if resume:
-                raise RunError(f"--resume: {str(folder)!r} holds no run to resume; give the folder of an unfinished run")
+                raise RunError(
+                    f"--resume: {str(folder)!r} holds no run to resume; give the folder of an unfinished run"
+                )
             return None
         manifest_path, config_path = folder / "manifest.json", folder / "config.yaml"
         if not (manifest_path.is_file() and config_path.is_file()):

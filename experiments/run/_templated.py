@@ -12,9 +12,6 @@ import numpy as np
 import pandas as pd
 
 from causal import SequenceInterval, confidence_sequence
-from graphs import Units, World
-from interventions import AlignedPair, ModelAdapter, RenderedText, align, render_world
-
 from experiments.config import Arm, ContrastPlan, Experiment, MediationPlan
 from experiments.errors import RunError
 from experiments.run._evaluated import EvidenceTexts
@@ -24,6 +21,8 @@ from experiments.run._progress import Progress, counting, stage
 from experiments.run._shards import SHARD_KEY, ShardStore
 from experiments.run._store import RunStore
 from experiments.run._units import arm_texts, draw_units, realize_arms, subsample
+from graphs import Units, World
+from interventions import AlignedPair, ModelAdapter, RenderedText, align, render_world
 
 
 @dataclass(frozen=True)
@@ -55,7 +54,9 @@ class TemplatedUnits:
             paired[moderator] = factual.values[moderator].astype(str)
         return paired
 
-    def patch_pairs(self, plan: MediationPlan, tokenizer: Any, *, seed: int) -> tuple[list[AlignedPair], dict[str, Any]]:
+    def patch_pairs(
+        self, plan: MediationPlan, tokenizer: Any, *, seed: int
+    ) -> tuple[list[AlignedPair], dict[str, Any]]:
         experiment, units = self.experiment, self.units
         chosen = subsample(units, plan.units, seed=seed)
         treated_world = experiment.model.realize(units, do={plan.treatment: plan.treated.value})

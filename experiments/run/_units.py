@@ -8,10 +8,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from experiments.config import Arm, Experiment
 from graphs import Units, World
 from interventions import render_world
-
-from experiments.config import Arm, Experiment
 
 
 def draw_units(experiment: Experiment) -> Units:

@@ -30,7 +30,6 @@ from causal import (
     estimate_observational,
     estimate_paired_effects,
 )
-
 from experiments.config import ContrastPlan, Experiment
 from experiments.errors import ConfigError
 from experiments.run import EvaluatedUnits, Progress, counting, stage

@@ -13,6 +13,8 @@ import numpy as np
 import pandas as pd
 
 from causal import EvidenceLinks, link_evidence
+from experiments.config import Arm, ContrastPlan, Experiment
+from experiments.run import EvaluatedUnits
 from interventions import (
     ModelAdapter,
     RenderedText,
@@ -23,9 +25,6 @@ from interventions import (
     render_token_view,
     token_view,
 )
-
-from experiments.config import Arm, ContrastPlan, Experiment
-from experiments.run import EvaluatedUnits
 
 
 @dataclass(frozen=True)
@@ -57,8 +56,16 @@ def run_evidence(
     plans = _representative_plans(experiment, effects, headline)
     drawn = units.evidence_texts(plans, experiment.config.evidence.units, seed=seed)
     return _read_evidence(
-        experiment, plans, drawn.texts, drawn.values, _unit_effects(units.outcomes, drawn.ids, plans), effects,
-        adapter, effect_method=headline, seed=seed, record=drawn.record,
+        experiment,
+        plans,
+        drawn.texts,
+        drawn.values,
+        _unit_effects(units.outcomes, drawn.ids, plans),
+        effects,
+        adapter,
+        effect_method=headline,
+        seed=seed,
+        record=drawn.record,
     )
 
 
@@ -86,8 +93,13 @@ def _read_evidence(
     factors = list(plans)
     factual = texts[Arm(None, None)]
     positions = list(range(len(factual)))
-    record = {**record, "methods": sorted(methods), "baseline": config.baseline, "steps": config.steps,
-              "factors": factors}
+    record = {
+        **record,
+        "methods": sorted(methods),
+        "baseline": config.baseline,
+        "steps": config.steps,
+        "factors": factors,
+    }
     frames = []
     if methods & {"attention", "attention_rollout"}:
         attention = attention_evidence(adapter, factual, factors, units=positions)
@@ -101,8 +113,13 @@ def _read_evidence(
         record.update(completeness)
     evidence = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     links = link_evidence(
-        _plan_rows(effects, plans), evidence, unit_effects=unit_effects, effect_method=effect_method,
-        level=experiment.config.inference.level, n_bootstrap=experiment.config.inference.bootstrap, seed=seed,
+        _plan_rows(effects, plans),
+        evidence,
+        unit_effects=unit_effects,
+        effect_method=effect_method,
+        level=experiment.config.inference.level,
+        n_bootstrap=experiment.config.inference.bootstrap,
+        seed=seed,
     )
     probes = None
     if "probe" in methods:
@@ -140,11 +157,13 @@ def _unit_effects(outcomes: pd.DataFrame, ids: Sequence[Any], plans: dict[str, C
     by_arm = outcomes.pivot(index="unit_id", columns="arm", values="outcome").loc[list(ids)]
     return pd.concat(
         [
-            pd.DataFrame({
-                "unit": np.arange(len(ids)),
-                "factor": factor,
-                "effect": by_arm[plan.treated.label].to_numpy() - by_arm[plan.reference.label].to_numpy(),
-            })
+            pd.DataFrame(
+                {
+                    "unit": np.arange(len(ids)),
+                    "factor": factor,
+                    "effect": by_arm[plan.treated.label].to_numpy() - by_arm[plan.reference.label].to_numpy(),
+                }
+            )
             for factor, plan in plans.items()
         ],
         ignore_index=True,
@@ -167,19 +186,29 @@ def _integrated_gradients(
     config = experiment.config.evidence
     factors = list(plans)
     if config.baseline == "pad":
-        result = integrated_gradients(adapter, factual, factors, experiment.outcome, n_steps=config.steps, units=positions)
+        result = integrated_gradients(
+            adapter, factual, factors, experiment.outcome, n_steps=config.steps, units=positions
+        )
         return result.spans, {"completeness_max_abs_delta": float(result.completeness["delta"].abs().max())}
     spans, deltas, skipped = [], [], {}
     for factor, plan in plans.items():
         result = integrated_gradients(
-            adapter, texts[plan.treated], factors, experiment.outcome, baseline="counterfactual",
-            counterfactuals=texts[plan.reference], n_steps=config.steps, on_length_mismatch="skip", units=positions,
+            adapter,
+            texts[plan.treated],
+            factors,
+            experiment.outcome,
+            baseline="counterfactual",
+            counterfactuals=texts[plan.reference],
+            n_steps=config.steps,
+            on_length_mismatch="skip",
+            units=positions,
         )
         spans.append(result.spans[result.spans["factor"] == factor])
         deltas.append(result.completeness["delta"].abs().max())
         skipped[factor] = len(result.skipped_units)
     return pd.concat(spans, ignore_index=True), {
-        "completeness_max_abs_delta": float(np.nanmax(deltas)), "skipped_unequal_length_units": skipped,
+        "completeness_max_abs_delta": float(np.nanmax(deltas)),
+        "skipped_unequal_length_units": skipped,
     }
 
 
@@ -196,7 +225,11 @@ def _token_view(
         return None, None
     plan = next(iter(plans.values()))
     view = token_view(
-        adapter, texts[plan.treated][:count], texts[plan.reference][:count], factors, experiment.outcome,
+        adapter,
+        texts[plan.treated][:count],
+        texts[plan.reference][:count],
+        factors,
+        experiment.outcome,
         n_steps=experiment.config.evidence.steps,
     )
     return view, render_token_view(view)

@@ -13,6 +13,9 @@ import pandas as pd
 from scipy import stats
 
 from causal import SITE_KEYS, MediationTable, estimate_mediation
+from experiments.config import Experiment, MediationPlan
+from experiments.errors import ConfigError
+from experiments.run import EvaluatedUnits, Report, counting
 from interventions import (
     InterventionError,
     ModelAdapter,
@@ -22,10 +25,6 @@ from interventions import (
     model_sites,
     patch_effects,
 )
-
-from experiments.config import Experiment, MediationPlan
-from experiments.errors import ConfigError
-from experiments.run import EvaluatedUnits, Report, counting
 
 
 @dataclass(frozen=True)
@@ -52,11 +51,24 @@ def run_mediation(
     except InterventionError as error:
         raise ConfigError(str(error), path=f"{plan.path}.layers") from None
     inference = experiment.config.inference
-    options = dict(treatment=plan.treatment, contrast=plan.contrast, direction=plan.direction,
-                   level=inference.level, n_bootstrap=inference.bootstrap, seed=seed)
-    record: dict[str, Any] = {"treatment": plan.treatment, "contrast": plan.contrast, "direction": plan.direction,
-                              "method": plan.method, "units": len(pairs), "sites": len(sites),
-                              "positions": list(plan.positions), **drawn}
+    options = dict(
+        treatment=plan.treatment,
+        contrast=plan.contrast,
+        direction=plan.direction,
+        level=inference.level,
+        n_bootstrap=inference.bootstrap,
+        seed=seed,
+    )
+    record: dict[str, Any] = {
+        "treatment": plan.treatment,
+        "contrast": plan.contrast,
+        "direction": plan.direction,
+        "method": plan.method,
+        "units": len(pairs),
+        "sites": len(sites),
+        "positions": list(plan.positions),
+        **drawn,
+    }
     if plan.method == "exact":
         advance = counting(progress, len(pairs) * len(sites) * len(plan.positions))
         result = patch_effects(adapter, experiment.outcome, pairs, sites, plan.positions, progress=advance)
@@ -78,8 +90,9 @@ def run_mediation(
     return MediationOutcome(MediationTable.concat([approximate, exact]), record)
 
 
-def _per_unit(plan: MediationPlan, rows: pd.DataFrame, change: np.ndarray, destination: np.ndarray,
-              source: np.ndarray) -> pd.DataFrame:
+def _per_unit(
+    plan: MediationPlan, rows: pd.DataFrame, change: np.ndarray, destination: np.ndarray, source: np.ndarray
+) -> pd.DataFrame:
     """Total and indirect effect of each (unit, site, position), on the treated-minus-reference scale.
 
     `change` is the patched minus the unpatched outcome of the receiving run, exact or approximated.
@@ -114,7 +127,8 @@ def _rank_agreement(exact: MediationTable, top: pd.DataFrame) -> dict[str, float
     """Spearman correlation between approximate (`top`) and exact mean indirect effects over the verified sites."""
     keys = ["site", "position"]
     merged = top[[*keys, "estimate"]].merge(
-        _indirect(exact, "t")[[*keys, "estimate"]], on=keys, suffixes=("_approximate", "_exact"))
+        _indirect(exact, "t")[[*keys, "estimate"]], on=keys, suffixes=("_approximate", "_exact")
+    )
     if len(merged) < 3:
         return {"spearman": float("nan"), "sites": len(merged)}
     rho = stats.spearmanr(merged["estimate_approximate"], merged["estimate_exact"]).statistic

@@ -25,9 +25,9 @@ from causal import (
     group_fairness,
     judge_hypotheses,
 )
-
 from experiments.config import ContrastPlan, Experiment
 from experiments.steps._seeds import OBSERVATIONAL, analysis_seed
+
 
 @dataclass(frozen=True)
 class ReviewResult:
@@ -101,9 +101,13 @@ def _factors_and_label(experiment: Experiment, population: pd.DataFrame) -> tupl
 
 def _decisions(outcomes: pd.DataFrame, threshold: float) -> pd.DataFrame:
     """0/1 decisions (outcome above `threshold`), one row per unit and one column per arm label."""
-    return (outcomes["outcome"] > threshold).astype(int).to_frame("decision").assign(
-        unit_id=outcomes["unit_id"], arm=outcomes["arm"]
-    ).pivot(index="unit_id", columns="arm", values="decision")
+    return (
+        (outcomes["outcome"] > threshold)
+        .astype(int)
+        .to_frame("decision")
+        .assign(unit_id=outcomes["unit_id"], arm=outcomes["arm"])
+        .pivot(index="unit_id", columns="arm", values="decision")
+    )
 
 
 def _fairness(
@@ -125,18 +129,21 @@ def _fairness(
     tables = []
     if plans:
         rows = [
-            pd.DataFrame({
-                "treatment": plan.treatment,
-                "contrast": plan.contrast,
-                "decision_treated": decisions[plan.treated.label].loc[factual["unit_id"]].to_numpy(),
-                "decision_reference": decisions[plan.reference.label].loc[factual["unit_id"]].to_numpy(),
-                "weight": factual["weight"].to_numpy() if weight else 1.0,
-            }).dropna()
+            pd.DataFrame(
+                {
+                    "treatment": plan.treatment,
+                    "contrast": plan.contrast,
+                    "decision_treated": decisions[plan.treated.label].loc[factual["unit_id"]].to_numpy(),
+                    "decision_reference": decisions[plan.reference.label].loc[factual["unit_id"]].to_numpy(),
+                    "weight": factual["weight"].to_numpy() if weight else 1.0,
+                }
+            ).dropna()
             for plan in plans.values()
         ]
         tables.append(counterfactual_flip_rates(pd.concat(rows, ignore_index=True), weight=weight, level=level))
     for factor in protected:
         values = pd.Categorical(factual[factor], categories=list(config.factors[factor].values))
-        tables.append(group_fairness(factual.assign(**{factor: values}), factor=factor, label=label, weight=weight,
-                                     level=level))
+        tables.append(
+            group_fairness(factual.assign(**{factor: values}), factor=factor, label=label, weight=weight, level=level)
+        )
     return FairnessTable.concat(tables)

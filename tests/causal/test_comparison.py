@@ -23,12 +23,25 @@ from causal import (
 Z = stats.norm.ppf(0.975)
 
 
-def _row(contrast, estimate, std_error, *, method="t", analysis="ate", moderator=None, stratum=None,
-         treatment="insurance"):
-    return {"analysis": analysis, "estimand": "total", "treatment": treatment, "contrast": contrast,
-            "moderator": moderator, "stratum": stratum, "estimate": estimate, "ci_low": math.nan,
-            "ci_high": math.nan, "std_error": std_error, "p_value": math.nan, "p_adjusted": math.nan,
-            "n_units": 100, "method": method}
+def _row(
+    contrast, estimate, std_error, *, method="t", analysis="ate", moderator=None, stratum=None, treatment="insurance"
+):
+    return {
+        "analysis": analysis,
+        "estimand": "total",
+        "treatment": treatment,
+        "contrast": contrast,
+        "moderator": moderator,
+        "stratum": stratum,
+        "estimate": estimate,
+        "ci_low": math.nan,
+        "ci_high": math.nan,
+        "std_error": std_error,
+        "p_value": math.nan,
+        "p_adjusted": math.nan,
+        "n_units": 100,
+        "method": method,
+    }
 
 
 def _table(*rows):
@@ -59,12 +72,19 @@ def test_paired_units_give_the_t_interval_of_per_unit_differences():
     unit = rng.normal(0, 1.0, 60)  # shared by both runs: pairing cancels it
     difference_a = -0.3 + unit + rng.normal(0, 0.05, 60)
     difference_b = -0.25 + unit + rng.normal(0, 0.05, 60)
-    paired = pd.DataFrame({"treatment": "insurance", "contrast": "none vs private",
-                           "difference_a": difference_a, "difference_b": difference_b})
+    paired = pd.DataFrame(
+        {
+            "treatment": "insurance",
+            "contrast": "none vs private",
+            "difference_a": difference_a,
+            "difference_b": difference_b,
+        }
+    )
 
     def effects(differences):
-        return estimate_paired_effects(pd.DataFrame({"difference": differences}), treatment="insurance",
-                                       contrast="none vs private", n_bootstrap=20).to_frame()
+        return estimate_paired_effects(
+            pd.DataFrame({"difference": differences}), treatment="insurance", contrast="none vs private", n_bootstrap=20
+        ).to_frame()
 
     a, b = effects(difference_a), effects(difference_b)
     with_units, without = compare_effects(a, b, paired=paired), compare_effects(a, b)
@@ -73,7 +93,8 @@ def test_paired_units_give_the_t_interval_of_per_unit_differences():
     row = with_units.differences[0]
     assert row.pairing == "paired"
     assert (row.difference, row.ci_low, row.ci_high) == pytest.approx(
-        (per_unit.mean(), per_unit.mean() - half, per_unit.mean() + half))
+        (per_unit.mean(), per_unit.mean() - half, per_unit.mean() + half)
+    )
     assert row.p_value == pytest.approx(stats.ttest_1samp(per_unit, 0).pvalue)
     assert row.significant and not without.differences[0].significant
     assert without.differences[0].pairing == "independent"
@@ -81,8 +102,14 @@ def test_paired_units_give_the_t_interval_of_per_unit_differences():
 
 def test_paired_differences_of_other_units_are_refused():
     a = _table(_row("none vs private", -0.3, 0.05))
-    paired = pd.DataFrame({"treatment": "insurance", "contrast": "none vs private",
-                           "difference_a": [0.0, 0.2], "difference_b": [0.1, 0.1]})
+    paired = pd.DataFrame(
+        {
+            "treatment": "insurance",
+            "contrast": "none vs private",
+            "difference_a": [0.0, 0.2],
+            "difference_b": [0.1, 0.1],
+        }
+    )
     with pytest.raises(EstimationError, match=r"average 0.1 in run a but its estimate is -0.3"):
         compare_effects(a, a, paired=paired)
     with pytest.raises(EstimationError, match=r"paired lacks columns \['difference_b'\]"):
@@ -90,10 +117,8 @@ def test_paired_differences_of_other_units_are_refused():
 
 
 def test_exact_rows_have_no_sampling_error():
-    a = _table(_row("none vs private", -0.3, 0.0, method="exact"), _row("public vs private", 0.1, 0.0,
-                                                                        method="exact"))
-    b = _table(_row("none vs private", -0.1, 0.0, method="exact"), _row("public vs private", 0.1, 0.0,
-                                                                        method="exact"))
+    a = _table(_row("none vs private", -0.3, 0.0, method="exact"), _row("public vs private", 0.1, 0.0, method="exact"))
+    b = _table(_row("none vs private", -0.1, 0.0, method="exact"), _row("public vs private", 0.1, 0.0, method="exact"))
     changed, same = compare_effects(a, b).differences
     assert changed.ci_low == changed.ci_high == pytest.approx(0.2) and changed.pairing == "exact"
     assert changed.significant and not same.significant
@@ -101,14 +126,18 @@ def test_exact_rows_have_no_sampling_error():
 
 
 def test_rows_match_by_every_key_and_the_rest_is_listed_unmatched():
-    a = _table(_row("none vs private", -0.3, 0.05),
-               _row("none vs private", -0.5, 0.05, analysis="cate", moderator="age", stratum="old"),
-               _row("none vs private", -0.1, 0.05, analysis="cate", moderator="age", stratum="young"),
-               _row("none vs private", -0.3, 0.04, method="bootstrap"),
-               _row("male vs female", 0.0, 0.05, treatment="sex"))
-    b = _table(_row("none vs private", -0.2, 0.05),
-               _row("none vs private", -0.4, 0.05, analysis="cate", moderator="age", stratum="old"),
-               _row("weekend vs weekday", 0.0, 0.05, treatment="weekday"))
+    a = _table(
+        _row("none vs private", -0.3, 0.05),
+        _row("none vs private", -0.5, 0.05, analysis="cate", moderator="age", stratum="old"),
+        _row("none vs private", -0.1, 0.05, analysis="cate", moderator="age", stratum="young"),
+        _row("none vs private", -0.3, 0.04, method="bootstrap"),
+        _row("male vs female", 0.0, 0.05, treatment="sex"),
+    )
+    b = _table(
+        _row("none vs private", -0.2, 0.05),
+        _row("none vs private", -0.4, 0.05, analysis="cate", moderator="age", stratum="old"),
+        _row("weekend vs weekday", 0.0, 0.05, treatment="weekday"),
+    )
     # effects.csv read back from disk has nan where the frame had None
     b = pd.read_csv(io.StringIO(b.to_csv(index=False)))
     table = compare_effects(a, b)
@@ -118,7 +147,10 @@ def test_rows_match_by_every_key_and_the_rest_is_listed_unmatched():
     assert list(unmatched.columns) == list(UNMATCHED_COLUMNS)
     assert len(unmatched) == 3
     assert sorted((u.treatment, u.stratum, u.side) for u in table.unmatched) == [
-        ("insurance", "young", "a"), ("sex", None, "a"), ("weekday", None, "b")]
+        ("insurance", "young", "a"),
+        ("sex", None, "a"),
+        ("weekday", None, "b"),
+    ]
     assert "only in run b: ate total weekday[weekend vs weekday] (t)" in table.summary()
 
 
@@ -126,8 +158,9 @@ def test_same_planted_effect_in_two_samples_differs_only_when_the_effect_moves()
     def run(shift, seed):
         rng = np.random.default_rng(seed)
         paired = pd.DataFrame({"difference": rng.normal(-0.5 + shift, 0.3, 400)})
-        return estimate_paired_effects(paired, treatment="insurance", contrast="none vs private",
-                                       n_bootstrap=20).to_frame()
+        return estimate_paired_effects(
+            paired, treatment="insurance", contrast="none vs private", n_bootstrap=20
+        ).to_frame()
 
     assert not compare_effects(run(0.0, 1), run(0.0, 2)).differences[0].significant
     moved = compare_effects(run(0.0, 1), run(0.5, 2)).differences[0]
@@ -135,17 +168,32 @@ def test_same_planted_effect_in_two_samples_differs_only_when_the_effect_moves()
 
 
 def test_changed_verdicts_are_listed():
-    a = pd.DataFrame({"id": ["H1", "H2", "H3"], "claim": ["c1", "c2", "c3"],
-                      "effect": ["insurance[none vs private]", "weekday[*]", "sex[*]"],
-                      "verdict": ["supported", "supported", "inconclusive"]})
-    b = pd.DataFrame({"id": ["H1", "H2", "H4"], "claim": ["c1", "c2", "c4"],
-                      "effect": ["insurance[none vs private]", "weekday[*]", "age[*]"],
-                      "verdict": ["contradicted", "supported", "supported"]})
+    a = pd.DataFrame(
+        {
+            "id": ["H1", "H2", "H3"],
+            "claim": ["c1", "c2", "c3"],
+            "effect": ["insurance[none vs private]", "weekday[*]", "sex[*]"],
+            "verdict": ["supported", "supported", "inconclusive"],
+        }
+    )
+    b = pd.DataFrame(
+        {
+            "id": ["H1", "H2", "H4"],
+            "claim": ["c1", "c2", "c4"],
+            "effect": ["insurance[none vs private]", "weekday[*]", "age[*]"],
+            "verdict": ["contradicted", "supported", "supported"],
+        }
+    )
     changed = compare_verdicts(a, b)
     assert list(changed.columns) == list(VERDICT_CHANGE_COLUMNS)
     assert changed.to_dict("records") == [
-        {"id": "H1", "claim": "c1", "effect": "insurance[none vs private]", "verdict_a": "supported",
-         "verdict_b": "contradicted"},
+        {
+            "id": "H1",
+            "claim": "c1",
+            "effect": "insurance[none vs private]",
+            "verdict_a": "supported",
+            "verdict_b": "contradicted",
+        },
         {"id": "H3", "claim": "c3", "effect": "sex[*]", "verdict_a": "inconclusive", "verdict_b": None},
         {"id": "H4", "claim": "c4", "effect": "age[*]", "verdict_a": None, "verdict_b": "supported"},
     ]
@@ -170,8 +218,12 @@ def test_independent_intervals_cover_the_true_difference_in_simulation():
 
     def run(mean):
         draws = rng.normal(mean, 0.5, size=(replicates, n))
-        return _table(*(_row("a vs b", float(d.mean()), float(d.std(ddof=1) / math.sqrt(n)),
-                             treatment=f"r{i}") for i, d in enumerate(draws)))
+        return _table(
+            *(
+                _row("a vs b", float(d.mean()), float(d.std(ddof=1) / math.sqrt(n)), treatment=f"r{i}")
+                for i, d in enumerate(draws)
+            )
+        )
 
     frame = compare_effects(run(-0.3), run(-0.3 + truth)).to_frame()
     covered = ((frame["ci_low"] <= truth) & (truth <= frame["ci_high"])).mean()

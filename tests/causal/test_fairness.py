@@ -56,34 +56,43 @@ def _one(table, **fields):
 @pytest.fixture
 def sexes():
     """10 women (6 referred) and 8 men (2 referred), with ground-truth labels."""
-    return pd.DataFrame({
-        "sex": ["female"] * 10 + ["male"] * 8,
-        "decision": [1, 1, 1, 1, 1, 1, 0, 0, 0, 0] + [1, 1, 0, 0, 0, 0, 0, 0],
-        "label": [1, 1, 1, 0, 0, 0, 1, 1, 0, 0] + [1, 0, 1, 0, 1, 0, 0, 0],
-    })
+    return pd.DataFrame(
+        {
+            "sex": ["female"] * 10 + ["male"] * 8,
+            "decision": [1, 1, 1, 1, 1, 1, 0, 0, 0, 0] + [1, 1, 0, 0, 0, 0, 0, 0],
+            "label": [1, 1, 1, 0, 0, 0, 1, 1, 0, 0] + [1, 0, 1, 0, 1, 0, 0, 0],
+        }
+    )
 
 
 def test_flip_rates_count_changed_decisions_with_clopper_pearson_intervals():
-    decisions = pd.DataFrame({
-        "treatment": ["insurance"] * 7 + ["sex"] * 4,
-        "contrast": ["none vs private"] * 7 + ["male vs female"] * 4,
-        "decision_treated": [0, 0, 1, 1, 0, 1, 0] + [1, 0, 1, 0],
-        "decision_reference": [1, 1, 1, 1, 0, 1, 1] + [1, 0, 1, 0],
-    })
+    decisions = pd.DataFrame(
+        {
+            "treatment": ["insurance"] * 7 + ["sex"] * 4,
+            "contrast": ["none vs private"] * 7 + ["male vs female"] * 4,
+            "decision_treated": [0, 0, 1, 1, 0, 1, 0] + [1, 0, 1, 0],
+            "decision_reference": [1, 1, 1, 1, 0, 1, 1] + [1, 0, 1, 0],
+        }
+    )
     table = counterfactual_flip_rates(decisions)
     insurance, sex = table.metrics
     assert (insurance.factor, insurance.contrast, insurance.n_units) == ("insurance", "none vs private", 7)
     assert insurance.estimate == pytest.approx(3 / 7)
     assert (insurance.ci_low, insurance.ci_high) == pytest.approx(_clopper_pearson(3, 7))
     assert sex.estimate == 0.0 and (sex.ci_low, sex.ci_high) == pytest.approx(_clopper_pearson(0, 4))
-    assert table.summary().splitlines()[1] == (
-        "insurance (none vs private): flip rate 0.429 [0.099, 0.816] [n=7]")
+    assert table.summary().splitlines()[1] == ("insurance (none vs private): flip rate 0.429 [0.099, 0.816] [n=7]")
 
 
 def test_weighted_flip_rates_are_exact_shares():
-    decisions = pd.DataFrame({"treatment": "insurance", "contrast": "none vs private",
-                              "decision_treated": [0, 1, 1], "decision_reference": [1, 1, 0],
-                              "weight": [0.5, 0.3, 0.2]})
+    decisions = pd.DataFrame(
+        {
+            "treatment": "insurance",
+            "contrast": "none vs private",
+            "decision_treated": [0, 1, 1],
+            "decision_reference": [1, 1, 0],
+            "weight": [0.5, 0.3, 0.2],
+        }
+    )
     metric = counterfactual_flip_rates(decisions, weight="weight").metrics[0]
     assert metric.estimate == metric.ci_low == metric.ci_high == pytest.approx(0.7)
 
@@ -119,8 +128,12 @@ def test_equal_opportunity_compares_true_positive_rates(sexes):
 
 
 def test_three_values_compare_the_highest_and_lowest_rates_and_meet_four_fifths():
-    frame = pd.DataFrame({"insurance": ["private"] * 20 + ["public"] * 20 + ["none"] * 20,
-                          "decision": [1] * 18 + [0] * 2 + [1] * 17 + [0] * 3 + [1] * 16 + [0] * 4})
+    frame = pd.DataFrame(
+        {
+            "insurance": ["private"] * 20 + ["public"] * 20 + ["none"] * 20,
+            "decision": [1] * 18 + [0] * 2 + [1] * 17 + [0] * 3 + [1] * 16 + [0] * 4,
+        }
+    )
     table = group_fairness(frame, factor="insurance")
     assert _rows(table, metric="positive_rate")["value"].tolist() == ["none", "private", "public"]
     parity = _one(table, metric="demographic_parity_difference")
@@ -142,8 +155,7 @@ def test_weighted_units_give_exact_rates(sexes):
 
 
 def test_categorical_order_one_value_and_all_negative_edge_cases():
-    frame = pd.DataFrame({"sex": pd.Categorical(["male", "female"], categories=["male", "female"]),
-                          "decision": [0, 0]})
+    frame = pd.DataFrame({"sex": pd.Categorical(["male", "female"], categories=["male", "female"]), "decision": [0, 0]})
     table = group_fairness(frame, factor="sex")
     assert _rows(table, metric="positive_rate")["value"].tolist() == ["male", "female"]
     assert _one(table, metric="disparate_impact_ratio")["estimate"] == 1.0
@@ -152,14 +164,22 @@ def test_categorical_order_one_value_and_all_negative_edge_cases():
 
 
 def test_frame_columns_concat_and_frozen(sexes):
-    flips = counterfactual_flip_rates(pd.DataFrame({
-        "treatment": ["sex"], "contrast": ["male vs female"], "decision_treated": [True],
-        "decision_reference": [False]}))
+    flips = counterfactual_flip_rates(
+        pd.DataFrame(
+            {
+                "treatment": ["sex"],
+                "contrast": ["male vs female"],
+                "decision_treated": [True],
+                "decision_reference": [False],
+            }
+        )
+    )
     joined = FairnessTable.concat([flips, group_fairness(sexes, factor="sex")])
     assert list(joined.to_frame().columns) == list(FAIRNESS_COLUMNS)
     assert joined.to_frame()["metric"].tolist()[:2] == ["flip_rate", "positive_rate"]
     assert "sex (male vs female): disparate impact ratio 0.417; four-fifths rule violated [n=18]" in (
-        joined.summary().splitlines())
+        joined.summary().splitlines()
+    )
     with pytest.raises(EstimationError, match=r"share one level; got levels \[0.9, 0.95\]"):
         FairnessTable.concat([flips, group_fairness(sexes, factor="sex", level=0.9)])
     with pytest.raises(dataclasses.FrozenInstanceError):
@@ -172,13 +192,16 @@ def test_inputs_are_untouched(sexes):
     pd.testing.assert_frame_equal(sexes, before)
 
 
-@pytest.mark.parametrize("change, options, message", [
-    (lambda f: f.assign(decision=0.3), {}, r"'decision' must hold 0/1 .*got values \['0.3'\]"),
-    (lambda f: f.drop(columns="decision"), {}, r"frame lacks columns \['decision'\]"),
-    (lambda f: f.iloc[:0], {}, r"frame is empty"),
-    (lambda f: f.assign(w=-1.0), {"weight": "w"}, r"'w' must be finite, >= 0 and not all zero"),
-    (lambda f: f, {"level": 1.0}, r"strictly between 0 and 1; got 1.0"),
-])
+@pytest.mark.parametrize(
+    "change, options, message",
+    [
+        (lambda f: f.assign(decision=0.3), {}, r"'decision' must hold 0/1 .*got values \['0.3'\]"),
+        (lambda f: f.drop(columns="decision"), {}, r"frame lacks columns \['decision'\]"),
+        (lambda f: f.iloc[:0], {}, r"frame is empty"),
+        (lambda f: f.assign(w=-1.0), {"weight": "w"}, r"'w' must be finite, >= 0 and not all zero"),
+        (lambda f: f, {"level": 1.0}, r"strictly between 0 and 1; got 1.0"),
+    ],
+)
 def test_bad_inputs_raise(sexes, change, options, message):
     with pytest.raises(EstimationError, match=message):
         group_fairness(change(sexes), factor="sex", **options)
@@ -186,5 +209,4 @@ def test_bad_inputs_raise(sexes, change, options, message):
 
 def test_flip_rates_need_their_columns():
     with pytest.raises(EstimationError, match=r"decisions lacks columns \['decision_reference'\]"):
-        counterfactual_flip_rates(pd.DataFrame({"treatment": ["t"], "contrast": ["a vs b"],
-                                                "decision_treated": [1]}))
+        counterfactual_flip_rates(pd.DataFrame({"treatment": ["t"], "contrast": ["a vs b"], "decision_treated": [1]}))

@@ -19,14 +19,25 @@ from causal import (
 )
 
 
-def _row(treatment, contrast, estimate, std_error, n_units=101, *, method="t", estimand="total",
-         analysis="ate"):
+def _row(treatment, contrast, estimate, std_error, n_units=101, *, method="t", estimand="total", analysis="ate"):
     half = 0.0 if method == "exact" else stats.t.ppf(0.975, n_units - 1) * std_error
     p = math.nan if method == "exact" else 2 * stats.t.sf(abs(estimate) / std_error, n_units - 1)
-    return {"analysis": analysis, "estimand": estimand, "treatment": treatment, "contrast": contrast,
-            "moderator": None, "stratum": None, "estimate": estimate, "ci_low": estimate - half,
-            "ci_high": estimate + half, "std_error": std_error, "p_value": p, "p_adjusted": p,
-            "n_units": n_units, "method": method}
+    return {
+        "analysis": analysis,
+        "estimand": estimand,
+        "treatment": treatment,
+        "contrast": contrast,
+        "moderator": None,
+        "stratum": None,
+        "estimate": estimate,
+        "ci_low": estimate - half,
+        "ci_high": estimate + half,
+        "std_error": std_error,
+        "p_value": p,
+        "p_adjusted": p,
+        "n_units": n_units,
+        "method": method,
+    }
 
 
 def _table(*rows):
@@ -34,13 +45,19 @@ def _table(*rows):
 
 
 def _negative(m=0.05, contrast="none vs private", **fields):
-    return Hypothesis(id="H1", claim="uninsured patients are referred less", treatment="insurance",
-                      contrast=contrast, direction="negative", min_effect=m, **fields)
+    return Hypothesis(
+        id="H1",
+        claim="uninsured patients are referred less",
+        treatment="insurance",
+        contrast=contrast,
+        direction="negative",
+        min_effect=m,
+        **fields,
+    )
 
 
 def _equivalent(e=0.02, contrast=None, id="H2"):
-    return Hypothesis(id=id, claim="the weekday does not matter", treatment="weekday",
-                      contrast=contrast, equivalence=e)
+    return Hypothesis(id=id, claim="the weekday does not matter", treatment="weekday", contrast=contrast, equivalence=e)
 
 
 def _judge(hypothesis, *rows, **options):
@@ -80,8 +97,9 @@ def test_directional_claim_is_inconclusive_when_the_ci_straddles_minus_min_effec
 
 
 def test_positive_direction_mirrors_the_negative_one():
-    positive = Hypothesis(id="H", claim="c", treatment="insurance", contrast="private vs none",
-                          direction="positive", min_effect=0.05)
+    positive = Hypothesis(
+        id="H", claim="c", treatment="insurance", contrast="private vs none", direction="positive", min_effect=0.05
+    )
     supported = _judge(positive, _row("insurance", "private vs none", 0.2, 0.02))
     contradicted = _judge(positive, _row("insurance", "private vs none", -0.1, 0.02))
     assert supported.verdict == "supported" and contradicted.verdict == "contradicted"
@@ -123,8 +141,7 @@ def test_equivalence_is_contradicted_when_the_ci_lies_outside_the_margin():
 def test_holm_correction_runs_across_the_hypotheses():
     df, se = 100, 0.02
     first, second = _estimate_below(-0.05, 0.03, se, df), _estimate_below(-0.05, 0.04, se, df)
-    table = _table(_row("insurance", "none vs private", first, se),
-                   _row("insurance", "public vs private", second, se))
+    table = _table(_row("insurance", "none vs private", first, se), _row("insurance", "public vs private", second, se))
     hypotheses = [_negative(0.05), dataclasses.replace(_negative(0.05, "public vs private"), id="H3")]
     alone = [judge_hypotheses([h], table).verdicts[0] for h in hypotheses]
     together = judge_hypotheses(hypotheses, table).verdicts
@@ -147,32 +164,43 @@ def test_star_claim_is_an_intersection_union_test_over_every_contrast():
 
 
 def test_one_contradicting_contrast_contradicts_a_star_claim():
-    verdict = _judge(_equivalent(0.02), _row("weekday", "saturday vs monday", 0.0, 0.002, 400),
-                     _row("weekday", "sunday vs monday", 0.3, 0.01, 400))
+    verdict = _judge(
+        _equivalent(0.02),
+        _row("weekday", "saturday vs monday", 0.0, 0.002, 400),
+        _row("weekday", "sunday vs monday", 0.3, 0.01, 400),
+    )
     assert verdict.verdict == "contradicted" and verdict.estimate == 0.3
 
 
 def test_exact_rows_are_judged_by_their_point_value_outside_the_holm_family():
-    table = _table(_row("insurance", "none vs private", -0.08, 0.0, method="exact"),
-                   _row("insurance", "public vs private", -0.01, 0.0, method="exact"),
-                   _row("weekday", "weekend vs weekday", 0.001, 0.005, 400))
-    hypotheses = [_negative(0.05), dataclasses.replace(_negative(0.05, "public vs private"), id="H3"),
-                  _equivalent(0.02)]
+    table = _table(
+        _row("insurance", "none vs private", -0.08, 0.0, method="exact"),
+        _row("insurance", "public vs private", -0.01, 0.0, method="exact"),
+        _row("weekday", "weekend vs weekday", 0.001, 0.005, 400),
+    )
+    hypotheses = [
+        _negative(0.05),
+        dataclasses.replace(_negative(0.05, "public vs private"), id="H3"),
+        _equivalent(0.02),
+    ]
     supported, contradicted, tested = judge_hypotheses(hypotheses, table).verdicts
     assert (supported.verdict, contradicted.verdict) == ("supported", "contradicted")
     assert math.isnan(supported.p_value) and math.isnan(supported.p_adjusted)
     assert supported.ci_low == supported.ci_high == -0.08
-    assert supported.reason == ("The exact effect of insurance[none vs private] is -0.08, below -0.05 "
-                                "(enumerated units: no sampling error).")
+    assert supported.reason == (
+        "The exact effect of insurance[none vs private] is -0.08, below -0.05 (enumerated units: no sampling error)."
+    )
     assert "is -0.01, at or above -0.05" in contradicted.reason
     assert tested.p_adjusted == pytest.approx(tested.p_value)
 
 
 def test_rows_other_than_t_and_exact_ate_rows_are_ignored_and_estimand_selects():
-    table = _table(_row("insurance", "none vs private", -0.2, 0.02),
-                   _row("insurance", "none vs private", 0.3, 0.02, method="bootstrap"),
-                   _row("insurance", "none vs private", 0.3, 0.02, analysis="cate"),
-                   _row("insurance", "none vs private", 0.3, 0.02, estimand="direct"))
+    table = _table(
+        _row("insurance", "none vs private", -0.2, 0.02),
+        _row("insurance", "none vs private", 0.3, 0.02, method="bootstrap"),
+        _row("insurance", "none vs private", 0.3, 0.02, analysis="cate"),
+        _row("insurance", "none vs private", 0.3, 0.02, estimand="direct"),
+    )
     assert _judge(_negative(0.05), *table.to_dict("records")).verdict == "supported"
     direct = _negative(0.05, estimand="direct")
     verdict = judge_hypotheses([direct], table).verdicts[0]
@@ -188,8 +216,11 @@ def test_a_single_unit_is_inconclusive_and_untested():
 def test_planted_effect_from_estimate_paired_effects_through_csv():
     rng = np.random.default_rng(0)
     paired = pd.DataFrame({"difference": rng.normal(-0.3, 0.2, 300)})
-    effects = estimate_paired_effects(paired, treatment="insurance", contrast="none vs private",
-                                      n_bootstrap=50).corrected("holm").to_frame()
+    effects = (
+        estimate_paired_effects(paired, treatment="insurance", contrast="none vs private", n_bootstrap=50)
+        .corrected("holm")
+        .to_frame()
+    )
     round_trip = pd.read_csv(io.StringIO(effects.to_csv(index=False)))
     before = round_trip.copy()
     verdict = judge_hypotheses([_negative(0.05)], round_trip).verdicts[0]
@@ -201,13 +232,15 @@ def test_planted_effect_from_estimate_paired_effects_through_csv():
 def test_table_frame_summary_and_contradicted_ids():
     table = judge_hypotheses(
         [_negative(0.05), _equivalent(0.02)],
-        _table(_row("insurance", "none vs private", 0.1, 0.02), _row("weekday", "a vs b", 0.0, 0.001)))
+        _table(_row("insurance", "none vs private", 0.1, 0.02), _row("weekday", "a vs b", 0.0, 0.001)),
+    )
     frame = table.to_frame()
     assert list(frame.columns) == list(VERDICT_COLUMNS)
     assert frame["verdict"].tolist() == ["contradicted", "supported"]
     assert table.contradicted == ("H1",)
     assert table.summary().splitlines()[0] == (
-        "2 hypotheses at level 0.95 (holm-corrected): 1 supported, 1 contradicted, 0 inconclusive")
+        "2 hypotheses at level 0.95 (holm-corrected): 1 supported, 1 contradicted, 0 inconclusive"
+    )
     assert table.summary().splitlines()[1].startswith("H1 (insurance[none vs private]): contradicted.")
     with pytest.raises(dataclasses.FrozenInstanceError):
         table.level = 0.9
@@ -215,39 +248,51 @@ def test_table_frame_summary_and_contradicted_ids():
 
 def test_an_effect_missing_from_the_table_is_named_with_what_exists():
     table = _table(_row("insurance", "none vs private", -0.2, 0.02), _row("weekday", "a vs b", 0.0, 0.01))
-    with pytest.raises(EstimationError, match=r"'H1': effect insurance\[public vs private\] \(total\).*"
-                                              r"it has: insurance\[none vs private\] \(total\), "
-                                              r"weekday\[a vs b\] \(total\)"):
+    with pytest.raises(
+        EstimationError,
+        match=r"'H1': effect insurance\[public vs private\] \(total\).*"
+        r"it has: insurance\[none vs private\] \(total\), "
+        r"weekday\[a vs b\] \(total\)",
+    ):
         judge_hypotheses([_negative(0.05, "public vs private")], table)
 
 
-@pytest.mark.parametrize("text, parsed", [
-    ("insurance[none vs private]", ("insurance", "none vs private")),
-    ("  weekday[ * ] ", ("weekday", None)),
-    ("age[old  vs  young]", ("age", "old vs young")),
-])
+@pytest.mark.parametrize(
+    "text, parsed",
+    [
+        ("insurance[none vs private]", ("insurance", "none vs private")),
+        ("  weekday[ * ] ", ("weekday", None)),
+        ("age[old  vs  young]", ("age", "old vs young")),
+    ],
+)
 def test_parse_effect(text, parsed):
     assert Hypothesis.parse_effect(text) == parsed
 
 
-@pytest.mark.parametrize("text, message", [
-    ("insurance", r"'treatment\[a vs b\]' or 'treatment\[\*\]'; got 'insurance'"),
-    ("insurance[none]", r"must read 'a vs b' .*got 'none'"),
-    ("insurance[a vs b vs c]", r"must read 'a vs b'"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("insurance", r"'treatment\[a vs b\]' or 'treatment\[\*\]'; got 'insurance'"),
+        ("insurance[none]", r"must read 'a vs b' .*got 'none'"),
+        ("insurance[a vs b vs c]", r"must read 'a vs b'"),
+    ],
+)
 def test_parse_effect_rejects_malformed_text(text, message):
     with pytest.raises(EstimationError, match=message):
         Hypothesis.parse_effect(text)
 
 
-@pytest.mark.parametrize("fields, message", [
-    ({}, r"exactly one of direction and equivalence"),
-    ({"direction": "negative", "equivalence": 0.1}, r"exactly one of direction and equivalence"),
-    ({"direction": "down"}, r"'positive' or 'negative'; got 'down'"),
-    ({"direction": "negative", "min_effect": -0.1}, r"magnitude .* got -0.1"),
-    ({"equivalence": 0.0}, r"margin must be finite and > 0; got 0.0"),
-    ({"equivalence": 0.1, "min_effect": 0.1}, r"directional claims only.*drop min_effect"),
-])
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        ({}, r"exactly one of direction and equivalence"),
+        ({"direction": "negative", "equivalence": 0.1}, r"exactly one of direction and equivalence"),
+        ({"direction": "down"}, r"'positive' or 'negative'; got 'down'"),
+        ({"direction": "negative", "min_effect": -0.1}, r"magnitude .* got -0.1"),
+        ({"equivalence": 0.0}, r"margin must be finite and > 0; got 0.0"),
+        ({"equivalence": 0.1, "min_effect": 0.1}, r"directional claims only.*drop min_effect"),
+    ],
+)
 def test_invalid_hypotheses_raise(fields, message):
     with pytest.raises(EstimationError, match=message):
         Hypothesis(id="H", claim="c", treatment="t", contrast=None, **fields)
@@ -271,8 +316,9 @@ def _simulated(truth, *, seed, replicates=1000, n=30):
     """
     rng = np.random.default_rng(seed)
     draws = rng.normal(truth, 0.2, size=(replicates, n))
-    return _table(*(_row(f"r{i}", "a vs b", float(d.mean()), float(d.std(ddof=1) / math.sqrt(n)), n)
-                    for i, d in enumerate(draws)))
+    return _table(
+        *(_row(f"r{i}", "a vs b", float(d.mean()), float(d.std(ddof=1) / math.sqrt(n)), n) for i, d in enumerate(draws))
+    )
 
 
 @pytest.mark.parametrize("claim, truth", [("negative", -0.2), ("equivalence", 0.2)])
@@ -281,8 +327,7 @@ def test_simulated_tests_keep_their_level_at_the_boundary_and_cis_cover(claim, t
     # the time (one-sided; TOST at most that), and the 95% CIs cover the truth about 95% of the time
     table = _simulated(truth, seed=2)
     fields = {"direction": "negative", "min_effect": 0.2} if claim == "negative" else {"equivalence": 0.2}
-    hypotheses = [Hypothesis(id=t, claim="c", treatment=t, contrast="a vs b", **fields)
-                  for t in table["treatment"]]
+    hypotheses = [Hypothesis(id=t, claim="c", treatment=t, contrast="a vs b", **fields) for t in table["treatment"]]
     frame = judge_hypotheses(hypotheses, table).to_frame()
     rejected = (frame["p_value"] < 0.05).mean()
     covered = ((frame["ci_low"] <= truth) & (truth <= frame["ci_high"])).mean()

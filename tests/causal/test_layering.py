@@ -28,8 +28,7 @@ print("torch" in sys.modules)
 
 def test_import_and_estimation_never_load_torch():
     """Including the observational path, whose dowhy imports sklearn and statsmodels."""
-    result = subprocess.run([sys.executable, "-c", _SCRIPT], capture_output=True, text=True,
-                            check=True)
+    result = subprocess.run([sys.executable, "-c", _SCRIPT], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
 
 

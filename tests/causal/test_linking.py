@@ -17,20 +17,25 @@ from causal._linking import (
 N_UNITS = 40
 FACTORS = ("insurance", "age", "weekday")
 # Planted truth: insurance has the largest effect, age a smaller one, weekday none.
-EFFECTS = pd.DataFrame({
-    "factor": FACTORS,
-    "estimate": [-2.0, 1.0, 0.02],
-    "ci_low": [-2.5, 0.6, -0.1],
-    "ci_high": [-1.5, 1.4, 0.14],
-})
+EFFECTS = pd.DataFrame(
+    {
+        "factor": FACTORS,
+        "estimate": [-2.0, 1.0, 0.02],
+        "ci_low": [-2.5, 0.6, -0.1],
+        "ci_high": [-1.5, 1.4, 0.14],
+    }
+)
 
 
 def per_unit_effects(rng):
     scale = {"insurance": -2.0, "age": 1.0, "weekday": 0.02}
-    return pd.DataFrame([
-        {"unit": unit, "factor": factor, "effect": scale[factor] * (1 + 0.5 * rng.random())}
-        for factor in FACTORS for unit in range(N_UNITS)
-    ])
+    return pd.DataFrame(
+        [
+            {"unit": unit, "factor": factor, "effect": scale[factor] * (1 + 0.5 * rng.random())}
+            for factor in FACTORS
+            for unit in range(N_UNITS)
+        ]
+    )
 
 
 def evidence_frame(unit_effects, rng):
@@ -38,11 +43,25 @@ def evidence_frame(unit_effects, rng):
     "reversed" ranks the factors backwards and puts most of its mass on the null factor."""
     rows = []
     for row in unit_effects.itertuples():
-        rows.append({"unit": row.unit, "factor": row.factor, "method": "faithful",
-                     "baseline": "counterfactual", "value": row.effect})
+        rows.append(
+            {
+                "unit": row.unit,
+                "factor": row.factor,
+                "method": "faithful",
+                "baseline": "counterfactual",
+                "value": row.effect,
+            }
+        )
         reversed_mass = {"insurance": 0.05, "age": 0.3, "weekday": 0.65}[row.factor]
-        rows.append({"unit": row.unit, "factor": row.factor, "method": "reversed",
-                     "baseline": None, "value": reversed_mass + 0.01 * rng.random()})
+        rows.append(
+            {
+                "unit": row.unit,
+                "factor": row.factor,
+                "method": "reversed",
+                "baseline": None,
+                "value": reversed_mass + 0.01 * rng.random(),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -70,7 +89,8 @@ def test_faithful_method_has_tau_one_and_no_flags_reversed_one_is_flagged(plante
         "weekday": "evidence_without_effect",  # 64% of the evidence, its CI covers zero
     }
     assert [(link.method, link.factor) for link in links.flagged] == [
-        ("reversed", "insurance"), ("reversed", "weekday"),
+        ("reversed", "insurance"),
+        ("reversed", "weekday"),
     ]
     scores = links.agreement_frame()
     assert list(scores.columns) == list(AGREEMENT_COLUMNS)
@@ -93,8 +113,7 @@ def test_summary_states_each_disagreement_plainly(planted):
 def test_bootstrap_is_seeded(planted):
     unit_effects, evidence = planted
     noisy = evidence.assign(value=evidence["value"] * np.linspace(0.5, 1.5, len(evidence)))
-    runs = [link_evidence(EFFECTS, noisy, unit_effects=unit_effects, n_bootstrap=200, seed=seed)
-            for seed in (7, 7, 8)]
+    runs = [link_evidence(EFFECTS, noisy, unit_effects=unit_effects, n_bootstrap=200, seed=seed) for seed in (7, 7, 8)]
     assert runs[0] == runs[1]
     assert runs[0].agreement_frame().equals(runs[1].agreement_frame())
     assert not runs[0].agreement_frame().equals(runs[2].agreement_frame())
@@ -105,15 +124,48 @@ def test_effects_table_rows_are_filtered_and_largest_contrast_represents_a_facto
     rows = []
     for factor, estimate, low, high in EFFECTS.itertuples(index=False):
         for method in ("t", "bootstrap"):
-            rows.append(dict(analysis="ate", estimand="total", treatment=factor, contrast="a vs b",
-                             moderator=None, stratum=None, estimate=estimate, ci_low=low,
-                             ci_high=high, method=method))
-    rows.append(dict(analysis="ate", estimand="total", treatment="insurance", contrast="c vs b",
-                     moderator=None, stratum=None, estimate=0.5, ci_low=0.1, ci_high=0.9,
-                     method="t"))
-    rows.append(dict(analysis="cate", estimand="total", treatment="age", contrast="a vs b",
-                     moderator="sex", stratum="f", estimate=9.0, ci_low=8, ci_high=10,
-                     method="t"))
+            rows.append(
+                dict(
+                    analysis="ate",
+                    estimand="total",
+                    treatment=factor,
+                    contrast="a vs b",
+                    moderator=None,
+                    stratum=None,
+                    estimate=estimate,
+                    ci_low=low,
+                    ci_high=high,
+                    method=method,
+                )
+            )
+    rows.append(
+        dict(
+            analysis="ate",
+            estimand="total",
+            treatment="insurance",
+            contrast="c vs b",
+            moderator=None,
+            stratum=None,
+            estimate=0.5,
+            ci_low=0.1,
+            ci_high=0.9,
+            method="t",
+        )
+    )
+    rows.append(
+        dict(
+            analysis="cate",
+            estimand="total",
+            treatment="age",
+            contrast="a vs b",
+            moderator="sex",
+            stratum="f",
+            estimate=9.0,
+            ci_low=8,
+            ci_high=10,
+            method="t",
+        )
+    )
     links = link_evidence(pd.DataFrame(rows), evidence, n_bootstrap=50)
     table = links.to_frame().drop_duplicates("factor").set_index("factor")
     assert table.loc["insurance", ["contrast", "effect"]].tolist() == ["a vs b", -2.0]

@@ -25,8 +25,17 @@ def per_unit_table(n: int, seed: int, *, noise: float = 0.2) -> pd.DataFrame:
         indirect = SHARE[site] * totals + noise * rng.standard_normal(n)
         for position in ("last", "factor"):
             rows += [
-                {"unit": unit, "site": site, "component": component, "layer": layer, "head": head,
-                 "position": position, "total": totals[unit], "indirect": indirect[unit], "weight": 1.0 / n}
+                {
+                    "unit": unit,
+                    "site": site,
+                    "component": component,
+                    "layer": layer,
+                    "head": head,
+                    "position": position,
+                    "total": totals[unit],
+                    "indirect": indirect[unit],
+                    "weight": 1.0 / n,
+                }
                 for unit in range(n)
             ]
     return pd.DataFrame(rows)
@@ -34,8 +43,9 @@ def per_unit_table(n: int, seed: int, *, noise: float = 0.2) -> pd.DataFrame:
 
 def estimate(table: pd.DataFrame, **options) -> pd.DataFrame:
     options.setdefault("n_bootstrap", 300)
-    return estimate_mediation(table, treatment="insurance", contrast="none vs private", direction="noise",
-                              **options).to_frame()
+    return estimate_mediation(
+        table, treatment="insurance", contrast="none vs private", direction="noise", **options
+    ).to_frame()
 
 
 def test_indirect_and_direct_means_equal_the_per_unit_means() -> None:
@@ -95,8 +105,12 @@ def test_t_intervals_cover_the_planted_indirect_effect_at_nominal_rate() -> None
     hits = 0
     for seed in range(300):
         frame = estimate(per_unit_table(40, seed=100 + seed), n_bootstrap=2)
-        row = frame[(frame["site"] == "head.1.2") & (frame["position"] == "last")
-                    & (frame["effect"] == "indirect") & (frame["method"] == "t")].iloc[0]
+        row = frame[
+            (frame["site"] == "head.1.2")
+            & (frame["position"] == "last")
+            & (frame["effect"] == "indirect")
+            & (frame["method"] == "t")
+        ].iloc[0]
         hits += row["ci_low"] <= 0.6 <= row["ci_high"]
     assert 0.92 <= hits / 300 <= 0.98
 

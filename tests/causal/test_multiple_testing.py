@@ -15,9 +15,9 @@ def test_nan_entries_are_skipped_and_stay_nan(method, statsmodels_method):
     adjusted = adjust_p_values(p_values, method=method)
     tested = ~np.isnan(p_values)
     np.testing.assert_array_equal(np.isnan(adjusted), ~tested)
-    np.testing.assert_allclose(adjusted[tested],
-                               multipletests(p_values[tested], method=statsmodels_method)[1],
-                               rtol=1e-12)
+    np.testing.assert_allclose(
+        adjusted[tested], multipletests(p_values[tested], method=statsmodels_method)[1], rtol=1e-12
+    )
 
 
 def test_all_nan_and_empty_inputs():
@@ -25,11 +25,14 @@ def test_all_nan_and_empty_inputs():
     assert adjust_p_values([], method="bh").shape == (0,)
 
 
-@pytest.mark.parametrize(("p_values", "match"), [
-    ([0.1, 1.5], r"p_values must lie in \[0, 1\] or be nan; got \[1.5\]"),
-    ([-0.1, math.inf], r"got \[-0.1, inf\]"),
-    ([[0.1, 0.2]], r"must be one-dimensional; got shape \(1, 2\)"),
-])
+@pytest.mark.parametrize(
+    ("p_values", "match"),
+    [
+        ([0.1, 1.5], r"p_values must lie in \[0, 1\] or be nan; got \[1.5\]"),
+        ([-0.1, math.inf], r"got \[-0.1, inf\]"),
+        ([[0.1, 0.2]], r"must be one-dimensional; got shape \(1, 2\)"),
+    ],
+)
 def test_bad_p_values_raise(p_values, match):
     with pytest.raises(EstimationError, match=match):
         adjust_p_values(p_values, method="holm")
@@ -40,5 +43,6 @@ def test_matches_statsmodels_on_random_families_with_ties(method, statsmodels_me
     rng = np.random.default_rng(7)
     for size in (1, 2, 5, 40):
         p_values = np.round(rng.uniform(0, 0.2, size), 2)
-        np.testing.assert_allclose(adjust_p_values(p_values, method=method),
-                                   multipletests(p_values, method=statsmodels_method)[1], rtol=1e-12)
+        np.testing.assert_allclose(
+            adjust_p_values(p_values, method=method), multipletests(p_values, method=statsmodels_method)[1], rtol=1e-12
+        )

@@ -21,7 +21,8 @@ EFFECT = -1.0
 """Planted effect of insurance=none vs private on the outcome, the same in every stratum."""
 
 GRAPH = CausalGraph.from_edges(
-    ["age", "sex", "insurance", "weekday"], "decision",
+    ["age", "sex", "insurance", "weekday"],
+    "decision",
     ["age -> insurance", "age -> decision", "insurance -> decision", "sex -> decision"],
 )
 
@@ -39,15 +40,21 @@ def _confounded(n, *, seed, none_by_age=None):
     draw = rng.random(n)
     insurance = np.where(draw < p_none, "none", np.where(draw < p_none + 0.1, "public", "private"))
     sex = rng.choice(["female", "male"], size=n)
-    outcome = (2.0 * (age == "old") + EFFECT * (insurance == "none") + 0.5 * (sex == "male")
-               + rng.normal(size=n))
-    return pd.DataFrame({"doc_id": np.arange(n), "age": age, "sex": sex, "insurance": insurance,
-                         "weekday": rng.choice(["weekday", "weekend"], size=n), "outcome": outcome})
+    outcome = 2.0 * (age == "old") + EFFECT * (insurance == "none") + 0.5 * (sex == "male") + rng.normal(size=n)
+    return pd.DataFrame(
+        {
+            "doc_id": np.arange(n),
+            "age": age,
+            "sex": sex,
+            "insurance": insurance,
+            "weekday": rng.choice(["weekday", "weekend"], size=n),
+            "outcome": outcome,
+        }
+    )
 
 
 def _estimate(frame, **options):
-    return estimate_observational(frame, graph=GRAPH, treatment="insurance", contrast=("none", "private"),
-                                  **options)
+    return estimate_observational(frame, graph=GRAPH, treatment="insurance", contrast=("none", "private"), **options)
 
 
 def _effect(result, method):
@@ -77,9 +84,9 @@ def test_naive_is_biased_and_backdoor_adjustment_covers_the_planted_effect(resul
     assert result.adjustment_set == ("age",)
     assert "E[decision|age]" in result.estimand
     assert [e.method for e in result.effects.estimates] == ["naive", "regression", "ipw"]
-    assert {(e.analysis, e.estimand, e.treatment, e.contrast, e.moderator, e.level)
-            for e in result.effects.estimates} == {
-        ("observational", "total", "insurance", "none vs private", None, 0.95)}
+    assert {
+        (e.analysis, e.estimand, e.treatment, e.contrast, e.moderator, e.level) for e in result.effects.estimates
+    } == {("observational", "total", "insurance", "none vs private", None, 0.95)}
 
 
 def test_rows_outside_the_contrast_are_left_out_and_the_frame_is_untouched(table, result):
@@ -107,14 +114,14 @@ def test_regression_is_the_ols_coefficient_with_one_hot_confounders(table, resul
 
 def test_ipw_is_the_hajek_estimate_with_the_overlap_propensities(table, result):
     kept = table[table["insurance"].isin(["none", "private"])]
-    propensity = kept["age"].map(dict(zip(result.overlap["stratum"].str.removeprefix("age="),
-                                          result.overlap["propensity_min"], strict=True)))
+    propensity = kept["age"].map(
+        dict(zip(result.overlap["stratum"].str.removeprefix("age="), result.overlap["propensity_min"], strict=True))
+    )
     propensity = propensity.clip(0.05, 0.95)
     treated = (kept["insurance"] == "none").to_numpy()
     y = kept["outcome"].to_numpy()
     weights = np.where(treated, 1 / propensity, 1 / (1 - propensity))
-    hajek = (np.average(y[treated], weights=weights[treated])
-             - np.average(y[~treated], weights=weights[~treated]))
+    hajek = np.average(y[treated], weights=weights[treated]) - np.average(y[~treated], weights=weights[~treated])
     assert _effect(result, "ipw").estimate == pytest.approx(hajek, abs=1e-9)
 
 
@@ -122,7 +129,8 @@ def test_placebo_refutation_is_near_zero_and_the_others_keep_the_estimate(result
     frame = result.refutations
     assert list(frame.columns) == list(REFUTATION_COLUMNS)
     assert [tuple(r) for r in frame[["method", "refuter"]].itertuples(index=False)] == [
-        (m, r) for m in ("regression", "ipw") for r in ("placebo_treatment", "random_common_cause", "data_subset")]
+        (m, r) for m in ("regression", "ipw") for r in ("placebo_treatment", "random_common_cause", "data_subset")
+    ]
     for row in frame.itertuples(index=False):
         assert row.estimate == _effect(result, row.method).estimate
         if row.refuter == "placebo_treatment":
@@ -180,8 +188,9 @@ def test_an_unannotated_confounder_is_named_in_the_error():
 
 def test_a_factor_without_a_path_to_the_outcome_is_estimated_and_flagged():
     frame = _confounded(800, seed=4)
-    result = estimate_observational(frame, graph=GRAPH, treatment="weekday", contrast=("weekend", "weekday"),
-                                    refuters=())
+    result = estimate_observational(
+        frame, graph=GRAPH, treatment="weekday", contrast=("weekend", "weekday"), refuters=()
+    )
     assert result.adjustment_set == ()
     assert any("declares no directed path from weekday to decision" in w for w in result.warnings)
     assert any(w.startswith("ipw left out") for w in result.warnings)
@@ -202,18 +211,21 @@ def test_same_seed_same_numbers_and_each_refuter_has_its_own_stream():
     assert not other["new_effect"].equals(first.refutations["new_effect"])
 
 
-@pytest.mark.parametrize(("options", "message"), [
-    (dict(contrast=("none", "unknown")), r"at least 2 documents; 'insurance' has \{'unknown': 0\}"),
-    (dict(contrast=("none", "none")), "contrast must be two different values"),
-    (dict(treatment="mood"), "treatment 'mood' is not a factor of the graph"),
-    (dict(methods="ipw"), r"methods must be a sequence of names; got 'ipw' \(write \['ipw'\]\)"),
-    (dict(methods=("ipw", "matching")), r"methods must be distinct names out of \['regression', 'ipw'\]"),
-    (dict(refuters=("placebo_treatment", "placebo_treatment")), "refuters must be distinct names"),
-    (dict(n_refutation_simulations=True), "n_refutation_simulations must be an integer >= 2; got True"),
-    (dict(outcome="score"), r"frame must have column\(s\) \['score'\]"),
-    (dict(level=1.5), "level must lie strictly between 0 and 1"),
-    (dict(seed=-1), "seed must be a non-negative integer"),
-])
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (dict(contrast=("none", "unknown")), r"at least 2 documents; 'insurance' has \{'unknown': 0\}"),
+        (dict(contrast=("none", "none")), "contrast must be two different values"),
+        (dict(treatment="mood"), "treatment 'mood' is not a factor of the graph"),
+        (dict(methods="ipw"), r"methods must be a sequence of names; got 'ipw' \(write \['ipw'\]\)"),
+        (dict(methods=("ipw", "matching")), r"methods must be distinct names out of \['regression', 'ipw'\]"),
+        (dict(refuters=("placebo_treatment", "placebo_treatment")), "refuters must be distinct names"),
+        (dict(n_refutation_simulations=True), "n_refutation_simulations must be an integer >= 2; got True"),
+        (dict(outcome="score"), r"frame must have column\(s\) \['score'\]"),
+        (dict(level=1.5), "level must lie strictly between 0 and 1"),
+        (dict(seed=-1), "seed must be a non-negative integer"),
+    ],
+)
 def test_bad_arguments_raise(options, message):
     arguments = dict(graph=GRAPH, treatment="insurance", contrast=("none", "private"), refuters=())
     with pytest.raises(EstimationError, match=message):
@@ -253,12 +265,20 @@ def test_adjusted_intervals_cover_the_planted_effect_across_seeds_and_the_naive_
 
 
 def test_strata_of_two_confounders_are_their_joint_values():
-    graph = CausalGraph.from_edges(["age", "sex", "insurance"], "decision", [
-        "age -> insurance", "sex -> insurance", "age -> decision", "sex -> decision", "insurance -> decision"])
+    graph = CausalGraph.from_edges(
+        ["age", "sex", "insurance"],
+        "decision",
+        ["age -> insurance", "sex -> insurance", "age -> decision", "sex -> decision", "insurance -> decision"],
+    )
     frame = _confounded(400, seed=6)
-    result = estimate_observational(frame, graph=graph, treatment="insurance", contrast=("none", "private"),
-                                    refuters=())
+    result = estimate_observational(
+        frame, graph=graph, treatment="insurance", contrast=("none", "private"), refuters=()
+    )
     assert result.adjustment_set == ("age", "sex")
     assert result.overlap["stratum"].tolist() == [
-        "age=old, sex=female", "age=old, sex=male", "age=young, sex=female", "age=young, sex=male"]
+        "age=old, sex=female",
+        "age=old, sex=male",
+        "age=young, sex=female",
+        "age=young, sex=male",
+    ]
     assert result.overlap[["n_treated", "n_reference"]].to_numpy().sum() == result.effects.estimates[0].n_units

@@ -51,20 +51,19 @@ def test_bootstrap_same_seed_same_interval_other_seed_other_interval():
 def test_chunked_bootstrap_equals_unchunked(max_draws_per_chunk):
     differences = np.random.default_rng(5).normal(size=50)
     whole, chunked = (
-        bootstrap_interval(differences, level=0.9, n_bootstrap=101, rng=np.random.default_rng(9),
-                           **options)
+        bootstrap_interval(differences, level=0.9, n_bootstrap=101, rng=np.random.default_rng(9), **options)
         for options in ({}, {"max_draws_per_chunk": max_draws_per_chunk})
     )
     assert whole == chunked
 
 
 def test_fewer_than_two_units_give_nan_intervals():
-    for interval in (t_interval(np.array([2.5]), level=0.95),
-                     bootstrap_interval(np.array([2.5]), level=0.95, n_bootstrap=10,
-                                        rng=np.random.default_rng(0))):
+    for interval in (
+        t_interval(np.array([2.5]), level=0.95),
+        bootstrap_interval(np.array([2.5]), level=0.95, n_bootstrap=10, rng=np.random.default_rng(0)),
+    ):
         assert interval.estimate == 2.5
-        assert all(math.isnan(v) for v in (interval.ci_low, interval.ci_high,
-                                           interval.std_error, interval.p_value))
+        assert all(math.isnan(v) for v in (interval.ci_low, interval.ci_high, interval.std_error, interval.p_value))
 
 
 @pytest.mark.parametrize(("value", "p_value"), [(0.25, 0.0), (0.0, 1.0)])
@@ -83,8 +82,9 @@ def test_intervals_cover_the_true_mean_at_the_nominal_rate():
     covered = {"t": 0, "bootstrap": 0}
     for seed in range(n_seeds):
         differences = true_mean - 1.0 + np.random.default_rng(seed).exponential(size=100)
-        table = estimate_paired_effects(pd.DataFrame({"difference": differences}), treatment="t",
-                                        contrast="a vs b", n_bootstrap=500, seed=seed)
+        table = estimate_paired_effects(
+            pd.DataFrame({"difference": differences}), treatment="t", contrast="a vs b", n_bootstrap=500, seed=seed
+        )
         for row in table.estimates:
             covered[row.method] += row.ci_low <= true_mean <= row.ci_high
     for method, count in covered.items():

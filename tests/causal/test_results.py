@@ -14,15 +14,25 @@ _P_VALUES = (0.01, math.nan, 0.04, 0.03, math.nan, 0.2, 0.005)
 
 def _estimate(p_value, *, method="t", analysis="ate", moderator=None, stratum=None):
     return EffectEstimate(
-        analysis=analysis, estimand="total", treatment="insurance", contrast="none vs private",
-        moderator=moderator, stratum=stratum, estimate=0.5, ci_low=0.25, ci_high=0.75,
-        std_error=0.125, p_value=p_value, n_units=100, method=method, level=0.95,
+        analysis=analysis,
+        estimand="total",
+        treatment="insurance",
+        contrast="none vs private",
+        moderator=moderator,
+        stratum=stratum,
+        estimate=0.5,
+        ci_low=0.25,
+        ci_high=0.75,
+        std_error=0.125,
+        p_value=p_value,
+        n_units=100,
+        method=method,
+        level=0.95,
     )
 
 
 def _table():
-    return EffectTable(tuple(_estimate(p, method="bootstrap" if math.isnan(p) else "t")
-                             for p in _P_VALUES))
+    return EffectTable(tuple(_estimate(p, method="bootstrap" if math.isnan(p) else "t") for p in _P_VALUES))
 
 
 @pytest.mark.parametrize(("method", "statsmodels_method"), [("holm", "holm"), ("bh", "fdr_bh")])
@@ -37,8 +47,7 @@ def test_corrected_equals_multipletests_on_finite_p_values(method, statsmodels_m
         else:
             assert row.p_adjusted == pytest.approx(next(expected), rel=1e-12)
     assert corrected.correction == method
-    assert [dataclasses.replace(r, p_adjusted=math.nan) for r in corrected.estimates] == list(
-        table.estimates)
+    assert [dataclasses.replace(r, p_adjusted=math.nan) for r in corrected.estimates] == list(table.estimates)
 
 
 def test_corrected_returns_a_new_table_and_leaves_the_original():
@@ -58,8 +67,11 @@ def test_results_are_frozen():
 
 
 def test_corrected_rejects_unknown_method():
-    with pytest.raises(EstimationError, match=r"correction method must be one of \['bh', 'holm'\]; "
-                                              r"got 'bonferroni'"):
+    with pytest.raises(
+        EstimationError,
+        match=r"correction method must be one of \['bh', 'holm'\]; "
+        r"got 'bonferroni'",
+    ):
         _table().corrected("bonferroni")
 
 
@@ -89,12 +101,15 @@ def test_concat_keeps_order_and_clears_old_corrections():
 
 
 def test_summaries_describe_each_row():
-    table = EffectTable((
-        _estimate(0.01),
-        _estimate(math.nan, method="bootstrap", analysis="cate", moderator="age", stratum="old"),
-        dataclasses.replace(_estimate(0.002, analysis="heterogeneity", moderator="age"),
-                            method="wald_hc3", estimate=9.5),
-    )).corrected("holm")
+    table = EffectTable(
+        (
+            _estimate(0.01),
+            _estimate(math.nan, method="bootstrap", analysis="cate", moderator="age", stratum="old"),
+            dataclasses.replace(
+                _estimate(0.002, analysis="heterogeneity", moderator="age"), method="wald_hc3", estimate=9.5
+            ),
+        )
+    ).corrected("holm")
     ate, cate, heterogeneity = (row.summary() for row in table.estimates)
     assert ate.startswith("ATE total effect of insurance (none vs private): 0.5 [0.25, 0.75]")
     assert "p = 0.01, p_adjusted = 0.01" in ate  # Holm: max(2 * 0.002, 1 * 0.01)

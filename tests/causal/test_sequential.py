@@ -27,8 +27,9 @@ def test_interval_equals_hand_computation():
 
 def test_sequence_is_tightest_near_its_design_size():
     differences = np.random.default_rng(2).normal(size=400)
-    widths = {size: confidence_sequence(differences, design_size=size).half_width
-              for size in (25, 100, 400, 1600, 6400)}
+    widths = {
+        size: confidence_sequence(differences, design_size=size).half_width for size in (25, 100, 400, 1600, 6400)
+    }
     assert min(widths, key=widths.get) == 400
 
 
@@ -58,7 +59,7 @@ def test_constant_weights_change_nothing_and_weights_give_the_weighted_mean():
     assert weighted == confidence_sequence(differences, weights=7 * weights)
     assert weighted.estimate == pytest.approx(np.average(differences, weights=weights), rel=1e-12)
     scaled = weights / weights.mean() * (differences - weighted.estimate)
-    assert weighted.std_error == pytest.approx(math.sqrt(np.sum(scaled ** 2) / 49 / 50), rel=1e-12)
+    assert weighted.std_error == pytest.approx(math.sqrt(np.sum(scaled**2) / 49 / 50), rel=1e-12)
 
 
 def test_one_unit_gives_nan_and_constant_differences_a_point():
@@ -124,7 +125,7 @@ def test_sequence_keeps_coverage_under_peeking_and_stopping_where_repeated_t_int
     sampling does, and check that interval. The sequence keeps 95% under both; the t-interval,
     valid only at a fixed n, loses it (its small-variance draws are also its low-mean ones).
     """
-    truth = math.exp(0.5 ** 2 / 2)
+    truth = math.exp(0.5**2 / 2)
     covered = {("cs", "peeking"): 0, ("cs", "stopping"): 0, ("t", "peeking"): 0, ("t", "stopping"): 0}
     for seed in range(_SEEDS):
         differences = np.random.default_rng(seed).lognormal(0.0, 0.5, size=_BUDGET)
@@ -143,8 +144,10 @@ def test_sequence_keeps_coverage_under_peeking_and_stopping_where_repeated_t_int
             covered[method, "peeking"] += always[method]
             covered[method, "stopping"] += at_stop[method]
     rates = {key: count / _SEEDS for key, count in covered.items()}
-    print(f"coverage over {_SEEDS} seeds (nominal 0.95): " + ", ".join(
-        f"{method} {rule} {rate:.3f}" for (method, rule), rate in rates.items()))
+    print(
+        f"coverage over {_SEEDS} seeds (nominal 0.95): "
+        + ", ".join(f"{method} {rule} {rate:.3f}" for (method, rule), rate in rates.items())
+    )
     assert rates["cs", "peeking"] >= 0.95 and rates["cs", "stopping"] >= 0.95
     assert rates["t", "stopping"] < 0.95
     assert rates["t", "peeking"] < 0.8

@@ -15,9 +15,13 @@ FACTORS = ["insurance", "sex", "symptom"]
 def _units(n, *, seed, flip=0.0):
     """Decision 0 exactly for uninsured patients with mild symptoms; `flip` of them inverted at random."""
     rng = np.random.default_rng(seed)
-    frame = pd.DataFrame({"insurance": rng.choice(["none", "public", "private"], n),
-                          "sex": rng.choice(["female", "male"], n),
-                          "symptom": rng.choice(["mild", "severe"], n)})
+    frame = pd.DataFrame(
+        {
+            "insurance": rng.choice(["none", "public", "private"], n),
+            "sex": rng.choice(["female", "male"], n),
+            "symptom": rng.choice(["mild", "severe"], n),
+        }
+    )
     planted = ((frame["insurance"] != "none") | (frame["symptom"] == "severe")).astype(int)
     frame["decision"] = np.where(rng.random(n) < flip, 1 - planted, planted)
     return frame
@@ -79,15 +83,18 @@ def test_frames_summary_and_caveat():
         result.rules = ""
 
 
-@pytest.mark.parametrize("change, options, message", [
-    (lambda f: f.assign(decision=1), {}, r"all have decision 1; a surrogate needs both decisions"),
-    (lambda f: f, {"factors": []}, r"factors is empty"),
-    (lambda f: f.drop(columns="sex"), {}, r"frame lacks columns \['sex'\]"),
-    (lambda f: f, {"test_share": 1.0}, r"test_share must lie strictly between 0 and 1; got 1.0"),
-    (lambda f: f.iloc[:2], {}, r"2 units with test_share 0.3 leave 1 held-out and 1 training"),
-    (lambda f: f.assign(decision=0.5), {}, r"'decision' must hold 0/1"),
-    (lambda f: f, {"max_depth": 0}, r"max_depth must be >= 1; got 0"),
-])
+@pytest.mark.parametrize(
+    "change, options, message",
+    [
+        (lambda f: f.assign(decision=1), {}, r"all have decision 1; a surrogate needs both decisions"),
+        (lambda f: f, {"factors": []}, r"factors is empty"),
+        (lambda f: f.drop(columns="sex"), {}, r"frame lacks columns \['sex'\]"),
+        (lambda f: f, {"test_share": 1.0}, r"test_share must lie strictly between 0 and 1; got 1.0"),
+        (lambda f: f.iloc[:2], {}, r"2 units with test_share 0.3 leave 1 held-out and 1 training"),
+        (lambda f: f.assign(decision=0.5), {}, r"'decision' must hold 0/1"),
+        (lambda f: f, {"max_depth": 0}, r"max_depth must be >= 1; got 0"),
+    ],
+)
 def test_bad_inputs_raise(change, options, message):
     with pytest.raises(EstimationError, match=message):
         fit_surrogates(change(_units(50, seed=0)), **{"factors": FACTORS, "seed": 0, **options})

@@ -32,8 +32,14 @@ def save_tiny_classifier(folder: Path, *, seed: int = 11) -> Path:
 
     tokenizer = AutoTokenizer.from_pretrained(get_model_path())
     config = BertConfig(
-        vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=64, max_position_embeddings=64, num_labels=2, id2label={0: "no", 1: "yes"},
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        num_labels=2,
+        id2label={0: "no", 1: "yes"},
     )
     with torch.random.fork_rng():
         torch.manual_seed(seed)

@@ -26,8 +26,9 @@ PLANTED = ("ate", "total", "insurance", "none vs private")
 
 def paribus(*args: str, cache: Path | None = None) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "OMP_NUM_THREADS": "1", **({"PARIBUS_CACHE_DIR": str(cache)} if cache else {})}
-    return subprocess.run([sys.executable, "-m", "experiments.cli", *args], capture_output=True, text=True,
-                          env=env, cwd=ROOT, timeout=900)
+    return subprocess.run(
+        [sys.executable, "-m", "experiments.cli", *args], capture_output=True, text=True, env=env, cwd=ROOT, timeout=900
+    )
 
 
 @pytest.fixture(scope="module")
@@ -35,19 +36,34 @@ def runs(demo_model_path: Path, example: Path, tmp_path_factory: pytest.TempPath
     """Runs a1, a2 (demo, seeds 1 and 2) and fair (the fair model, seed 1), in a cache of their own."""
     base = tmp_path_factory.mktemp("compare")
     cache = base / "cache"
-    shutil.copytree(demo_model_path, cache / demo_model_path.name)   # the fair model trains here, not in the shared cache
+    shutil.copytree(
+        demo_model_path, cache / demo_model_path.name
+    )  # the fair model trains here, not in the shared cache
     config = yaml.safe_load(example.read_text())
     config.pop("mediation")
     config.pop("evidence")
     config["inference"]["bootstrap"] = 200
     folders = {}
-    for name, model, seed in (("a1", "builtin:triage-demo", 1), ("a2", "builtin:triage-demo", 2),
-                              ("fair", "builtin:triage-demo-fair", 1)):
+    for name, model, seed in (
+        ("a1", "builtin:triage-demo", 1),
+        ("a2", "builtin:triage-demo", 2),
+        ("fair", "builtin:triage-demo-fair", 1),
+    ):
         config["model"]["id"] = model
         (base / f"{name}.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
         folders[name] = base / name
-        done = paribus("run", str(base / f"{name}.yaml"), "--units", "120", "--seed", str(seed),
-                       "--out", str(folders[name]), "--fail-on-hypotheses", cache=cache)
+        done = paribus(
+            "run",
+            str(base / f"{name}.yaml"),
+            "--units",
+            "120",
+            "--seed",
+            str(seed),
+            "--out",
+            str(folders[name]),
+            "--fail-on-hypotheses",
+            cache=cache,
+        )
         assert done.returncode == (3 if name == "fair" else 0), done.stderr
     return folders
 

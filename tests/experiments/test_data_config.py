@@ -31,8 +31,16 @@ BASE: dict[str, Any] = {
         "insurance": {"values": ["private", "public", "none"]},
         "symptom": {"values": ["mild", "severe"]},
     },
-    "graph": {"outcome": "decision", "edges": ["age -> insurance", "age -> symptom", "symptom -> decision",
-                                                "insurance -> decision", "sex -> decision"]},
+    "graph": {
+        "outcome": "decision",
+        "edges": [
+            "age -> insurance",
+            "age -> symptom",
+            "symptom -> decision",
+            "insurance -> decision",
+            "sex -> decision",
+        ],
+    },
     "effects": [{"treatment": "insurance", "contrast": ["none", "private"], "moderators": ["age"]}],
 }
 
@@ -64,35 +72,80 @@ def test_the_shipped_example_compiles() -> None:
     assert experiment.data.path.exists() and experiment.data.pairs.exists()
 
 
-@pytest.mark.parametrize(("sections", "path", "message"), [
-    ({"prompt": {"template": "{age}"}}, "<config>", "prompt is not used with data"),
-    ({"data": None, "prompt": {"template": "{age} {sex} {insurance} {symptom}"}}, "<config>",
-     "rewrite is only used with data"),
-    ({"data": {**BASE["data"], "path": "notes.xlsx"}}, "data.path", r"must end in one of \.parquet, \.csv, \.jsonl"),
-    ({"data": {**BASE["data"], "factors": {"insurence": "ins", "age": "band", "sex": "sex"}}},
-     "data.factors.insurence", "did you mean 'insurance'"),
-    ({"data": {**BASE["data"], "on_bad_rows": "skip"}}, "data.on_bad_rows", "Input should be 'drop' or 'error'"),
-    ({"rewrite": {"insurance": "rules.yaml", "symptom": "rules.yaml"}}, "rewrite.symptom",
-     "'symptom' is not an annotated factor"),
-    ({"rewrite": {"sex": "builtin:sex"}}, "effects[0].treatment", "'insurance' has no rewrite rules"),
-    ({"effects": [{"treatment": "symptom", "contrast": ["severe", "mild"]}]}, "effects[0].treatment",
-     "'symptom' is not annotated in the documents"),
-    ({"effects": [{"treatment": "insurance", "moderators": ["symptom"]}]}, "effects[0].moderators",
-     "'symptom' is not annotated"),
-    ({"effects": [{"treatment": "insurance", "contrast": ["none", "gold"]}]}, "effects[0].contrast",
-     "'gold' is not a value of insurance"),
-    ({"factors": {**BASE["factors"], "insurance": {"values": ["private", "public", "none", "gold"]}}},
-     "rewrite.insurance", r"know the values \['private', 'public', 'none'\], not \['gold'\]"),
-    ({"factors": {**BASE["factors"], "age": {"values": ["young", "old"], "distribution": {"young": 0.5, "old": 0.5}}}},
-     "factors.age.distribution", "the documents carry the values"),
-    ({"factors": {**BASE["factors"], "age": {"values": ["young", "young"]}}}, "factors.age.values",
-     r"values \['young'\] are listed more than once"),
-    ({"sampling": {"mode": "exact"}}, "sampling.mode", "the documents are the units"),
-    ({"mediation": [{"treatment": "insurance", "contrast": ["none", "private"], "positions": ["factor:age"]}]},
-     "mediation[0].positions", "a rewrite records spans of the treatment only"),
-    ({"mediation": [{"treatment": "insurance", "contrast": ["none", "private"], "method": "attribution"}]},
-     "mediation[0].method", "patching sweeps run exactly"),
-])
+@pytest.mark.parametrize(
+    ("sections", "path", "message"),
+    [
+        ({"prompt": {"template": "{age}"}}, "<config>", "prompt is not used with data"),
+        (
+            {"data": None, "prompt": {"template": "{age} {sex} {insurance} {symptom}"}},
+            "<config>",
+            "rewrite is only used with data",
+        ),
+        (
+            {"data": {**BASE["data"], "path": "notes.xlsx"}},
+            "data.path",
+            r"must end in one of \.parquet, \.csv, \.jsonl",
+        ),
+        (
+            {"data": {**BASE["data"], "factors": {"insurence": "ins", "age": "band", "sex": "sex"}}},
+            "data.factors.insurence",
+            "did you mean 'insurance'",
+        ),
+        ({"data": {**BASE["data"], "on_bad_rows": "skip"}}, "data.on_bad_rows", "Input should be 'drop' or 'error'"),
+        (
+            {"rewrite": {"insurance": "rules.yaml", "symptom": "rules.yaml"}},
+            "rewrite.symptom",
+            "'symptom' is not an annotated factor",
+        ),
+        ({"rewrite": {"sex": "builtin:sex"}}, "effects[0].treatment", "'insurance' has no rewrite rules"),
+        (
+            {"effects": [{"treatment": "symptom", "contrast": ["severe", "mild"]}]},
+            "effects[0].treatment",
+            "'symptom' is not annotated in the documents",
+        ),
+        (
+            {"effects": [{"treatment": "insurance", "moderators": ["symptom"]}]},
+            "effects[0].moderators",
+            "'symptom' is not annotated",
+        ),
+        (
+            {"effects": [{"treatment": "insurance", "contrast": ["none", "gold"]}]},
+            "effects[0].contrast",
+            "'gold' is not a value of insurance",
+        ),
+        (
+            {"factors": {**BASE["factors"], "insurance": {"values": ["private", "public", "none", "gold"]}}},
+            "rewrite.insurance",
+            r"know the values \['private', 'public', 'none'\], not \['gold'\]",
+        ),
+        (
+            {
+                "factors": {
+                    **BASE["factors"],
+                    "age": {"values": ["young", "old"], "distribution": {"young": 0.5, "old": 0.5}},
+                }
+            },
+            "factors.age.distribution",
+            "the documents carry the values",
+        ),
+        (
+            {"factors": {**BASE["factors"], "age": {"values": ["young", "young"]}}},
+            "factors.age.values",
+            r"values \['young'\] are listed more than once",
+        ),
+        ({"sampling": {"mode": "exact"}}, "sampling.mode", "the documents are the units"),
+        (
+            {"mediation": [{"treatment": "insurance", "contrast": ["none", "private"], "positions": ["factor:age"]}]},
+            "mediation[0].positions",
+            "a rewrite records spans of the treatment only",
+        ),
+        (
+            {"mediation": [{"treatment": "insurance", "contrast": ["none", "private"], "method": "attribution"}]},
+            "mediation[0].method",
+            "patching sweeps run exactly",
+        ),
+    ],
+)
 def test_data_mode_rules_name_the_yaml_path(tmp_path: Path, sections: dict, path: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message) as caught:
         _compile(tmp_path, **sections)
@@ -100,18 +153,25 @@ def test_data_mode_rules_name_the_yaml_path(tmp_path: Path, sections: dict, path
 
 
 def test_a_rewrite_of_a_treatment_with_mediators_is_its_direct_effect(tmp_path: Path) -> None:
-    age_rules = "factor: age\nvalues: [young, old]\nforms:\n  - {young: \"young\", old: \"old\"}\n"
+    age_rules = 'factor: age\nvalues: [young, old]\nforms:\n  - {young: "young", old: "old"}\n'
     (tmp_path / "age.yaml").write_text(age_rules, encoding="utf-8")
     rewrite = {**BASE["rewrite"], "age": "age.yaml"}
-    with pytest.raises(ConfigError, match=r"^effects\[0\].estimand: a rewrite changes only age's words, so its "
-                                          r"mediators \['insurance', 'symptom'\] keep their factual values"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^effects\[0\].estimand: a rewrite changes only age's words, so its "
+        r"mediators \['insurance', 'symptom'\] keep their factual values",
+    ):
         _compile(tmp_path, rewrite=rewrite, effects=[{"treatment": "age", "contrast": ["old", "young"]}])
-    experiment = _compile(tmp_path, rewrite=rewrite,
-                          effects=[{"treatment": "age", "contrast": ["old", "young"], "estimand": "direct"}])
+    experiment = _compile(
+        tmp_path, rewrite=rewrite, effects=[{"treatment": "age", "contrast": ["old", "young"], "estimand": "direct"}]
+    )
     assert experiment.contrasts[0].estimand == "direct"
     with pytest.raises(ConfigError, match=r"^effects\[0\].hold: a rewrite holds every mediator"):
-        _compile(tmp_path, rewrite=rewrite,
-                 effects=[{"treatment": "age", "contrast": ["old", "young"], "estimand": "direct", "hold": ["symptom"]}])
+        _compile(
+            tmp_path,
+            rewrite=rewrite,
+            effects=[{"treatment": "age", "contrast": ["old", "young"], "estimand": "direct", "hold": ["symptom"]}],
+        )
 
 
 def test_a_templated_config_still_needs_a_prompt_and_surface_forms(tmp_path: Path) -> None:

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 from experiments import ConfigError
-from experiments.config._schema import DataConfig
 from experiments.config._dataset import DROP_COLUMNS, PAIR_COLUMNS, load_documents, load_pairs
+from experiments.config._schema import DataConfig
 
 VALUES = {"insurance": ("private", "public", "none"), "age": ("young", "old")}
 GOOD = {"case": "c1", "note": "Patient with private insurance.", "ins": "private", "band": "old", "referred": 1}
@@ -29,8 +29,14 @@ def _write(tmp_path: Path, rows: list[dict], suffix: str = ".csv") -> Path:
 
 
 def _config(path: Path, **changes: object) -> DataConfig:
-    fields = {"path": str(path), "text": "note", "id": "case", "factors": {"insurance": "ins", "age": "band"},
-              "label": "referred", **changes}
+    fields = {
+        "path": str(path),
+        "text": "note",
+        "id": "case",
+        "factors": {"insurance": "ins", "age": "band"},
+        "label": "referred",
+        **changes,
+    }
     return DataConfig(**fields)
 
 
@@ -53,13 +59,13 @@ def test_every_format_reads_the_same_documents(tmp_path: Path, suffix: str) -> N
 def test_bad_rows_are_dropped_for_their_first_problem_and_counted(tmp_path: Path) -> None:
     rows = [
         _row("a"),
-        _row("b", note="   "),                    # empty text (only spaces)
-        _row("c", ins=None),                      # unannotated
-        _row("d", ins="gold"),                    # outside the declared values
-        _row("e", note="", ins="gold"),           # two problems: the text comes first
-        _row("a", ins="none"),                    # the id of an earlier kept row
-        _row("b"),                                # the id of a dropped row only: kept
-        _row("f", ins=" public "),                # surrounding spaces are not a problem
+        _row("b", note="   "),  # empty text (only spaces)
+        _row("c", ins=None),  # unannotated
+        _row("d", ins="gold"),  # outside the declared values
+        _row("e", note="", ins="gold"),  # two problems: the text comes first
+        _row("a", ins="none"),  # the id of an earlier kept row
+        _row("b"),  # the id of a dropped row only: kept
+        _row("f", ins=" public "),  # surrounding spaces are not a problem
     ]
     path = _write(tmp_path, rows)
     documents = load_documents(_config(path), path, VALUES)
@@ -83,34 +89,46 @@ def test_without_an_id_column_the_row_number_is_the_id(tmp_path: Path) -> None:
     assert documents.frame["doc_id"].tolist() == ["0", "1"]
 
 
-@pytest.mark.parametrize(("change", "yaml_path", "column"), [
-    ({"text": "notes"}, "data.text", "notes"),
-    ({"id": "case_id"}, "data.id", "case_id"),
-    ({"label": "outcome"}, "data.label", "outcome"),
-    ({"factors": {"insurance": "insurance_status", "age": "band"}}, "data.factors.insurance", "insurance_status"),
-])
+@pytest.mark.parametrize(
+    ("change", "yaml_path", "column"),
+    [
+        ({"text": "notes"}, "data.text", "notes"),
+        ({"id": "case_id"}, "data.id", "case_id"),
+        ({"label": "outcome"}, "data.label", "outcome"),
+        ({"factors": {"insurance": "insurance_status", "age": "band"}}, "data.factors.insurance", "insurance_status"),
+    ],
+)
 def test_a_missing_column_names_it_its_yaml_path_and_the_columns_there_are(
     tmp_path: Path, change: dict, yaml_path: str, column: str
 ) -> None:
     path = _write(tmp_path, [_row("a")])
-    with pytest.raises(ConfigError, match=rf"^{yaml_path}: column '{column}' is not in notes.csv; its columns are "
-                                          r"\['case', 'note', 'ins', 'band', 'referred'\]") as caught:
+    with pytest.raises(
+        ConfigError,
+        match=rf"^{yaml_path}: column '{column}' is not in notes.csv; its columns are "
+        r"\['case', 'note', 'ins', 'band', 'referred'\]",
+    ) as caught:
         load_documents(_config(path, **change), path, VALUES)
     assert caught.value.path == yaml_path
 
 
 def test_an_all_bad_dataset_is_an_error_naming_columns_and_example_ids(tmp_path: Path) -> None:
     path = _write(tmp_path, [_row("a", ins="gold"), _row("b", ins="silver"), _row("c", note="")])
-    with pytest.raises(ConfigError, match=r"^data: no usable row among 3: 2 row\(s\) unknown value in column 'ins' "
-                                          r"\(ids 'a', 'b'; values \['gold', 'silver'\]\); 1 row\(s\) empty text "
-                                          r"in column 'note' \(ids 'c'\); fix the data"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^data: no usable row among 3: 2 row\(s\) unknown value in column 'ins' "
+        r"\(ids 'a', 'b'; values \['gold', 'silver'\]\); 1 row\(s\) empty text "
+        r"in column 'note' \(ids 'c'\); fix the data",
+    ):
         load_documents(_config(path), path, VALUES)
 
 
 def test_on_bad_rows_error_stops_at_any_bad_row(tmp_path: Path) -> None:
     path = _write(tmp_path, [_row("a"), _row("b", band=None)])
-    with pytest.raises(ConfigError, match=r"1 of 2 rows are bad and on_bad_rows is error: 1 row\(s\) unannotated "
-                                          r"in column 'band' \(ids 'b'\); .*on_bad_rows: drop"):
+    with pytest.raises(
+        ConfigError,
+        match=r"1 of 2 rows are bad and on_bad_rows is error: 1 row\(s\) unannotated "
+        r"in column 'band' \(ids 'b'\); .*on_bad_rows: drop",
+    ):
         load_documents(_config(path, on_bad_rows="error"), path, VALUES)
 
 
@@ -130,30 +148,45 @@ def _pairs(tmp_path: Path, rows: list[dict]) -> Path:
 
 
 def _edit(pair_id: str, original: str, source: str = "private", target: str = "none", **changes: str) -> dict:
-    return {"id": pair_id, "original_id": original, "factor": "insurance", "from": source, "to": target,
-            "text": "Patient with no insurance.", **changes}
+    return {
+        "id": pair_id,
+        "original_id": original,
+        "factor": "insurance",
+        "from": source,
+        "to": target,
+        "text": "Patient with no insurance.",
+        **changes,
+    }
 
 
 def test_human_pairs_keep_edits_of_kept_documents_and_report_the_rest(tmp_path: Path) -> None:
     notes = _write(tmp_path, [_row("a"), _row("b", ins="none")])
     documents = load_documents(_config(notes), notes, VALUES).frame
-    path = _pairs(tmp_path, [
-        _edit("e1", "a"),
-        _edit("e2", "zz"),                                 # no such document
-        _edit("e3", "a", factor="weekday"),                # not a factor
-        _edit("e4", "a", target="gold"),                   # outside the declared values
-        _edit("e5", "a", target="private"),                # not an edit
-        _edit("e6", "b"),                                  # b is annotated none, not private
-        _edit("e7", "a", text=""),
-        _edit("e1", "b", source="none", target="public"),  # a repeated id
-        _edit("e8", "b", source="none", target="public"),
-    ])
+    path = _pairs(
+        tmp_path,
+        [
+            _edit("e1", "a"),
+            _edit("e2", "zz"),  # no such document
+            _edit("e3", "a", factor="weekday"),  # not a factor
+            _edit("e4", "a", target="gold"),  # outside the declared values
+            _edit("e5", "a", target="private"),  # not an edit
+            _edit("e6", "b"),  # b is annotated none, not private
+            _edit("e7", "a", text=""),
+            _edit("e1", "b", source="none", target="public"),  # a repeated id
+            _edit("e8", "b", source="none", target="public"),
+        ],
+    )
     pairs = load_pairs(path, documents, VALUES)
     assert list(pairs.frame.columns) == list(PAIR_COLUMNS)
     assert pairs.frame["id"].tolist() == ["e1", "e8"]
     assert dict(zip(pairs.dropped["id"], pairs.dropped["reason"])) == {
-        "e2": "unknown_original", "e3": "unknown_factor", "e4": "unknown_value", "e5": "same_value",
-        "e6": "value_mismatch", "e7": "empty_text", "e1": "duplicate_id",
+        "e2": "unknown_original",
+        "e3": "unknown_factor",
+        "e4": "unknown_value",
+        "e5": "same_value",
+        "e6": "value_mismatch",
+        "e7": "empty_text",
+        "e1": "duplicate_id",
     }
     assert set(pairs.dropped["table"]) == {"pairs"}
 

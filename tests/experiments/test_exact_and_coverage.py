@@ -39,7 +39,13 @@ CONFIG = {
         "weekday": {"values": {"mon": ["Monday"], "sat": ["Saturday", "Sunday"]}},
     },
     "graph": {
-        "edges": ["age -> insurance", "age -> symptom", "insurance -> symptom", "symptom -> decision", "insurance -> decision"]
+        "edges": [
+            "age -> insurance",
+            "age -> symptom",
+            "insurance -> symptom",
+            "symptom -> decision",
+            "insurance -> decision",
+        ]
     },
     "effects": [
         {"treatment": "insurance", "contrast": ["none", "private"]},
@@ -139,7 +145,11 @@ def test_sampled_intervals_cover_the_exact_ate_at_nominal_rate() -> None:
     covered = {"t": 0, "bootstrap": 0}
     seeds = 250
     for seed in range(seeds):
-        sampled = {**CONFIG, "effects": CONFIG["effects"][:1], "sampling": {"mode": "sample", "units": 120, "seed": seed}}
+        sampled = {
+            **CONFIG,
+            "effects": CONFIG["effects"][:1],
+            "sampling": {"mode": "sample", "units": 120, "seed": seed},
+        }
         ate = engine_effects(sampled)
         for method in covered:
             row = ate[ate["method"] == method].iloc[0]

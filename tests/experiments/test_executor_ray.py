@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 
 from experiments import RunError, run_experiment
-from experiments.run._executor import LocalExecutor, RayExecutor, import_ray
 from experiments.run import arm_texts, draw_units, realize_arms
+from experiments.run._executor import LocalExecutor, RayExecutor, import_ray
 from interventions import ModelAdapter
 from tests.experiments._tiny_runs import ROOT, save_tiny_classifier, tiny_experiment
 
@@ -26,17 +26,28 @@ def classifier(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def local_ray() -> Iterator[None]:
     """A two-CPU Ray on this machine whose workers import this checkout."""
     ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}})
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        runtime_env={"env_vars": {"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}},
+    )
     yield
     ray.shutdown()
 
 
 def test_a_ray_run_equals_a_local_run(classifier: Path, tmp_path: Path, local_ray: None) -> None:
     local = run_experiment(tiny_experiment(classifier, executor={"shard_units": 8}), out_dir=tmp_path / "local")
-    distributed = run_experiment(tiny_experiment(classifier, executor={"type": "ray", "num_workers": 2, "shard_units": 8}),
-                                 out_dir=tmp_path / "ray")
-    assert distributed.manifest["executor"] == {"type": "ray", "workers": 2, "gpus_per_worker": 0.0, "resubmitted_shards": 0}
+    distributed = run_experiment(
+        tiny_experiment(classifier, executor={"type": "ray", "num_workers": 2, "shard_units": 8}),
+        out_dir=tmp_path / "ray",
+    )
+    assert distributed.manifest["executor"] == {
+        "type": "ray",
+        "workers": 2,
+        "gpus_per_worker": 0.0,
+        "resubmitted_shards": 0,
+    }
     ours, theirs = (pd.read_parquet(run.folder / "outcomes.parquet") for run in (distributed, local))
     pd.testing.assert_frame_equal(ours.drop(columns="outcome"), theirs.drop(columns="outcome"))
     np.testing.assert_allclose(ours["outcome"], theirs["outcome"], rtol=0, atol=1e-6)
@@ -67,7 +78,9 @@ def test_a_killed_actor_still_yields_every_unit_exactly_once(classifier: Path, l
     assert len(outcomes) == len(items) == len(units) * len(experiment.arms)
     assert not outcomes.duplicated(["unit_id", "arm"]).any()
     expected: list[pd.DataFrame] = []
-    LocalExecutor(ModelAdapter.load(experiment.model_spec), experiment.outcome, batch_size=16).evaluate(shards, expected.append)
+    LocalExecutor(ModelAdapter.load(experiment.model_spec), experiment.outcome, batch_size=16).evaluate(
+        shards, expected.append
+    )
     merged = outcomes.merge(pd.concat(expected), on=["unit_id", "arm"], suffixes=("", "_local"))
     assert len(merged) == len(items)
     np.testing.assert_allclose(merged["outcome"], merged["outcome_local"], rtol=0, atol=1e-6)
@@ -82,7 +95,9 @@ def test_when_every_actor_died_the_run_fails_saying_so(classifier: Path, local_r
     shards = [shard.reset_index(drop=True) for _, shard in items.groupby(items["unit_id"] // 16)]
     with RayExecutor(experiment.model_spec, experiment.outcome, num_workers=1) as executor:
         ray.kill(executor.actors[0])
-        with pytest.raises(RunError, match=f"every Ray worker died; {len(shards)} of {len(shards)} shards were not evaluated"):
+        with pytest.raises(
+            RunError, match=f"every Ray worker died; {len(shards)} of {len(shards)} shards were not evaluated"
+        ):
             executor.evaluate(shards, lambda shard: None)
 
 

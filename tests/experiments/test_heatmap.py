@@ -16,13 +16,31 @@ def sweep() -> pd.DataFrame:
             for head in heads:
                 for position in ("factor", "last"):
                     for method in ("t", "bootstrap"):
-                        rows.append({
-                            "component": component, "layer": layer, "head": head, "position": position,
-                            "effect": "indirect", "method": method,
-                            "estimate": 100 * layer + 10 * (head or 0) + (position == "last") + (method == "bootstrap") * 0.5,
-                        })
-    rows.append({"component": None, "layer": None, "head": None, "position": None, "effect": "total",
-                 "method": "t", "estimate": 9.0})
+                        rows.append(
+                            {
+                                "component": component,
+                                "layer": layer,
+                                "head": head,
+                                "position": position,
+                                "effect": "indirect",
+                                "method": method,
+                                "estimate": 100 * layer
+                                + 10 * (head or 0)
+                                + (position == "last")
+                                + (method == "bootstrap") * 0.5,
+                            }
+                        )
+    rows.append(
+        {
+            "component": None,
+            "layer": None,
+            "head": None,
+            "position": None,
+            "effect": "total",
+            "method": "t",
+            "estimate": 9.0,
+        }
+    )
     return pd.DataFrame(rows)
 
 

@@ -46,13 +46,14 @@ def config(model: Path) -> dict:
         "prompt": {"template": "A {sex} with {insurance} insurance. " + MARKUP + " Refer?"},
         "factors": {
             "sex": {"values": {"female": ["woman", INJECTION], "male": ["man"]}},
-            "insurance": {"values": {"private": ["private"], "$\\frac{$": ["no"]}},   # not mathtext
+            "insurance": {"values": {"private": ["private"], "$\\frac{$": ["no"]}},  # not mathtext
         },
         "graph": {"edges": ["sex -> decision", "insurance -> decision"]},
         "effects": [{"treatment": "insurance", "moderators": ["sex"]}, {"treatment": "sex"}],
         "evidence": {"methods": ["attention", "gradient_x_input"], "units": 6, "token_view_units": 2},
-        "hypotheses": [{"id": "H1", "claim": f"insurance {INJECTION} matters", "effect": "insurance[*]",
-                        "equivalence": 0.5}],
+        "hypotheses": [
+            {"id": "H1", "claim": f"insurance {INJECTION} matters", "effect": "insurance[*]", "equivalence": 0.5}
+        ],
         "fairness": {"protected": ["sex"], "threshold": 0.5},
         "sampling": {"mode": "exact"},
     }
@@ -106,8 +107,17 @@ def outline(html: str) -> _Outline:
 
 def test_run_writes_a_report_with_verdicts_first(run_folder: Path) -> None:
     page = outline((run_folder / "report.html").read_text())
-    assert page.sections == ["verdicts", "graph", "effects", "cate", "evidence", "examples", "fairness",
-                             "surrogate", "manifest"]
+    assert page.sections == [
+        "verdicts",
+        "graph",
+        "effects",
+        "cate",
+        "evidence",
+        "examples",
+        "fairness",
+        "surrogate",
+        "manifest",
+    ]
     effects = pd.read_csv(run_folder / "effects.csv")
     assert page.rows["effects-table"] == len(effects)
     assert page.rows["verdict-table"] == len(pd.read_csv(run_folder / "hypotheses.csv")) == 1
@@ -129,13 +139,13 @@ def test_injected_model_path_and_surface_form_appear_escaped(run_folder: Path, m
     html = (run_folder / "report.html").read_text()
     assert INJECTION not in html and "<script" not in html.lower()
     assert ESCAPED + "/config.json" not in html
-    assert str(model_path).replace("<", "&lt;").replace(">", "&gt;") in html      # the manifest's model path
-    assert f"- {ESCAPED}\n" in html                                               # the resolved config
-    assert "&gt;</span>" in html and "&lt;</span>" in html                       # the token views
+    assert str(model_path).replace("<", "&lt;").replace(">", "&gt;") in html  # the manifest's model path
+    assert f"- {ESCAPED}\n" in html  # the resolved config
+    assert "&gt;</span>" in html and "&lt;</span>" in html  # the token views
     assert "<img src=x" not in html
     examples = re.findall(r'<td class="example-text">(.*?)</td>', html)
     assert examples and all("&lt;img src=x onerror=alert(2)&gt;" in text for text in examples)
-    assert f"insurance {ESCAPED} matters" in html                                # a hypothesis claim
+    assert f"insurance {ESCAPED} matters" in html  # a hypothesis claim
 
 
 def test_redacted_report_shows_hashes_instead_of_texts(run_folder: Path, tmp_path: Path) -> None:
@@ -145,8 +155,14 @@ def test_redacted_report_shows_hashes_instead_of_texts(run_folder: Path, tmp_pat
     resolved["report"]["redact_texts"] = True
     (folder / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
     (folder / "report.html").unlink()
-    done = subprocess.run([sys.executable, "-m", "experiments.cli", "report", str(folder)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    done = subprocess.run(
+        [sys.executable, "-m", "experiments.cli", "report", str(folder)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert done.returncode == 0, done.stderr
     assert f"report: {folder / 'report.html'}" in done.stdout
     html = (folder / "report.html").read_text()
@@ -158,7 +174,7 @@ def test_redacted_report_shows_hashes_instead_of_texts(run_folder: Path, tmp_pat
     assert shown and set(shown) <= {redact(text) for text in texts}
     assert redact("abc") == "sha256:" + hashlib.sha256(b"abc").hexdigest()[:12]
     tokens = pd.read_parquet(folder / "token_view.parquet")
-    assert "<span class=\"token" not in html and len(tokens)
+    assert '<span class="token' not in html and len(tokens)
 
 
 def test_rebuilding_gives_the_same_report_in_any_process(run_folder: Path, tmp_path: Path) -> None:
@@ -167,8 +183,14 @@ def test_rebuilding_gives_the_same_report_in_any_process(run_folder: Path, tmp_p
     for seed in ("1", "2"):
         folder = tmp_path / seed
         shutil.copytree(run_folder, folder)
-        done = subprocess.run([sys.executable, "-m", "experiments.cli", "report", str(folder)], cwd=ROOT, capture_output=True,
-                              text=True, timeout=300, env={**os.environ, "PYTHONHASHSEED": seed, "OMP_NUM_THREADS": "1"})
+        done = subprocess.run(
+            [sys.executable, "-m", "experiments.cli", "report", str(folder)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env={**os.environ, "PYTHONHASHSEED": seed, "OMP_NUM_THREADS": "1"},
+        )
         assert done.returncode == 0, done.stderr
         pages.append(re.sub(r"report built [0-9T:+-]+", "", (folder / "report.html").read_text()))
     assert pages[0] == pages[1]
@@ -180,14 +202,23 @@ def test_sections_follow_the_files_of_the_folder(run_folder: Path, tmp_path: Pat
     """Absent tables drop their section; observational tables, when present, get one."""
     folder = tmp_path / "data-mode"
     shutil.copytree(run_folder, folder)
-    for name in ("evidence_links.csv", "evidence_agreement.csv", "evidence.parquet", "token_view.parquet",
-                 "fairness.csv", "surrogate.csv", "hypotheses.csv", "outcomes.parquet"):
+    for name in (
+        "evidence_links.csv",
+        "evidence_agreement.csv",
+        "evidence.parquet",
+        "token_view.parquet",
+        "fairness.csv",
+        "surrogate.csv",
+        "hypotheses.csv",
+        "outcomes.parquet",
+    ):
         (folder / name).unlink(missing_ok=True)
     manifest = json.loads((folder / "manifest.json").read_text())
     del manifest["review"]
     (folder / "manifest.json").write_text(json.dumps(manifest))
-    pd.DataFrame({"refuter": ["placebo treatment", f"random {INJECTION}"], "new_effect": [0.01, 0.5],
-                  "p_value": [0.7, 0.2]}).to_csv(folder / "refutations.csv", index=False)
+    pd.DataFrame(
+        {"refuter": ["placebo treatment", f"random {INJECTION}"], "new_effect": [0.01, 0.5], "p_value": [0.7, 0.2]}
+    ).to_csv(folder / "refutations.csv", index=False)
     pd.DataFrame({"row": [3], "reason": ["missing insurance"]}).to_csv(folder / "dropped.csv", index=False)
     html = render_report(folder)
     page = outline(html)
@@ -198,7 +229,12 @@ def test_sections_follow_the_files_of_the_folder(run_folder: Path, tmp_path: Pat
 
 
 def test_a_folder_that_is_not_a_run_is_refused(tmp_path: Path) -> None:
-    done = subprocess.run([sys.executable, "-m", "experiments.cli", "report", str(tmp_path)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "experiments.cli", "report", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 1
     assert "cannot build the report" in done.stderr and "config.yaml is missing" in done.stderr

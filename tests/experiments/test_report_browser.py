@@ -20,8 +20,18 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
-SECTIONS = ["verdicts", "graph", "effects", "cate", "mediation", "evidence", "examples", "fairness", "surrogate",
-            "manifest"]
+SECTIONS = [
+    "verdicts",
+    "graph",
+    "effects",
+    "cate",
+    "mediation",
+    "evidence",
+    "examples",
+    "fairness",
+    "surrogate",
+    "manifest",
+]
 
 
 def _missing() -> str | None:
@@ -45,15 +55,24 @@ def browser(tmp_path_factory: pytest.TempPathFactory):
     from selenium.webdriver.chrome.service import Service
 
     options = webdriver.ChromeOptions()
-    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                     "--disable-component-update", "--disable-sync", "--no-first-run", "--window-size=1280,900",
-                     f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"):
+    for argument in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--window-size=1280,900",
+        f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}",
+    ):
         options.add_argument(argument)
     if CHROMIUM.exists():
         options.binary_location = str(CHROMIUM)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER if CHROMEDRIVER.exists() else shutil.which("chromedriver"))),
-                              options=options)
+    driver = webdriver.Chrome(
+        service=Service(str(CHROMEDRIVER if CHROMEDRIVER.exists() else shutil.which("chromedriver"))), options=options
+    )
     yield driver
     driver.quit()
 
@@ -64,7 +83,10 @@ def demo_run(demo_cache: Path, example: Path, tmp_path_factory: pytest.TempPathF
     folder = tmp_path_factory.mktemp("browser") / "demo"
     done = subprocess.run(
         [sys.executable, "-m", "experiments.cli", "run", str(example), "--units", "60", "--out", str(folder)],
-        capture_output=True, text=True, cwd=ROOT, timeout=900,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=900,
         env={**os.environ, "PARIBUS_CACHE_DIR": str(demo_cache), "OMP_NUM_THREADS": "1"},
     )
     assert done.returncode == 0, done.stderr
@@ -86,13 +108,13 @@ def test_demo_report_renders_in_chromium(browser, demo_run: Path, tmp_path: Path
     assert verdicts == pd.read_csv(demo_run / "hypotheses.csv")["verdict"].tolist()
 
     images = browser.find_elements(By.TAG_NAME, "img")
-    assert len(images) >= 5                                  # graph, forest, three strata plots, heatmap
+    assert len(images) >= 5  # graph, forest, three strata plots, heatmap
     for image in images:
         loaded = browser.execute_script("return arguments[0].complete && arguments[0].naturalWidth", image)
         assert loaded and loaded > 0, image.get_attribute("alt")
 
     assert browser.find_elements(By.CSS_SELECTOR, "#token-views .token.slot")
-    assert browser.find_elements(By.CSS_SELECTOR, "#fairness-table .flag")        # insurance fails four-fifths
+    assert browser.find_elements(By.CSS_SELECTOR, "#fairness-table .flag")  # insurance fails four-fifths
     assert "not a cause" in browser.find_element(By.ID, "surrogate").text
 
     errors = [entry for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]

@@ -16,9 +16,9 @@ import yaml
 
 from experiments import ConfigError, RunError, compile_config, parse_config, run_experiment
 from experiments.run import arm_texts, realize_arms, stored_outcomes
-from experiments.run._templated import _evaluate_new_units
 from experiments.run._shards import ShardStore
 from experiments.run._store import RunStore, base_manifest, config_hash
+from experiments.run._templated import _evaluate_new_units
 from tests.experiments._tiny_runs import ROOT, save_tiny_classifier, tiny_config, tiny_experiment
 
 UNITS, SHARD_UNITS = 240, 2
@@ -65,8 +65,14 @@ def test_a_run_killed_mid_evaluation_and_resumed_equals_an_uninterrupted_run(cla
     assert json.loads((killed / "manifest.json").read_text())["status"] == "running"
     assert not (killed / "outcomes.parquet").exists()
 
-    done = subprocess.run(_cli("run", str(config_file), "--resume", str(killed)), cwd=ROOT, env=_environment(),
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        _cli("run", str(config_file), "--resume", str(killed)),
+        cwd=ROOT,
+        env=_environment(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     manifest = json.loads((killed / "manifest.json").read_text())
     assert manifest["status"] == "complete"
@@ -82,7 +88,9 @@ def test_a_run_killed_mid_evaluation_and_resumed_equals_an_uninterrupted_run(cla
     assert set(outcomes["unit_id"]) == set(range(UNITS))
     pd.testing.assert_frame_equal(outcomes, pd.read_parquet(whole.folder / "outcomes.parquet"))
     pd.testing.assert_frame_equal(pd.read_csv(killed / "effects.csv"), pd.read_csv(whole.folder / "effects.csv"))
-    pd.testing.assert_frame_equal(pd.read_parquet(killed / "units.parquet"), pd.read_parquet(whole.folder / "units.parquet"))
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(killed / "units.parquet"), pd.read_parquet(whole.folder / "units.parquet")
+    )
 
 
 def _unfinished_run(folder: Path, model: Path, **sections: dict) -> None:
@@ -96,7 +104,9 @@ def _unfinished_run(folder: Path, model: Path, **sections: dict) -> None:
 def test_a_config_that_changes_results_is_refused_with_the_fields_that_differ(classifier: Path, tmp_path: Path) -> None:
     _unfinished_run(tmp_path / "run", classifier)
     changed = tiny_experiment(classifier, sampling={"units": 40, "seed": 6}, inference={"bootstrap": 500})
-    with pytest.raises(ConfigError, match=r"these fields differ and change its results: sampling\.seed \(5 -> 6\)\. Resume"):
+    with pytest.raises(
+        ConfigError, match=r"these fields differ and change its results: sampling\.seed \(5 -> 6\)\. Resume"
+    ):
         run_experiment(changed, out_dir=tmp_path / "run")
 
 
@@ -123,8 +133,15 @@ def test_a_complete_run_is_never_resumed_and_resume_needs_a_run(classifier: Path
 
 
 def _shard(units: list[int], arm: str = "factual") -> pd.DataFrame:
-    return pd.DataFrame({"unit_id": units, "arm": arm, "template": 0, "text": [f"t{u}" for u in units],
-                         "outcome": [float(u) for u in units]})
+    return pd.DataFrame(
+        {
+            "unit_id": units,
+            "arm": arm,
+            "template": 0,
+            "text": [f"t{u}" for u in units],
+            "outcome": [float(u) for u in units],
+        }
+    )
 
 
 def test_shards_are_written_whole_and_no_pair_is_stored_twice(tmp_path: Path) -> None:
@@ -135,7 +152,11 @@ def test_shards_are_written_whole_and_no_pair_is_stored_twice(tmp_path: Path) ->
     reopened = ShardStore(tmp_path)
     assert not list(shards.folder.glob(".*.tmp"))
     assert sorted(map(tuple, reopened.read()[["unit_id", "arm"]].to_numpy().tolist())) == [
-        (0, "do(sex=male)"), (0, "factual"), (1, "do(sex=male)"), (1, "factual")]
+        (0, "do(sex=male)"),
+        (0, "factual"),
+        (1, "do(sex=male)"),
+        (1, "factual"),
+    ]
     with pytest.raises(RunError, match="already exists: the same .unit, arm. pairs were evaluated twice"):
         reopened.append(_shard([0, 1]))
     reopened.append(_shard([1, 2]))
@@ -177,7 +198,9 @@ def test_cli_resume_and_out_must_name_one_folder(classifier: Path, tmp_path: Pat
 
     config_file = tmp_path / "tiny.yaml"
     config_file.write_text(yaml.safe_dump(tiny_config(classifier), sort_keys=False))
-    done = CliRunner().invoke(app, ["run", str(config_file), "--out", str(tmp_path / "a"), "--resume", str(tmp_path / "b")])
+    done = CliRunner().invoke(
+        app, ["run", str(config_file), "--out", str(tmp_path / "a"), "--resume", str(tmp_path / "b")]
+    )
     assert done.exit_code == 2
     assert "name different folders; a resumed run writes into the folder it resumes" in done.output
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
@@ -190,5 +213,8 @@ def test_reordered_factor_values_are_a_different_config(classifier: Path, tmp_pa
     reordered = {**factors, "insurance": {"values": dict(reversed(factors["insurance"]["values"].items()))}}
     experiment = compile_config(parse_config({**tiny_config(classifier), "factors": reordered}))
     assert config_hash(experiment.config) != config_hash(tiny_experiment(classifier).config)
-    with pytest.raises(ConfigError, match=r"factors\.insurance\.values \(key order\) \(\['private', 'public', 'none'\] -> \['none', 'public', 'private'\]\)"):
+    with pytest.raises(
+        ConfigError,
+        match=r"factors\.insurance\.values \(key order\) \(\['private', 'public', 'none'\] -> \['none', 'public', 'private'\]\)",
+    ):
         run_experiment(experiment, out_dir=tmp_path / "run")

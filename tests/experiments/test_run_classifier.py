@@ -64,7 +64,11 @@ def test_exact_run_on_a_classifier_matches_hand_enumeration(classifier_path: Pat
     effects = pd.read_csv(tmp_path / "run" / "effects.csv")
     ate = effects[effects["analysis"] == "ate"].set_index(["treatment", "contrast"])
     assert set(ate["method"]) == {"exact"}
-    for treatment, treated, reference in [("insurance", "none", "private"), ("insurance", "public", "private"), ("sex", "male", "female")]:
+    for treatment, treated, reference in [
+        ("insurance", "none", "private"),
+        ("insurance", "public", "private"),
+        ("sex", "male", "female"),
+    ]:
         expected = hand_ate(classifier_path, treatment, treated, reference)
         assert ate.loc[(treatment, f"{treated} vs {reference}"), "estimate"] == pytest.approx(expected, abs=1e-6)
     assert expected != 0

@@ -41,10 +41,26 @@ def run_folder(demo_cache: Path, example: Path, tmp_path_factory: pytest.TempPat
 def test_run_folder_holds_every_file_of_the_contract(run_folder: Path) -> None:
     names = {path.name for path in run_folder.iterdir()}
     assert names == {
-        "config.yaml", "manifest.json", "units.parquet", "outcomes.parquet", "effects.csv", "summary.md",
-        "mediation.parquet", "mediation_0_insurance.png", "evidence.parquet", "evidence_links.csv",
-        "evidence_agreement.csv", "probes.csv", "token_view.parquet", "token_view.html", "hypotheses.csv",
-        "fairness.csv", "surrogate.csv", "surrogate_coefficients.csv", "surrogate_rules.txt", "report.html",
+        "config.yaml",
+        "manifest.json",
+        "units.parquet",
+        "outcomes.parquet",
+        "effects.csv",
+        "summary.md",
+        "mediation.parquet",
+        "mediation_0_insurance.png",
+        "evidence.parquet",
+        "evidence_links.csv",
+        "evidence_agreement.csv",
+        "probes.csv",
+        "token_view.parquet",
+        "token_view.html",
+        "hypotheses.csv",
+        "fairness.csv",
+        "surrogate.csv",
+        "surrogate_coefficients.csv",
+        "surrogate_rules.txt",
+        "report.html",
     }
     assert tuple(pd.read_csv(run_folder / "effects.csv").columns) == EFFECT_COLUMNS
     assert tuple(pd.read_parquet(run_folder / "mediation.parquet").columns) == MEDIATION_COLUMNS
@@ -77,20 +93,30 @@ def test_manifest_reproduces_the_run(run_folder: Path, demo_model_path: Path) ->
     assert manifest["started_at"] <= manifest["finished_at"]
 
 
-def test_rerunning_the_resolved_config_gives_identical_effects(run_folder: Path, demo_cache: Path, tmp_path: Path) -> None:
+def test_rerunning_the_resolved_config_gives_identical_effects(
+    run_folder: Path, demo_cache: Path, tmp_path: Path
+) -> None:
     again = paribus("run", str(run_folder / "config.yaml"), "--out", str(tmp_path / "again"), cache=demo_cache)
     assert again.returncode == 0, again.stderr
-    pd.testing.assert_frame_equal(pd.read_csv(run_folder / "effects.csv"), pd.read_csv(tmp_path / "again" / "effects.csv"))
+    pd.testing.assert_frame_equal(
+        pd.read_csv(run_folder / "effects.csv"), pd.read_csv(tmp_path / "again" / "effects.csv")
+    )
 
 
 def test_effects_recover_the_planted_mechanisms(run_folder: Path) -> None:
     effects = pd.read_csv(run_folder / "effects.csv")
-    ate = effects[(effects["analysis"] == "ate") & (effects["method"] == "t")].set_index(["treatment", "contrast", "estimand"])
+    ate = effects[(effects["analysis"] == "ate") & (effects["method"] == "t")].set_index(
+        ["treatment", "contrast", "estimand"]
+    )
     insurance = ate.loc[("insurance", "none vs private", "total")]
     assert insurance["ci_high"] < 0 and insurance["estimate"] == pytest.approx(-1.5, abs=0.1)
     assert ate.loc[("insurance", "public vs private", "total")]["estimate"] == pytest.approx(-0.5, abs=0.1)
     assert ate.loc[("age", "old vs young", "total")]["ci_low"] > 0
-    for null in [("age", "old vs young", "direct"), ("sex", "male vs female", "total"), ("weekday", "weekend vs weekday", "total")]:
+    for null in [
+        ("age", "old vs young", "direct"),
+        ("sex", "male vs female", "total"),
+        ("weekday", "weekend vs weekday", "total"),
+    ]:
         assert -0.05 < ate.loc[null]["ci_low"] <= ate.loc[null]["ci_high"] < 0.05, null
     cate = effects[(effects["analysis"] == "cate") & (effects["treatment"] == "insurance") & (effects["method"] == "t")]
     assert set(cate[cate["contrast"] == "none vs private"]["stratum"]) == {"young", "old"}
@@ -103,9 +129,13 @@ def test_mediation_through_the_factor_embedding_is_the_whole_effect(run_folder: 
     mediation = pd.read_parquet(run_folder / "mediation.parquet")
     t_rows = mediation[mediation["method"] == "t"]
     total = t_rows[t_rows["effect"] == "total"].iloc[0]
-    embedding = t_rows[(t_rows["site"] == "resid_pre.0") & (t_rows["position"] == "factor") & (t_rows["effect"] == "indirect")]
+    embedding = t_rows[
+        (t_rows["site"] == "resid_pre.0") & (t_rows["position"] == "factor") & (t_rows["effect"] == "indirect")
+    ]
     assert embedding["estimate"].iloc[0] == pytest.approx(total["estimate"], abs=1e-5)
-    direct = t_rows[(t_rows["site"] == "resid_pre.0") & (t_rows["position"] == "factor") & (t_rows["effect"] == "direct")]
+    direct = t_rows[
+        (t_rows["site"] == "resid_pre.0") & (t_rows["position"] == "factor") & (t_rows["effect"] == "direct")
+    ]
     assert direct["estimate"].iloc[0] == pytest.approx(0.0, abs=1e-5)
     assert total["estimate"] == pytest.approx(-1.5, abs=0.1)
     heads = t_rows[(t_rows["component"] == "head") & (t_rows["effect"] == "indirect")]
@@ -167,11 +197,15 @@ def test_validate_accepts_the_example(example: Path, demo_cache: Path) -> None:
     assert "1 patching sweep(s), evidence on" in done.stdout
 
 
-def test_exact_mode_on_the_demo_gives_the_planted_population_effects(demo_cache: Path, example: Path, tmp_path: Path) -> None:
+def test_exact_mode_on_the_demo_gives_the_planted_population_effects(
+    demo_cache: Path, example: Path, tmp_path: Path
+) -> None:
     """Every unit of the triage space, weighted: age's total effect is the rule's 2.0*0.3 + 1.5*0.1 - 0.5*0.3 = 0.6."""
     from experiments import run_experiment
 
-    experiment = load_experiment(example, overrides={"sampling": {"mode": "exact"}, "model": {"id": "builtin:triage-demo"}})
+    experiment = load_experiment(
+        example, overrides={"sampling": {"mode": "exact"}, "model": {"id": "builtin:triage-demo"}}
+    )
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("PARIBUS_CACHE_DIR", str(demo_cache))
         effects = run_experiment(experiment, out_dir=tmp_path / "exact").effects.to_frame()
@@ -188,11 +222,19 @@ def test_attribution_screen_then_exact_verification(demo_cache: Path, example: P
     """method: attribution screens every site, verifies the top ones exactly, and reports their rank agreement."""
     from experiments import run_experiment
 
-    screen = {"treatment": "insurance", "contrast": ["none", "private"], "components": ["resid_pre", "head"],
-              "positions": ["factor", "last"], "method": "attribution", "verify_top": 6, "units": 16}
+    screen = {
+        "treatment": "insurance",
+        "contrast": ["none", "private"],
+        "components": ["resid_pre", "head"],
+        "positions": ["factor", "last"],
+        "method": "attribution",
+        "verify_top": 6,
+        "units": 16,
+    }
     experiment = load_experiment(example, overrides={"sampling": {"units": 40}})
-    experiment = compile_config(experiment.config.model_copy(update={
-        "mediation": [MediationConfig(**screen)], "evidence": None}))
+    experiment = compile_config(
+        experiment.config.model_copy(update={"mediation": [MediationConfig(**screen)], "evidence": None})
+    )
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("PARIBUS_CACHE_DIR", str(demo_cache))
         result = run_experiment(experiment, out_dir=tmp_path / "screen")
@@ -207,7 +249,9 @@ def test_attribution_screen_then_exact_verification(demo_cache: Path, example: P
     assert record["verified"] == 6 and -1 <= record["rank_agreement"]["spearman"] <= 1
 
 
-def test_layer_beyond_the_model_names_the_field_and_keeps_the_effects(demo_cache: Path, example: Path, tmp_path: Path) -> None:
+def test_layer_beyond_the_model_names_the_field_and_keeps_the_effects(
+    demo_cache: Path, example: Path, tmp_path: Path
+) -> None:
     from experiments import ConfigError, run_experiment
 
     experiment = load_experiment(example, overrides={"sampling": {"units": 10}})

@@ -27,11 +27,17 @@ def _sampling(target: float) -> dict:
 def _widths_at_each_look(folder: Path, plans: list, looks: list[int]) -> np.ndarray:
     """Half width of every contrast's sequence (rows) at each look's first n units (columns), from the stored outcomes."""
     by_arm = pd.read_parquet(folder / "outcomes.parquet").pivot(index="unit_id", columns="arm", values="outcome")
-    return np.array([
-        [confidence_sequence((by_arm[plan.treated.label] - by_arm[plan.reference.label]).to_numpy()[:n],
-                             design_size=DESIGN).half_width for n in looks]
-        for plan in plans
-    ])
+    return np.array(
+        [
+            [
+                confidence_sequence(
+                    (by_arm[plan.treated.label] - by_arm[plan.reference.label]).to_numpy()[:n], design_size=DESIGN
+                ).half_width
+                for n in looks
+            ]
+            for plan in plans
+        ]
+    )
 
 
 def test_a_sequential_run_stops_at_the_first_look_within_the_target(classifier: Path, tmp_path: Path) -> None:

@@ -140,9 +140,7 @@ def test_exact_total_and_controlled_direct_effects_through_a_mediator():
 
 def test_too_many_cells_raise_with_the_count(small):
     assert len(small.enumerate_units(max_units=192)) == 192
-    with pytest.raises(
-        GraphError, match=r"exact enumeration needs 192 units, more than max_units=191"
-    ) as caught:
+    with pytest.raises(GraphError, match=r"exact enumeration needs 192 units, more than max_units=191") as caught:
         small.enumerate_units(max_units=191)
     assert caught.value.path == "sampling"
     with pytest.raises(GraphError, match=r"max_units must be a positive integer; got 0"):

@@ -34,9 +34,7 @@ def test_root_factor_without_distribution_is_uniform():
 
 
 def test_root_factor_distribution_and_missing_values_get_zero():
-    factor = Factor.create(
-        "sex", {"female": ["woman"], "male": ["man"], "other": ["person"]}, distribution={"male": 1}
-    )
+    factor = Factor.create("sex", {"female": ["woman"], "male": ["man"], "other": ["person"]}, distribution={"male": 1})
     assert dict(factor.table[()]) == {"female": 0.0, "male": 1.0, "other": 0.0}
     assert list(factor.table[()]) == ["female", "male", "other"]  # `values` order
 

@@ -131,9 +131,7 @@ def test_mediators_are_the_nodes_strictly_between(triage):
     assert triage.mediators("age") == ("insurance", "symptom")
     assert triage.mediators("age", "symptom") == ()
     assert triage.mediators("insurance") == ()
-    chain = CausalGraph.from_edges(
-        ("a", "b", "c", "d"), "y", ["a -> b", "b -> c", "c -> y", "a -> y", "d -> y"]
-    )
+    chain = CausalGraph.from_edges(("a", "b", "c", "d"), "y", ["a -> b", "b -> c", "c -> y", "a -> y", "d -> y"])
     assert chain.mediators("a") == ("b", "c")
     assert chain.mediators("a", "c") == ("b",)
     assert chain.mediators("d") == ()
@@ -154,9 +152,7 @@ def test_backdoor_set_of_the_triage_graph(triage):
 
 def test_backdoor_set_does_not_open_a_collider():
     # M-bias: t <- u1 -> m <- u2 -> y. Adjusting for m alone opens t <- u1 -> m <- u2 -> y.
-    graph = CausalGraph.from_edges(
-        ("u1", "u2", "m", "t"), "y", ["u1 -> t", "u1 -> m", "u2 -> m", "u2 -> y", "t -> y"]
-    )
+    graph = CausalGraph.from_edges(("u1", "u2", "m", "t"), "y", ["u1 -> t", "u1 -> m", "u2 -> m", "u2 -> y", "t -> y"])
     assert graph.backdoor_adjustment_set("t") == ()
     assert graph.is_backdoor_adjustment_set("t", [])
     assert not graph.is_backdoor_adjustment_set("t", ["m"])
@@ -172,9 +168,7 @@ def test_backdoor_set_for_a_factor_target():
 
 def test_backdoor_set_is_impossible_when_the_target_causes_the_treatment():
     graph = CausalGraph.from_edges(("a", "b"), "y", ["a -> b", "b -> y"])
-    with pytest.raises(
-        GraphError, match=r"no backdoor adjustment set exists for 'b' -> 'a': 'a' is a direct cause"
-    ):
+    with pytest.raises(GraphError, match=r"no backdoor adjustment set exists for 'b' -> 'a': 'a' is a direct cause"):
         graph.backdoor_adjustment_set("b", "a")
 
 

@@ -94,9 +94,7 @@ def reference_world(model: StructuralModel, units: Units, i: int, do: dict[str, 
     values: dict[str, str] = {}
     for name in model.graph.topological_order():
         factor = model.factors[name]
-        values[name] = (
-            do.get(name) or hold.get(name) or reference_value(factor, values, units.value_noise[name][i])
-        )
+        values[name] = do.get(name) or hold.get(name) or reference_value(factor, values, units.value_noise[name][i])
     forms = {}
     for name, value in values.items():
         surface = model.factors[name].values[value]
@@ -267,9 +265,7 @@ def test_factor_parents_must_match_the_graph():
 
 def test_factor_table_must_cover_the_parents_values():
     factors = triage_factors(parent_values={"age": ["young", "elderly"]}, distribution=None)
-    with pytest.raises(
-        GraphError, match=r"missing rows \[\('old',\)\], unexpected rows \[\('elderly',\)\]"
-    ) as caught:
+    with pytest.raises(GraphError, match=r"missing rows \[\('old',\)\], unexpected rows \[\('elderly',\)\]") as caught:
         StructuralModel(TRIAGE_GRAPH, factors)
     assert caught.value.path == "insurance.distribution"
 

@@ -39,8 +39,7 @@ from transformers import (
 from interventions import AlignedPair, ModelAdapter, ModelSpec, Template, align
 
 _CORPUS = [
-    f"Patient: {age} year old {sex} with {insurance} insurance. Symptom: {symptom}. "
-    f"Refer for CT? Answer: {answer}"
+    f"Patient: {age} year old {sex} with {insurance} insurance. Symptom: {symptom}. Refer for CT? Answer: {answer}"
     for age, sex, insurance, symptom, answer in [
         ("24", "male", "private", "headache", "yes"),
         ("31", "female", "no", "chest pain", "no"),
@@ -68,9 +67,7 @@ def _build_bpe_tokenizer(*, trim_offsets: bool) -> PreTrainedTokenizerFast:
     bpe.post_processor = processors.Sequence(
         [
             processors.ByteLevel(trim_offsets=trim_offsets),
-            processors.TemplateProcessing(
-                single="<s> $A", special_tokens=[("<s>", bpe.token_to_id("<s>"))]
-            ),
+            processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", bpe.token_to_id("<s>"))]),
         ]
     )
     return PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<s>", eos_token="</s>")
@@ -112,7 +109,11 @@ def untrimmed_bpe_tokenizer() -> PreTrainedTokenizerFast:
 @pytest.fixture(scope="session")
 def gpt2_folder(tmp_path_factory: pytest.TempPathFactory, bpe_tokenizer) -> Path:
     config = GPT2Config(
-        vocab_size=len(bpe_tokenizer), n_positions=64, n_embd=32, n_layer=2, n_head=2,
+        vocab_size=len(bpe_tokenizer),
+        n_positions=64,
+        n_embd=32,
+        n_layer=2,
+        n_head=2,
         initializer_range=0.2,
     )
     return _save_tiny_model(tmp_path_factory.mktemp("gpt2"), GPT2LMHeadModel, config, bpe_tokenizer)
@@ -121,25 +122,32 @@ def gpt2_folder(tmp_path_factory: pytest.TempPathFactory, bpe_tokenizer) -> Path
 @pytest.fixture(scope="session")
 def llama_folder(tmp_path_factory: pytest.TempPathFactory, bpe_tokenizer) -> Path:
     config = LlamaConfig(
-        vocab_size=len(bpe_tokenizer), hidden_size=32, intermediate_size=64,
-        num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
-        max_position_embeddings=64, initializer_range=0.2,
+        vocab_size=len(bpe_tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=64,
+        initializer_range=0.2,
     )
-    return _save_tiny_model(
-        tmp_path_factory.mktemp("llama"), LlamaForCausalLM, config, bpe_tokenizer
-    )
+    return _save_tiny_model(tmp_path_factory.mktemp("llama"), LlamaForCausalLM, config, bpe_tokenizer)
 
 
 @pytest.fixture(scope="session")
 def classifier_folder(tmp_path_factory: pytest.TempPathFactory, minilm_tokenizer) -> Path:
     config = BertConfig(
-        vocab_size=len(minilm_tokenizer), hidden_size=32, num_hidden_layers=2,
-        num_attention_heads=2, intermediate_size=64, max_position_embeddings=64,
-        num_labels=2, id2label={0: "no", 1: "yes"}, initializer_range=0.2,
+        vocab_size=len(minilm_tokenizer),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        num_labels=2,
+        id2label={0: "no", 1: "yes"},
+        initializer_range=0.2,
     )
-    return _save_tiny_model(
-        tmp_path_factory.mktemp("bert"), BertForSequenceClassification, config, minilm_tokenizer
-    )
+    return _save_tiny_model(tmp_path_factory.mktemp("bert"), BertForSequenceClassification, config, minilm_tokenizer)
 
 
 @pytest.fixture(scope="session")
@@ -154,9 +162,7 @@ def llama(llama_folder: Path) -> ModelAdapter:
 
 @pytest.fixture(scope="session")
 def classifier(classifier_folder: Path) -> ModelAdapter:
-    return ModelAdapter.load(
-        ModelSpec(str(classifier_folder), task="sequence-classifier", device="cpu")
-    )
+    return ModelAdapter.load(ModelSpec(str(classifier_folder), task="sequence-classifier", device="cpu"))
 
 
 def _load_tiny(
@@ -166,22 +172,24 @@ def _load_tiny(
     tokenizer: PreTrainedTokenizerFast,
 ) -> ModelAdapter:
     """An adapter over a freshly initialised tiny model, loaded from disk as users load it."""
-    folder = _save_tiny_model(
-        tmp_path_factory.mktemp(config.model_type), model_class, config, tokenizer
-    )
+    folder = _save_tiny_model(tmp_path_factory.mktemp(config.model_type), model_class, config, tokenizer)
     task = "causal-lm" if model_class.__name__.endswith("ForCausalLM") else "sequence-classifier"
     return ModelAdapter.load(ModelSpec(str(folder), task=task, device="cpu"))
 
 
-_TINY = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
-         "max_position_embeddings": 64, "initializer_range": 0.2}
+_TINY = {
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 2,
+    "max_position_embeddings": 64,
+    "initializer_range": 0.2,
+}
 
 
 @pytest.fixture(scope="session")
 def neox(tmp_path_factory: pytest.TempPathFactory, bpe_tokenizer) -> ModelAdapter:
     """GPT-NeoX: parallel residuals, rotary embeddings on half of each head."""
-    config = GPTNeoXConfig(vocab_size=len(bpe_tokenizer), num_attention_heads=2,
-                           rotary_pct=0.5, **_TINY)
+    config = GPTNeoXConfig(vocab_size=len(bpe_tokenizer), num_attention_heads=2, rotary_pct=0.5, **_TINY)
     return _load_tiny(tmp_path_factory, GPTNeoXForCausalLM, config, bpe_tokenizer)
 
 
@@ -190,47 +198,72 @@ def qwen2(tmp_path_factory: pytest.TempPathFactory, bpe_tokenizer) -> ModelAdapt
     """Qwen2: biased q/k/v, grouped keys; its second layer attends in a 4-token window."""
     # Loaded back, the tokenizer becomes a Qwen2Tokenizer: digits split one by one, and
     # an added end-of-text token that the vocabulary must cover.
-    config = Qwen2Config(vocab_size=len(bpe_tokenizer) + 8, num_attention_heads=4,
-                         num_key_value_heads=2, use_sliding_window=True, sliding_window=4,
-                         max_window_layers=1, **_TINY)
+    config = Qwen2Config(
+        vocab_size=len(bpe_tokenizer) + 8,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        use_sliding_window=True,
+        sliding_window=4,
+        max_window_layers=1,
+        **_TINY,
+    )
     return _load_tiny(tmp_path_factory, Qwen2ForCausalLM, config, bpe_tokenizer)
 
 
 @pytest.fixture(scope="session")
 def mistral(tmp_path_factory: pytest.TempPathFactory, bpe_tokenizer) -> ModelAdapter:
     """Mistral: a 5-token sliding window set in the config for every layer."""
-    config = MistralConfig(vocab_size=len(bpe_tokenizer), num_attention_heads=2,
-                           num_key_value_heads=1, sliding_window=5, **_TINY)
+    config = MistralConfig(
+        vocab_size=len(bpe_tokenizer), num_attention_heads=2, num_key_value_heads=1, sliding_window=5, **_TINY
+    )
     return _load_tiny(tmp_path_factory, MistralForCausalLM, config, bpe_tokenizer)
 
 
 @pytest.fixture(scope="session")
 def gpt2_classifier(tmp_path_factory: pytest.TempPathFactory, bpe_tokenizer) -> ModelAdapter:
     """A decoder classifier: GPT-2 read at the last token by a `score` head."""
-    config = GPT2Config(vocab_size=len(bpe_tokenizer), n_positions=64, n_embd=32, n_layer=2,
-                        n_head=2, num_labels=2, id2label={0: "no", 1: "yes"},
-                        initializer_range=0.2)
+    config = GPT2Config(
+        vocab_size=len(bpe_tokenizer),
+        n_positions=64,
+        n_embd=32,
+        n_layer=2,
+        n_head=2,
+        num_labels=2,
+        id2label={0: "no", 1: "yes"},
+        initializer_range=0.2,
+    )
     return _load_tiny(tmp_path_factory, GPT2ForSequenceClassification, config, bpe_tokenizer)
 
 
 @pytest.fixture(scope="session")
 def roberta(tmp_path_factory: pytest.TempPathFactory, minilm_tokenizer) -> ModelAdapter:
     """A RoBERTa classifier (no pooler; its head reads the first token itself)."""
-    config = RobertaConfig(vocab_size=len(minilm_tokenizer), num_attention_heads=2,
-                           num_labels=2, id2label={0: "no", 1: "yes"}, pad_token_id=0,
-                           **{**_TINY, "max_position_embeddings": 70})
-    return _load_tiny(tmp_path_factory, RobertaForSequenceClassification, config,
-                      minilm_tokenizer)
+    config = RobertaConfig(
+        vocab_size=len(minilm_tokenizer),
+        num_attention_heads=2,
+        num_labels=2,
+        id2label={0: "no", 1: "yes"},
+        pad_token_id=0,
+        **{**_TINY, "max_position_embeddings": 70},
+    )
+    return _load_tiny(tmp_path_factory, RobertaForSequenceClassification, config, minilm_tokenizer)
 
 
 @pytest.fixture(scope="session")
 def distilbert(tmp_path_factory: pytest.TempPathFactory, minilm_tokenizer) -> ModelAdapter:
     """A DistilBERT classifier (its own module names, a pre-classifier layer)."""
-    config = DistilBertConfig(vocab_size=len(minilm_tokenizer), dim=32, hidden_dim=64,
-                              n_layers=2, n_heads=2, max_position_embeddings=64,
-                              num_labels=2, id2label={0: "no", 1: "yes"}, initializer_range=0.2)
-    return _load_tiny(tmp_path_factory, DistilBertForSequenceClassification, config,
-                      minilm_tokenizer)
+    config = DistilBertConfig(
+        vocab_size=len(minilm_tokenizer),
+        dim=32,
+        hidden_dim=64,
+        n_layers=2,
+        n_heads=2,
+        max_position_embeddings=64,
+        num_labels=2,
+        id2label={0: "no", 1: "yes"},
+        initializer_range=0.2,
+    )
+    return _load_tiny(tmp_path_factory, DistilBertForSequenceClassification, config, minilm_tokenizer)
 
 
 @pytest.fixture
@@ -264,8 +297,13 @@ class PatchCase:
     def pairs(self, adapter: ModelAdapter, units=None) -> list[AlignedPair]:
         """(destination, source) forms rendered and aligned for the adapter's tokenizer."""
         return [
-            align(self.template.render(dest), self.template.render(src), self.template, adapter.tokenizer,
-                  treatment="insurance")
+            align(
+                self.template.render(dest),
+                self.template.render(src),
+                self.template,
+                adapter.tokenizer,
+                treatment="insurance",
+            )
             for dest, src in (self.units if units is None else units)
         ]
 
@@ -275,9 +313,10 @@ def patch_case() -> PatchCase:
     return PatchCase(
         template=Template.parse("Patient: {age} year old {sex} with {insurance} insurance. Refer for CT? Answer:"),
         units=(
-            ({"age": "67", "sex": "female", "insurance": "Medicaid"},
-             {"age": "67", "sex": "female", "insurance": "private"}),
-            ({"age": "24", "sex": "male", "insurance": "no"},
-             {"age": "31", "sex": "male", "insurance": "private"}),
+            (
+                {"age": "67", "sex": "female", "insurance": "Medicaid"},
+                {"age": "67", "sex": "female", "insurance": "private"},
+            ),
+            ({"age": "24", "sex": "male", "insurance": "no"}, {"age": "31", "sex": "male", "insurance": "private"}),
         ),
     )

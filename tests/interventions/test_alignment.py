@@ -14,8 +14,7 @@ def tokens(tokenizer, text: str) -> list[str]:
 
 
 def test_wordpiece_factor_of_unequal_length_pairs_its_last_pieces(minilm_tokenizer):
-    pair = align(TEMPLATE.render(MEDICAID), TEMPLATE.render(PRIVATE), TEMPLATE,
-                 minilm_tokenizer, treatment="insurance")
+    pair = align(TEMPLATE.render(MEDICAID), TEMPLATE.render(PRIVATE), TEMPLATE, minilm_tokenizer, treatment="insurance")
     dest = tokens(minilm_tokenizer, pair.destination.text)
     src = tokens(minilm_tokenizer, pair.source.text)
     assert len(dest) == len(src) + 4  # Medicaid = med ##ica ##id, twice
@@ -36,8 +35,7 @@ def test_wordpiece_factor_of_unequal_length_pairs_its_last_pieces(minilm_tokeniz
 @pytest.mark.parametrize("tokenizer_name", ["bpe_tokenizer", "untrimmed_bpe_tokenizer"])
 def test_byte_level_bpe_alignment_keeps_literal_text_token_for_token(tokenizer_name, request):
     tokenizer = request.getfixturevalue(tokenizer_name)
-    pair = align(TEMPLATE.render(MEDICAID), TEMPLATE.render(PRIVATE), TEMPLATE, tokenizer,
-                 treatment="insurance")
+    pair = align(TEMPLATE.render(MEDICAID), TEMPLATE.render(PRIVATE), TEMPLATE, tokenizer, treatment="insurance")
     dest = tokens(tokenizer, pair.destination.text)
     src = tokens(tokenizer, pair.source.text)
     assert len(dest) > len(src)
@@ -51,8 +49,13 @@ def test_byte_level_bpe_alignment_keeps_literal_text_token_for_token(tokenizer_n
 
 
 def test_equal_lengths_pair_every_token_in_place(bpe_tokenizer):
-    pair = align(TEMPLATE.render({"insurance": "no", "age": "24"}), TEMPLATE.render(PRIVATE),
-                 TEMPLATE, bpe_tokenizer, treatment="age")
+    pair = align(
+        TEMPLATE.render({"insurance": "no", "age": "24"}),
+        TEMPLATE.render(PRIVATE),
+        TEMPLATE,
+        bpe_tokenizer,
+        treatment="age",
+    )
     n = len(tokens(bpe_tokenizer, pair.destination.text))
     assert pair.positions["all"] == tuple((i, i) for i in range(n))
     assert len(pair.positions["factor:insurance"]) == 2
@@ -71,8 +74,7 @@ def test_decision_position_can_be_set(minilm_tokenizer, bpe_tokenizer):
 
 
 def test_aligned_pairs_are_immutable(bpe_tokenizer):
-    pair = align(TEMPLATE.render(MEDICAID), TEMPLATE.render(PRIVATE), TEMPLATE, bpe_tokenizer,
-                 treatment="insurance")
+    pair = align(TEMPLATE.render(MEDICAID), TEMPLATE.render(PRIVATE), TEMPLATE, bpe_tokenizer, treatment="insurance")
     assert isinstance(pair, AlignedPair)
     with pytest.raises(TypeError):
         pair.positions["extra"] = ((0, 0),)

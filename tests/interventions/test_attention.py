@@ -59,10 +59,8 @@ def test_rollout_and_mean_attention_rows_sum_to_one_over_tokens(gpt2, classifier
 
 def test_rollout_mixes_head_means_with_identity_and_multiplies_later_layers_on_the_left():
     generator = torch.Generator().manual_seed(0)
-    first, second = (torch.softmax(torch.randn(1, 3, 4, 4, generator=generator), -1)
-                     for _ in range(2))
-    mixed = [0.5 * layer[0].double().mean(dim=0) + 0.5 * torch.eye(4, dtype=torch.float64)
-             for layer in (first, second)]
+    first, second = (torch.softmax(torch.randn(1, 3, 4, 4, generator=generator), -1) for _ in range(2))
+    mixed = [0.5 * layer[0].double().mean(dim=0) + 0.5 * torch.eye(4, dtype=torch.float64) for layer in (first, second)]
     torch.testing.assert_close(attention_rollout([first])[0], mixed[0])
     torch.testing.assert_close(attention_rollout([first, second])[0], mixed[1] @ mixed[0])
 

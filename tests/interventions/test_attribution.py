@@ -80,20 +80,19 @@ def directional_derivative(adapter, outcome, pair, site, position, step=1e-2) ->
 
 
 # Llama's RMSNorm computes in float32 whatever the model dtype, which limits the differences.
-@pytest.mark.parametrize("model, tolerance", [("gpt2", 1e-6), ("llama", 2e-4), ("neox", 1e-6),
-                                              ("classifier", 1e-6)])
+@pytest.mark.parametrize("model, tolerance", [("gpt2", 1e-6), ("llama", 2e-4), ("neox", 1e-6), ("classifier", 1e-6)])
 def test_estimates_are_the_directional_derivative_of_the_patch(model, tolerance, request, patch_case):
     adapter = in_float64(request.getfixturevalue(model))
     outcome = LogitDiff(" yes", " no") if adapter.spec.task == "causal-lm" else ClassLogit("yes")
     pairs = patch_case.pairs(adapter)
-    sites = [Site("resid_pre", 0), Site("attn_out", 1), Site("mlp_out", 0), Site("head", 1, 1),
-             Site("resid_post", 1)]
+    sites = [Site("resid_pre", 0), Site("attn_out", 1), Site("mlp_out", 0), Site("head", 1, 1), Site("resid_post", 1)]
     estimates = attribution_effects(adapter, outcome, pairs, sites, POSITIONS)
-    assert list(estimates.columns) == ["unit", "site", "component", "layer", "head", "position",
-                                       "estimate"]
+    assert list(estimates.columns) == ["unit", "site", "component", "layer", "head", "position", "estimate"]
     expected = [
         directional_derivative(adapter, outcome, pairs[unit], site, position)
-        for unit in range(len(pairs)) for site in sites for position in POSITIONS
+        for unit in range(len(pairs))
+        for site in sites
+        for position in POSITIONS
     ]
     np.testing.assert_allclose(estimates["estimate"], expected, rtol=0, atol=tolerance)
     assert np.abs(expected).max() > 1e-2
@@ -101,15 +100,17 @@ def test_estimates_are_the_directional_derivative_of_the_patch(model, tolerance,
 
 def test_unchanged_activations_get_zero_estimates(gpt2, patch_case):
     pairs = patch_case.pairs(gpt2)
-    age = attribution_effects(gpt2, LogitDiff(" yes", " no"), pairs[:1],
-                              model_sites(gpt2, ["resid_pre", "attn_out"]), ["factor:age"])
+    age = attribution_effects(
+        gpt2, LogitDiff(" yes", " no"), pairs[:1], model_sites(gpt2, ["resid_pre", "attn_out"]), ["factor:age"]
+    )
     assert (age["estimate"] == 0).all()  # unit 0 keeps its age, before the first change
 
 
 def test_estimates_rank_exact_effects_in_a_near_linear_model(tmp_path, gpt2, patch_case):
     """A planted regime: small weights keep the model near linear, so AtP ranks the sweep."""
-    config = GPT2Config(vocab_size=len(gpt2.tokenizer), n_positions=64, n_embd=32, n_layer=2,
-                        n_head=2, initializer_range=0.02)
+    config = GPT2Config(
+        vocab_size=len(gpt2.tokenizer), n_positions=64, n_embd=32, n_layer=2, n_head=2, initializer_range=0.02
+    )
     with torch.random.fork_rng():
         torch.manual_seed(1)
         GPT2LMHeadModel(config).save_pretrained(tmp_path)
@@ -125,8 +126,6 @@ def test_estimates_rank_exact_effects_in_a_near_linear_model(tmp_path, gpt2, pat
 
 def test_bad_requests_are_rejected(gpt2, patch_case):
     with pytest.raises(InterventionError, match=r"position 'middle' is not aligned"):
-        attribution_effects(gpt2, LogitDiff(" yes", " no"), patch_case.pairs(gpt2),
-                            [Site("resid_pre", 0)], ["middle"])
+        attribution_effects(gpt2, LogitDiff(" yes", " no"), patch_case.pairs(gpt2), [Site("resid_pre", 0)], ["middle"])
     with pytest.raises(InterventionError, match="must be sequences"):
-        attribution_effects(gpt2, LogitDiff(" yes", " no"), patch_case.pairs(gpt2),
-                            Site("resid_pre", 0), ["last"])
+        attribution_effects(gpt2, LogitDiff(" yes", " no"), patch_case.pairs(gpt2), Site("resid_pre", 0), ["last"])

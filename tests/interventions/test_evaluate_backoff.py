@@ -11,12 +11,10 @@ from interventions._backoff import _MAX_BATCH, auto_batch_size, halving, in_batc
 from interventions._capture import capture
 from interventions._patching import _Engine
 
-TEXTS = [f"Patient: {age} year old with private insurance. Refer for CT? Answer:"
-         for age in range(20, 40)]
+TEXTS = [f"Patient: {age} year old with private insurance. Refer for CT? Answer:" for age in range(20, 40)]
 OUTCOME = LogitDiff(" yes", " no")
 ERRORS = {
-    "cuda": lambda rows: torch.OutOfMemoryError(
-        f"CUDA out of memory. Tried to allocate {rows} GiB"),
+    "cuda": lambda rows: torch.OutOfMemoryError(f"CUDA out of memory. Tried to allocate {rows} GiB"),
     "message": lambda rows: RuntimeError(f"CUDA error: out of memory ({rows} rows)"),
 }
 
@@ -44,8 +42,7 @@ def test_out_of_memory_halves_the_batch_and_outcomes_stay(gpt2, monkeypatch, kin
     expected = evaluate_outcomes(gpt2, TEXTS, OUTCOME, batch_size=8, share_prefix=share_prefix)
     tried = fail_above(monkeypatch, gpt2, 3, ERRORS[kind])
     finished: list[int] = []
-    values = evaluate_outcomes(gpt2, TEXTS, OUTCOME, batch_size=8, share_prefix=share_prefix,
-                               progress=finished.append)
+    values = evaluate_outcomes(gpt2, TEXTS, OUTCOME, batch_size=8, share_prefix=share_prefix, progress=finished.append)
     np.testing.assert_allclose(values, expected, atol=1e-5, rtol=0)
     # 8 and 4 fail, 2 fits, and later batches start at 2: every text once, none skipped.
     assert tried == [8, 4] + [2] * 10
@@ -54,8 +51,7 @@ def test_out_of_memory_halves_the_batch_and_outcomes_stay(gpt2, monkeypatch, kin
 
 def test_out_of_memory_at_one_text_names_the_batch_size(gpt2, monkeypatch):
     tried = fail_above(monkeypatch, gpt2, 0, ERRORS["cuda"])
-    with pytest.raises(torch.OutOfMemoryError,
-                       match=r"batch size 1 \(texts one at a time; halved from 8 .*Tried to "):
+    with pytest.raises(torch.OutOfMemoryError, match=r"batch size 1 \(texts one at a time; halved from 8 .*Tried to "):
         evaluate_outcomes(gpt2, TEXTS, OUTCOME, batch_size=8)
     assert tried == [8, 4, 2, 1]
     with pytest.raises(torch.OutOfMemoryError, match=r"\(texts one at a time\): CUDA out of"):
@@ -102,17 +98,14 @@ def test_patching_backs_off_in_capture_and_stacks(gpt2, monkeypatch, patch_case)
 
     monkeypatch.setattr(_Engine, "_run", failing_run)
     result = patch_effects(gpt2, OUTCOME, pairs, sites, positions)
-    np.testing.assert_allclose(result.patched["outcome"], expected.patched["outcome"],
-                               atol=1e-6)
+    np.testing.assert_allclose(result.patched["outcome"], expected.patched["outcome"], atol=1e-6)
     np.testing.assert_array_equal(result.destination, expected.destination)
     assert tried == [4, 2, 1, 1, 1, 1]  # the capture of 4 texts, retried one at a time
     assert stacks[0] == 3 and set(stacks[1:]) == {1}  # a stack of 3, then halves (of 1)
     assert result.work["patches"] == expected.work["patches"]
 
 
-def test_without_out_of_memory_errors_every_capture_and_stack_runs_whole(
-    gpt2, monkeypatch, patch_case
-):
+def test_without_out_of_memory_errors_every_capture_and_stack_runs_whole(gpt2, monkeypatch, patch_case):
     monkeypatch.setattr("interventions._sweep._CPU_BYTES", 1)  # one unit per chunk
     batches, stacks, captures = [], [], []
     planned, run = _Engine._batches, _Engine._stack
@@ -133,8 +126,7 @@ def test_without_out_of_memory_errors_every_capture_and_stack_runs_whole(
     monkeypatch.setattr(_Engine, "_batches", planning)
     monkeypatch.setattr(_Engine, "_stack", running)
     monkeypatch.setattr("interventions._patching.capture", capturing)
-    patch_effects(gpt2, OUTCOME, patch_case.pairs(gpt2), model_sites(gpt2, ["resid_pre"]),
-                  ["factor", "last"])
+    patch_effects(gpt2, OUTCOME, patch_case.pairs(gpt2), model_sites(gpt2, ["resid_pre"]), ["factor", "last"])
     assert stacks == batches and len(set(map(len, stacks))) > 1
     assert captures == [2, 2]  # each unit's two texts in one batch
 
@@ -165,11 +157,14 @@ def test_auto_batch_size_fits_free_cuda_memory(gpt2, monkeypatch):
     assert auto_batch_size(on_cuda, length) == _MAX_BATCH
 
 
-@pytest.mark.parametrize("batch_size, message", [
-    (0, "batch_size must be at least 1, got 0"),
-    ("big", "batch_size must be an int, 'auto' or None, got 'big'; 'auto' fits"),
-    (2.0, "got 2.0"),
-])
+@pytest.mark.parametrize(
+    "batch_size, message",
+    [
+        (0, "batch_size must be at least 1, got 0"),
+        ("big", "batch_size must be an int, 'auto' or None, got 'big'; 'auto' fits"),
+        (2.0, "got 2.0"),
+    ],
+)
 def test_bad_batch_sizes_are_rejected(gpt2, batch_size, message):
     with pytest.raises(ValueError, match=message):
         evaluate_outcomes(gpt2, TEXTS, OUTCOME, batch_size=batch_size)

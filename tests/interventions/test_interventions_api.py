@@ -65,7 +65,9 @@ def test_errors_share_one_value_error_base():
 def test_import_loads_neither_transformers_nor_causal():
     loaded = subprocess.run(
         [sys.executable, "-c", "import sys, interventions; print(sorted(sys.modules))"],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     assert "'transformers'" not in loaded
     assert "'causal'" not in loaded

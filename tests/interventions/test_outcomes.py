@@ -43,7 +43,7 @@ def test_logit_diff_in_a_padded_batch_equals_unpadded_forwards(model, request):
     positive, negative = token_id(adapter, " yes"), token_id(adapter, " no")
     expected = [
         (logits[-1, positive] - logits[-1, negative]).item()
-        for logits in map(lambda text: plain_logits(adapter, text), PROMPTS)
+        for logits in (plain_logits(adapter, text) for text in PROMPTS)
     ]
     assert values.dtype == np.float64
     np.testing.assert_allclose(values, expected, atol=1e-5, rtol=0)
@@ -52,14 +52,10 @@ def test_logit_diff_in_a_padded_batch_equals_unpadded_forwards(model, request):
 
 def test_answer_prob_is_a_softmax_over_the_answers(gpt2):
     answers = {"yes": " yes", "no": " no", "private": " private"}
-    probabilities = np.stack(
-        [evaluate_outcomes(gpt2, PROMPTS, AnswerProb(answers, name)) for name in answers]
-    )
+    probabilities = np.stack([evaluate_outcomes(gpt2, PROMPTS, AnswerProb(answers, name)) for name in answers])
     np.testing.assert_allclose(probabilities.sum(axis=0), 1.0, atol=1e-6)
     ids = [token_id(gpt2, answer) for answer in answers.values()]
-    expected = torch.stack(
-        [torch.softmax(plain_logits(gpt2, text)[-1, ids], dim=-1) for text in PROMPTS], dim=1
-    )
+    expected = torch.stack([torch.softmax(plain_logits(gpt2, text)[-1, ids], dim=-1) for text in PROMPTS], dim=1)
     np.testing.assert_allclose(probabilities, expected.numpy(), atol=1e-6)
 
 
@@ -73,10 +69,7 @@ def test_continuation_log_prob_sums_log_softmax_over_its_tokens(gpt2, continuati
         with torch.inference_mode():
             logits = gpt2.model(input_ids=torch.tensor([prompt + targets])).logits[0]
         log_probs = torch.log_softmax(logits, dim=-1)
-        expected = sum(
-            log_probs[len(prompt) - 1 + offset, target].item()
-            for offset, target in enumerate(targets)
-        )
+        expected = sum(log_probs[len(prompt) - 1 + offset, target].item() for offset, target in enumerate(targets))
         assert value == pytest.approx(expected, abs=1e-5)
 
 
@@ -104,8 +97,7 @@ def test_batch_size_changes_nothing_and_progress_counts_distinct_texts(gpt2):
     outcome = LogitDiff(" yes", " no")
     finished: dict[int, list[int]] = {1: [], 7: []}
     one, seven = (
-        evaluate_outcomes(gpt2, texts, outcome, batch_size=size, progress=finished[size].append)
-        for size in (1, 7)
+        evaluate_outcomes(gpt2, texts, outcome, batch_size=size, progress=finished[size].append) for size in (1, 7)
     )
     np.testing.assert_allclose(one, seven, atol=1e-5, rtol=0)
     assert finished == {1: [1] * 20, 7: [7, 7, 6]}
@@ -115,15 +107,9 @@ def test_classifier_outcomes_match_a_plain_forward(classifier):
     texts = ["67 year old with Medicaid insurance", "24 year old", "no insurance at all, aged 31"]
     probabilities = evaluate_outcomes(classifier, texts, ClassProb("yes"))
     logits = torch.stack([plain_logits(classifier, text) for text in texts])
-    np.testing.assert_allclose(
-        probabilities, torch.softmax(logits, dim=-1)[:, 1].numpy(), atol=1e-6
-    )
-    np.testing.assert_allclose(
-        evaluate_outcomes(classifier, texts, ClassProb(1)), probabilities, atol=1e-12
-    )
-    np.testing.assert_allclose(
-        evaluate_outcomes(classifier, texts, ClassLogit(0)), logits[:, 0].numpy(), atol=1e-5
-    )
+    np.testing.assert_allclose(probabilities, torch.softmax(logits, dim=-1)[:, 1].numpy(), atol=1e-6)
+    np.testing.assert_allclose(evaluate_outcomes(classifier, texts, ClassProb(1)), probabilities, atol=1e-12)
+    np.testing.assert_allclose(evaluate_outcomes(classifier, texts, ClassLogit(0)), logits[:, 0].numpy(), atol=1e-5)
 
 
 @pytest.mark.parametrize("label", ["maybe", 2, -1])

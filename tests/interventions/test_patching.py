@@ -49,13 +49,10 @@ def plain_loop(adapter, outcome, pairs, sites, positions) -> np.ndarray:
         for site in sites:
             captured = []
             run(source, {site.point: lambda act, into=captured: into.append(act[0].clone())})
-            width = slice(None) if site.head is None else slice(
-                site.head * d_head, (site.head + 1) * d_head
-            )
+            width = slice(None) if site.head is None else slice(site.head * d_head, (site.head + 1) * d_head)
             for position in positions:
 
-                def patch(activation, pairs=pair.positions[position], width=width,
-                          source=captured[0]):
+                def patch(activation, pairs=pair.positions[position], width=width, source=captured[0]):
                     activation = activation.clone()
                     for d, s in pairs:
                         activation[0, d, width] = source[s, width]
@@ -75,11 +72,9 @@ def test_engine_equals_the_plain_hook_loop_at_every_site_and_position(model, req
     np.testing.assert_allclose(result.patched["outcome"], expected, atol=1e-5, rtol=0)
     assert np.ptp(expected) > 1e-2  # the patches do change the outcome
     frame = result.patched
-    assert list(frame.columns) == ["unit", "site", "component", "layer", "head", "position",
-                                   "outcome"]
+    assert list(frame.columns) == ["unit", "site", "component", "layer", "head", "position", "outcome"]
     assert len(frame) == len(pairs) * len(sites) * len(POSITIONS)
-    assert frame[["unit", "site", "position"]].iloc[len(POSITIONS) + 1].tolist() == [
-        0, sites[1].name, POSITIONS[1]]
+    assert frame[["unit", "site", "position"]].iloc[len(POSITIONS) + 1].tolist() == [0, sites[1].name, POSITIONS[1]]
     assert str(frame["head"].dtype) == "Int64"
     assert frame.loc[frame["component"] == "head", "head"].notna().all()
     assert frame.loc[frame["component"] != "head", "head"].isna().all()
@@ -105,8 +100,7 @@ def test_batch_size_and_multi_token_outcomes_change_nothing(gpt2, batch_size, ou
 def test_patching_every_position_of_resid_pre_0_gives_the_source_outcome(model, request, patch_case):
     adapter = request.getfixturevalue(model)
     pairs = patch_case.pairs(adapter, patch_case.units[1:])  # texts of equal token length
-    assert len(pairs[0].positions["all"]) == len(adapter.tokenizer(pairs[0].destination.text)[
-        "input_ids"])
+    assert len(pairs[0].positions["all"]) == len(adapter.tokenizer(pairs[0].destination.text)["input_ids"])
     result = patch_effects(adapter, outcome_for(adapter), pairs, [Site("resid_pre", 0)], ["all"])
     np.testing.assert_allclose(result.patched["outcome"], result.source, atol=1e-5, rtol=0)
     assert abs(result.source[0] - result.destination[0]) > 1e-3
@@ -157,8 +151,7 @@ def test_work_counts_skips_and_progress(gpt2, patch_case):
     pairs = patch_case.pairs(gpt2)
     sites = model_sites(gpt2, ["resid_pre"])
     reported = []
-    result = patch_effects(gpt2, outcome_for(gpt2), pairs, sites, ["factor:age", "last"],
-                           progress=reported.append)
+    result = patch_effects(gpt2, outcome_for(gpt2), pairs, sites, ["factor:age", "last"], progress=reported.append)
     work = result.work
     assert work["patches"] == sum(reported) == len(pairs) * len(sites) * 2
     assert work["capture_forwards"] == 2 * len(pairs)
@@ -177,8 +170,7 @@ def test_a_factor_spanning_unequal_token_counts_patches_its_last_tokens(classifi
     src_tokens = classifier.tokenizer(pair.source.text).tokens()
     ((d, s),) = pair.positions["factor"]
     assert (dest_tokens[d], src_tokens[s]) == ("##id", "private")
-    result = patch_effects(classifier, ClassLogit("yes"), [pair], [Site("resid_pre", 0)],
-                           ["factor", "all"])
+    result = patch_effects(classifier, ClassLogit("yes"), [pair], [Site("resid_pre", 0)], ["factor", "all"])
     assert np.isfinite(result.patched["outcome"]).all()
     assert result.patched["outcome"].iloc[0] != pytest.approx(result.destination[0])
 
@@ -205,8 +197,17 @@ def test_bad_requests_are_rejected_with_the_bad_value(gpt2, classifier, patch_ca
     wrong_tokenizer = patch_case.pairs(classifier)
     with pytest.raises(InterventionError, match=r"pairs\[0\] position .* model's own tokenizer"):
         patch_effects(gpt2, outcome, wrong_tokenizer, site, ["all"])
-    read_last = [align(pair.destination, pair.source, patch_case.template, classifier.tokenizer,
-                       treatment="insurance", decision="last") for pair in wrong_tokenizer]
+    read_last = [
+        align(
+            pair.destination,
+            pair.source,
+            patch_case.template,
+            classifier.tokenizer,
+            treatment="insurance",
+            decision="last",
+        )
+        for pair in wrong_tokenizer
+    ]
     with pytest.raises(InterventionError, match=r"outcome at \(\(0, 0\),\) .* decision='first'"):
         patch_effects(classifier, ClassLogit("yes"), read_last, site, ["last"])
 
@@ -228,6 +229,5 @@ def test_engine_on_cuda_equals_the_plain_loop(gpt2_folder, patch_case):
     outcome, pairs = outcome_for(adapter), patch_case.pairs(adapter)
     sites = model_sites(adapter, COMPONENTS)
     result = patch_effects(adapter, outcome, pairs, sites, POSITIONS)
-    cpu = patch_effects(ModelAdapter.load(ModelSpec(str(gpt2_folder), device="cpu")), outcome,
-                        pairs, sites, POSITIONS)
+    cpu = patch_effects(ModelAdapter.load(ModelSpec(str(gpt2_folder), device="cpu")), outcome, pairs, sites, POSITIONS)
     np.testing.assert_allclose(result.patched["outcome"], cpu.patched["outcome"], atol=1e-4)

@@ -17,14 +17,16 @@ from interventions import (
 from interventions._prefix import _MIN_PREFIX, can_share, common_prefix, group_prefixes
 
 TEMPLATE = Template.parse(
-    "Patient: {age} year old {sex} with {insurance} insurance. Symptom: {symptom}. "
-    "Refer for CT? Answer:"
+    "Patient: {age} year old {sex} with {insurance} insurance. Symptom: {symptom}. Refer for CT? Answer:"
 )
 UNITS = [
     {"age": age, "sex": sex, "symptom": symptom}
     for age, sex, symptom in [
-        ("24", "male", "headache"), ("67", "female", "cough"), ("31", "female", "chest pain"),
-        ("74", "male", "headache"), ("24", "female", "cough"),
+        ("24", "male", "headache"),
+        ("67", "female", "cough"),
+        ("31", "female", "chest pain"),
+        ("74", "male", "headache"),
+        ("24", "female", "cough"),
     ]
 ]
 INSURANCE = ["private", "no", "Medicaid"]
@@ -37,8 +39,7 @@ OUTCOMES = [
 
 def arm_texts() -> list[str]:
     """Every unit in every insurance arm: the arms of a unit share all tokens before it."""
-    return [TEMPLATE.render({**unit, "insurance": value}).text
-            for unit in UNITS for value in INSURANCE]
+    return [TEMPLATE.render({**unit, "insurance": value}).text for unit in UNITS for value in INSURANCE]
 
 
 def count_tokens(adapter):
@@ -63,8 +64,7 @@ def test_shared_prefixes_give_the_outcomes_of_full_forwards(model, outcome, batc
         shared = evaluate_outcomes(adapter, texts, outcome, batch_size=batch_size)
         shared_shapes = list(shapes)
         shapes.clear()
-        plain = evaluate_outcomes(adapter, texts, outcome, batch_size=batch_size,
-                                  share_prefix=False)
+        plain = evaluate_outcomes(adapter, texts, outcome, batch_size=batch_size, share_prefix=False)
     finally:
         handle.remove()
     np.testing.assert_allclose(shared, plain, atol=1e-5, rtol=0)
@@ -72,8 +72,9 @@ def test_shared_prefixes_give_the_outcomes_of_full_forwards(model, outcome, batc
     if batch_size > len(texts):  # one batch: each unit's prefix runs once, then every text
         ids = [adapter.tokenizer(text)["input_ids"] for text in texts]
         arms = len(INSURANCE)
-        prefix = [min(common_prefix(ids[unit * arms], ids[unit * arms + arm]) for arm in (1, 2))
-                  for unit in range(len(UNITS))]
+        prefix = [
+            min(common_prefix(ids[unit * arms], ids[unit * arms + arm]) for arm in (1, 2)) for unit in range(len(UNITS))
+        ]
         continuation = np.array([len(row) + len(outcome._bind(adapter).suffix) for row in ids])
         continuation[: len(prefix) * arms] -= np.repeat(prefix, arms)
         assert shared_shapes == [(len(UNITS), max(prefix)), (len(texts), continuation.max())]
@@ -84,22 +85,24 @@ def test_shared_prefixes_give_the_outcomes_of_full_forwards(model, outcome, batc
 def test_prefixes_of_different_lengths_share_one_batch(model, request):
     adapter = request.getfixturevalue(model)
     early = [TEMPLATE.render({**UNITS[0], "insurance": value}).text for value in INSURANCE]
-    late = [TEMPLATE.render({**UNITS[1], "insurance": "no", "symptom": symptom}).text
-            for symptom in ("cough", "chest pain", "a sore throat")]
+    late = [
+        TEMPLATE.render({**UNITS[1], "insurance": "no", "symptom": symptom}).text
+        for symptom in ("cough", "chest pain", "a sore throat")
+    ]
     ids = [adapter.tokenizer(text)["input_ids"] for text in early + late]
     shapes, handle = count_tokens(adapter)
     try:
         shared = evaluate_outcomes(adapter, early + late, LogitDiff(" yes", " no"))
     finally:
         handle.remove()
-    prefixes = [min(common_prefix(a, b) for a in group for b in group if a != b)
-                for group in (ids[:3], ids[3:])]
+    prefixes = [min(common_prefix(a, b) for a in group for b in group if a != b) for group in (ids[:3], ids[3:])]
     assert prefixes[0] + 4 < prefixes[1]  # the shorter prefix is padded in the prefix batch
     assert shapes[0] == (2, prefixes[1])
     np.testing.assert_allclose(
         shared,
         evaluate_outcomes(adapter, early + late, LogitDiff(" yes", " no"), share_prefix=False),
-        atol=1e-5, rtol=0,
+        atol=1e-5,
+        rtol=0,
     )
 
 
@@ -141,14 +144,12 @@ def test_groups_save_the_most_tokens():
     groups = group_prefixes([d, a, c, b], keep=0)
     assert groups.length.tolist() == [20, 0, 20, 20]
     assert groups.group[1] == -1 and len(set(groups.group[[0, 2, 3]])) == 1
-    below = group_prefixes([short[: _MIN_PREFIX - 1] + [1], short[: _MIN_PREFIX - 1] + [2]],
-                           keep=0)
+    below = group_prefixes([short[: _MIN_PREFIX - 1] + [1], short[: _MIN_PREFIX - 1] + [2]], keep=0)
     assert below.group.tolist() == [-1, -1]
 
 
 def test_order_keeps_groups_together():
-    token_ids = [[5] * 12 + [1], [9] * 3, [5] * 12 + [2, 3, 4], [6] * 10 + [1], [6] * 10 + [2],
-                 [8] * 4]
+    token_ids = [[5] * 12 + [1], [9] * 3, [5] * 12 + [2, 3, 4], [6] * 10 + [1], [6] * 10 + [2], [8] * 4]
     groups = group_prefixes(token_ids, keep=0)
     order = groups.order(np.array([len(ids) for ids in token_ids]))
     # Continuation widths: text 1 three tokens, group (3, 4) two, group (0, 2) four, text 5 four.
@@ -156,9 +157,16 @@ def test_order_keeps_groups_together():
 
 
 def test_a_window_wider_than_twice_every_text_shares(tmp_path, bpe_tokenizer):
-    config = MistralConfig(vocab_size=len(bpe_tokenizer), hidden_size=32, intermediate_size=64,
-                           num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
-                           max_position_embeddings=64, sliding_window=64)
+    config = MistralConfig(
+        vocab_size=len(bpe_tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=64,
+        sliding_window=64,
+    )
     with torch.random.fork_rng():
         torch.manual_seed(0)
         MistralForCausalLM(config).save_pretrained(tmp_path)
@@ -173,8 +181,10 @@ def test_a_window_wider_than_twice_every_text_shares(tmp_path, bpe_tokenizer):
         handle.remove()
     assert len(shapes) == 2  # the prefixes, then the continuations
     np.testing.assert_allclose(
-        shared, evaluate_outcomes(adapter, texts, LogitDiff(" yes", " no"), share_prefix=False),
-        atol=1e-5, rtol=0,
+        shared,
+        evaluate_outcomes(adapter, texts, LogitDiff(" yes", " no"), share_prefix=False),
+        atol=1e-5,
+        rtol=0,
     )
 
 
@@ -194,7 +204,7 @@ def test_classifiers_and_duplicates_are_unaffected(gpt2, classifier, count_rows)
     texts = arm_texts()
     rows = count_rows(gpt2)
     values = evaluate_outcomes(gpt2, texts + texts[::-1], LogitDiff(" yes", " no"))
-    np.testing.assert_array_equal(values[: len(texts)], values[len(texts):][::-1])
+    np.testing.assert_array_equal(values[: len(texts)], values[len(texts) :][::-1])
     assert sum(rows) == len(texts)  # each distinct text continues once
     assert not can_share(classifier, 8)
 
@@ -202,8 +212,7 @@ def test_classifiers_and_duplicates_are_unaffected(gpt2, classifier, count_rows)
 def test_shared_outcomes_match_unpadded_single_forwards(llama):
     texts = arm_texts()[:6]
     values = evaluate_outcomes(llama, texts, LogitDiff(" yes", " no"))
-    yes, no = (llama.tokenizer(answer, add_special_tokens=False)["input_ids"][0]
-               for answer in (" yes", " no"))
+    yes, no = (llama.tokenizer(answer, add_special_tokens=False)["input_ids"][0] for answer in (" yes", " no"))
     for text, value in zip(texts, values):
         ids = llama.tokenizer(text, return_tensors="pt")["input_ids"]
         with torch.inference_mode():
@@ -222,5 +231,6 @@ def test_padding_after_a_long_prefix_stays_within_the_position_limit(gpt2):
     np.testing.assert_allclose(
         evaluate_outcomes(gpt2, [*group, long], outcome),
         evaluate_outcomes(gpt2, [*group, long], outcome, share_prefix=False),
-        atol=1e-5, rtol=0,
+        atol=1e-5,
+        rtol=0,
     )

@@ -24,7 +24,8 @@ def test_factor_is_decoded_where_shown_and_at_chance_where_removed(request, name
     adapter = request.getfixturevalue(name)
     ages, insurance = draws
     shown = probe_factors(
-        adapter, [PRESENT.render({"age": a, "insurance": i}) for a, i in zip(ages, insurance)],
+        adapter,
+        [PRESENT.render({"age": a, "insurance": i}) for a, i in zip(ages, insurance)],
         {"insurance": list(insurance)},
     ).table
     assert list(shown.columns) == list(PROBE_COLUMNS)
@@ -33,7 +34,9 @@ def test_factor_is_decoded_where_shown_and_at_chance_where_removed(request, name
     final = shown[(shown["position"] == "decision") & (shown["layer"] == shown["layer"].max())]
     assert final["above_baseline"].item() and final["accuracy"].item() > 0.9
     placebo = probe_factors(
-        adapter, [REMOVED.render({"age": a}) for a in ages], {"insurance": list(insurance)},
+        adapter,
+        [REMOVED.render({"age": a}) for a in ages],
+        {"insurance": list(insurance)},
         positions=["decision"],
     )
     removed = placebo.table

@@ -41,8 +41,7 @@ def write_rules(tmp_path: Path, text: str) -> Path:
 
 @pytest.fixture(scope="module")
 def insurance(tmp_path_factory) -> RewriteRules:
-    return RewriteRules.load(write_rules(tmp_path_factory.mktemp("rules"), INSURANCE_YAML),
-                             factor="insurance")
+    return RewriteRules.load(write_rules(tmp_path_factory.mktemp("rules"), INSURANCE_YAML), factor="insurance")
 
 
 SEX = RewriteRules.load("builtin:sex", factor="sex")
@@ -53,29 +52,31 @@ SEX = RewriteRules.load("builtin:sex", factor="sex")
     [
         # the longest form first: "on Medicaid" before "Medicaid"
         ("Patient is on Medicaid.", "public", "none", "Patient is uninsured."),
-        ("Medicaid card seen; on Medicaid since May.", "public", "private",
-         "Private insurance card seen; privately insured since May."),
+        (
+            "Medicaid card seen; on Medicaid since May.",
+            "public",
+            "private",
+            "Private insurance card seen; privately insured since May.",
+        ),
         # whitespace between a phrase's words may be any run, a line break included
-        ("Has private\n  insurance through work.", "private", "public",
-         "Has Medicaid through work."),
+        ("Has private\n  insurance through work.", "private", "public", "Has Medicaid through work."),
         ("PRIVATE INSURANCE: yes", "private", "none", "NO INSURANCE: yes"),
         ("Private Insurance Card", "private", "public", "Medicaid Card"),
-        ("No insurance. Uninsured since 2019.", "none", "private",
-         "Private insurance. Privately insured since 2019."),
+        ("No insurance. Uninsured since 2019.", "none", "private", "Private insurance. Privately insured since 2019."),
         # a capitalised form matches only as written; its counterpart opens a sentence
         ("medicaid? No: Medicaid.", "public", "none", "medicaid? No: no insurance."),
-        ("Seen today. Medicaid covers it.", "public", "none",
-         "Seen today. No insurance covers it."),
+        ("Seen today. Medicaid covers it.", "public", "none", "Seen today. No insurance covers it."),
         # inside longer words and hyphenated words nothing matches
-        ("Non-Medicaid plans; on Medicaid now.", "public", "none",
-         "Non-Medicaid plans; uninsured now."),
-        ("Uninsured-looking, uninsuredness aside, he is uninsured.", "none", "public",
-         "Uninsured-looking, uninsuredness aside, he is on Medicaid."),
+        ("Non-Medicaid plans; on Medicaid now.", "public", "none", "Non-Medicaid plans; uninsured now."),
+        (
+            "Uninsured-looking, uninsuredness aside, he is uninsured.",
+            "none",
+            "public",
+            "Uninsured-looking, uninsuredness aside, he is on Medicaid.",
+        ),
     ],
 )
-def test_rule_files_rewrite_phrases_longest_first_keeping_case(
-    insurance, text, source, target, expected
-):
+def test_rule_files_rewrite_phrases_longest_first_keeping_case(insurance, text, source, target, expected):
     assert insurance.rewrite(text, source=source, target=target).rewritten.text == expected
 
 
@@ -85,7 +86,9 @@ def test_rules_load_from_a_path_or_a_string_and_know_their_values(tmp_path):
         rules = RewriteRules.load(source, factor="insurance")
         assert (rules.factor, rules.values) == ("insurance", ("private", "public", "none"))
     assert rules.locate("on Medicaid, not private insurance") == {
-        "private": ((17, 34),), "public": ((0, 11),), "none": (),
+        "private": ((17, 34),),
+        "public": ((0, 11),),
+        "none": (),
     }
 
 
@@ -98,13 +101,27 @@ def test_a_builtin_lexicon_serves_any_factor_name():
 @pytest.mark.parametrize(
     ("text", "source", "reason", "message"),
     [
-        ("The patient is stable.", "female", "not_located",
-         (r"sex: no form of any of the values \['female', 'male'\] appears in the text "
-          r"'The patient is stable.'")),
-        ("He is stable.", "female", "value_mismatch",
-         r"'He is stable.' is annotated 'female' but shows only forms of \['male'\]"),
-        ("She is stable.", "woman", "unknown_value",
-         r"source value 'woman' is not one of the values \['female', 'male'\]"),
+        (
+            "The patient is stable.",
+            "female",
+            "not_located",
+            (
+                r"sex: no form of any of the values \['female', 'male'\] appears in the text "
+                r"'The patient is stable.'"
+            ),
+        ),
+        (
+            "He is stable.",
+            "female",
+            "value_mismatch",
+            r"'He is stable.' is annotated 'female' but shows only forms of \['male'\]",
+        ),
+        (
+            "She is stable.",
+            "woman",
+            "unknown_value",
+            r"source value 'woman' is not one of the values \['female', 'male'\]",
+        ),
     ],
 )
 def test_documents_that_cannot_be_rewritten_raise_with_a_reason(text, source, reason, message):
@@ -131,48 +148,58 @@ def test_rewrite_errors_keep_their_reason_through_pickling():
 def test_a_rewrite_that_changes_text_outside_its_spans_is_refused():
     original = RenderedText("She is here.", {"sex": ((0, 3),)})
     with pytest.raises(RewriteError, match=r"changes text outside the sex spans") as caught:
-        Rewrite("sex", "female", "male", original,
-                RenderedText("He is there.", {"sex": ((0, 2),)}))
+        Rewrite("sex", "female", "male", original, RenderedText("He is there.", {"sex": ((0, 2),)}))
     assert caught.value.reason == "outside_spans"
     with pytest.raises(RewriteError, match="outside the sex spans"):  # a span lost
-        Rewrite("sex", "female", "male", RenderedText("She and she.", {"sex": ((0, 3), (8, 11))}),
-                RenderedText("He and she.", {"sex": ((0, 2),)}))
+        Rewrite(
+            "sex",
+            "female",
+            "male",
+            RenderedText("She and she.", {"sex": ((0, 3), (8, 11))}),
+            RenderedText("He and she.", {"sex": ((0, 2),)}),
+        )
     with pytest.raises(RewriteError, match="outside the sex spans"):  # spans out of order
-        Rewrite("sex", "female", "male", RenderedText("She.", {"sex": ((2, 1),)}),
-                RenderedText("She.", {"sex": ((2, 1),)}))
+        Rewrite(
+            "sex", "female", "male", RenderedText("She.", {"sex": ((2, 1),)}), RenderedText("She.", {"sex": ((2, 1),)})
+        )
 
 
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("values: [a, b]\nform: []\n",
-         r"rules.yaml: unknown key 'form' \(did you mean 'forms'\?\)"),
+        ("values: [a, b]\nform: []\n", r"rules.yaml: unknown key 'form' \(did you mean 'forms'\?\)"),
         ("values: [a, b]\n", r"rules.yaml: the key `forms` is missing"),
         ("- a\n- b\n", r"rules.yaml: a rule file is a mapping .* got list"),
         ("values: [a, b\n", r"rules.yaml: not valid YAML"),
-        ("values: [yes, no]\nforms: [{a: x}]\n",
-         r"rules.yaml: values\[0\]: True is not a string; quote it"),
+        ("values: [yes, no]\nforms: [{a: x}]\n", r"rules.yaml: values\[0\]: True is not a string; quote it"),
         ("values: [a]\nforms: [{a: x}]\n", r"values: expected at least two distinct values"),
         ("values: [a, b]\nforms: {a: x}\n", r"forms: expected a non-empty list of rows"),
         ("values: [a, b]\nforms: [x]\n", r"forms\[0\]: a row maps each value to its form"),
         ("values: [a, b]\nforms: [{a: x, b: y}, {a: z}]\n", r"forms\[1\]: no form for \['b'\]"),
-        ("values: [aaa, bbb]\nforms: [{aaa: x, bbc: y}]\n",
-         r"forms\[0\]: 'bbc' is not a value \(did you mean 'bbb'\?\)"),
-        ("values: [a, b]\nforms: [{a: x, b: 'off'}, {a: y, b: off}]\n",
-         r"forms\[1\]\.b: False is not a form"),
+        (
+            "values: [aaa, bbb]\nforms: [{aaa: x, bbc: y}]\n",
+            r"forms\[0\]: 'bbc' is not a value \(did you mean 'bbb'\?\)",
+        ),
+        ("values: [a, b]\nforms: [{a: x, b: 'off'}, {a: y, b: off}]\n", r"forms\[1\]\.b: False is not a form"),
         ("values: [a, b]\nforms: [{a: ' x', b: y}]\n", r"forms\[0\]\.a: ' x' is not a form"),
-        ("values: [a, b]\nforms: [{a: x, b: y}, {a: Y, b: z}]\n",
-         r"forms\[1\]\.a: 'Y' is also a form of 'b' \(as 'y'\)"),
-        ("values: [a, b]\nforms: [{a: x, b: y, when: after_noun}]\n",
-         r"forms\[0\]\.when: 'after_noun' is not a condition"),
-        ("values: [a, b]\nforms: [{a: x, b: y, when: before_noun}]\n",
-         r"forms\[0\]\.a: 'x' is only in rows with `when`"),
-        ("values: [a, when]\nforms: [{a: x, when: y}]\n",
-         r"'when' is the key of a row's condition"),
-        ("factor: insurance\nvalues: [a, b]\nforms: [{a: x, b: y}]\n",
-         r"factor: the rules are written for 'insurance', but were loaded for factor 'sex'"),
-        ("values: [a, b]\nforms: [{a: x, b: y}]\nfunction_words: the\n",
-         r"function_words: expected a list of strings"),
+        (
+            "values: [a, b]\nforms: [{a: x, b: y}, {a: Y, b: z}]\n",
+            r"forms\[1\]\.a: 'Y' is also a form of 'b' \(as 'y'\)",
+        ),
+        (
+            "values: [a, b]\nforms: [{a: x, b: y, when: after_noun}]\n",
+            r"forms\[0\]\.when: 'after_noun' is not a condition",
+        ),
+        (
+            "values: [a, b]\nforms: [{a: x, b: y, when: before_noun}]\n",
+            r"forms\[0\]\.a: 'x' is only in rows with `when`",
+        ),
+        ("values: [a, when]\nforms: [{a: x, when: y}]\n", r"'when' is the key of a row's condition"),
+        (
+            "factor: insurance\nvalues: [a, b]\nforms: [{a: x, b: y}]\n",
+            r"factor: the rules are written for 'insurance', but were loaded for factor 'sex'",
+        ),
+        ("values: [a, b]\nforms: [{a: x, b: y}]\nfunction_words: the\n", r"function_words: expected a list of strings"),
     ],
 )
 def test_bad_rule_files_name_the_file_the_key_and_the_value(tmp_path, text, message):
@@ -183,20 +210,25 @@ def test_bad_rule_files_name_the_file_the_key_and_the_value(tmp_path, text, mess
 def test_missing_files_and_unknown_builtins_say_what_exists(tmp_path):
     with pytest.raises(InterventionError, match=r"rule file '.*nope.yaml' does not exist"):
         RewriteRules.load(tmp_path / "nope.yaml", factor="sex")
-    with pytest.raises(InterventionError,
-                       match=r"unknown builtin lexicon 'builtin:gender'; .* \['builtin:sex'\]"):
+    with pytest.raises(InterventionError, match=r"unknown builtin lexicon 'builtin:gender'; .* \['builtin:sex'\]"):
         RewriteRules.load("builtin:gender", factor="sex")
 
 
 def test_before_noun_rows_follow_the_file_s_function_words(tmp_path):
-    rules = RewriteRules.load(write_rules(tmp_path, (
-        "values: [a, b]\n"
-        "forms:\n"
-        "  - {a: x, b: y, when: before_noun}\n"
-        "  - {a: x, b: z}\n"
-        "  - {a: w, b: y}\n"
-        "function_words: [The]\n"
-    )), factor="f")
+    rules = RewriteRules.load(
+        write_rules(
+            tmp_path,
+            (
+                "values: [a, b]\n"
+                "forms:\n"
+                "  - {a: x, b: y, when: before_noun}\n"
+                "  - {a: x, b: z}\n"
+                "  - {a: w, b: y}\n"
+                "function_words: [The]\n"
+            ),
+        ),
+        factor="f",
+    )
     assert rules.rewrite("x cat, x the cat, x 3, x.", source="a", target="b").rewritten.text == (
         "y cat, z the cat, y 3, z."
     )
@@ -205,21 +237,73 @@ def test_before_noun_rows_follow_the_file_s_function_words(tmp_path):
 
 # Pieces that fuse into words, phrases split by odd whitespace, near-misses and case variants.
 _SEX_PIECES = [
-    "she", "She", "SHE", "her", "Her", "HER", "hers", "herself", "he", "He", "HE", "his",
-    "His", "him", "himself", "woman", "Woman", "man", "men", "women", "girl", "boys",
-    "female", "Male", "lady", "Mrs.", "Mr.", "Mr", "Ms", "Ms.", "Miss", "miss", "MS",
-    "Mary", "John", "mary", "HER-2", "'s", "the", "arm", "to", "results", "own",
+    "she",
+    "She",
+    "SHE",
+    "her",
+    "Her",
+    "HER",
+    "hers",
+    "herself",
+    "he",
+    "He",
+    "HE",
+    "his",
+    "His",
+    "him",
+    "himself",
+    "woman",
+    "Woman",
+    "man",
+    "men",
+    "women",
+    "girl",
+    "boys",
+    "female",
+    "Male",
+    "lady",
+    "Mrs.",
+    "Mr.",
+    "Mr",
+    "Ms",
+    "Ms.",
+    "Miss",
+    "miss",
+    "MS",
+    "Mary",
+    "John",
+    "mary",
+    "HER-2",
+    "'s",
+    "the",
+    "arm",
+    "to",
+    "results",
+    "own",
 ]
 _INSURANCE_PIECES = [
-    "private", "Private", "insurance", "INSURANCE", "privately insured", "Medicaid",
-    "on", "On", "no", "No", "uninsured", "Uninsured", "MEDICAID", "medicaid",
+    "private",
+    "Private",
+    "insurance",
+    "INSURANCE",
+    "privately insured",
+    "Medicaid",
+    "on",
+    "On",
+    "no",
+    "No",
+    "uninsured",
+    "Uninsured",
+    "MEDICAID",
+    "medicaid",
 ]
 _GLUE = [" ", "  ", "\n", "\t", ".", ",", "-", "'", ":", "! ", "", "x", "s", "3"]
 
 
 def documents(pieces: list[str]) -> st.SearchStrategy[str]:
     piece = st.one_of(
-        st.sampled_from(pieces), st.sampled_from(_GLUE),
+        st.sampled_from(pieces),
+        st.sampled_from(_GLUE),
         st.text(alphabet="aehimnorsSHMW .,'-\n", max_size=6),
     )
     return st.lists(piece, max_size=30).map("".join)
@@ -234,7 +318,7 @@ def spans_in_order(text: RenderedText, factor: str) -> bool:
 
 def outside(text: RenderedText, factor: str) -> list[str]:
     edges = [0, *(edge for span in text.spans[factor] for edge in span), len(text.text)]
-    return [text.text[edges[i]:edges[i + 1]] for i in range(0, len(edges), 2)]
+    return [text.text[edges[i] : edges[i + 1]] for i in range(0, len(edges), 2)]
 
 
 def spellings(form: str) -> set[str]:
@@ -242,14 +326,12 @@ def spellings(form: str) -> set[str]:
     if form != form.lower():
         return {form}
     words = form.split()
-    return {form, form[0].upper() + form[1:], " ".join(w[0].upper() + w[1:] for w in words),
-            form.upper()}
+    return {form, form[0].upper() + form[1:], " ".join(w[0].upper() + w[1:] for w in words), form.upper()}
 
 
 def reference_locate(rules: RewriteRules, text: str) -> dict[str, tuple[tuple[int, int], ...]]:
     """locate() as the docstring states it: one plain alternative per spelling, longest first."""
-    value_of = {spelling: value for row in rules.forms for value in rules.values
-                for spelling in spellings(row[value])}
+    value_of = {spelling: value for row in rules.forms for value in rules.values for spelling in spellings(row[value])}
     alternatives = [
         (r"(?<![\w-])" if spelling[0].isalnum() else "")
         + r"\s+".join(map(re.escape, spelling.split()))
@@ -279,8 +361,7 @@ def check_every_direction(rules: RewriteRules, text: str) -> None:
         assert spans_in_order(original, rules.factor) and spans_in_order(rewritten, rules.factor)
         assert outside(original, rules.factor) == outside(rewritten, rules.factor)
         target_forms = {" ".join(row[target].lower().split()) for row in rules.forms}
-        inserted = {" ".join(rewritten.text[a:b].lower().split())
-                    for a, b in rewritten.spans[rules.factor]}
+        inserted = {" ".join(rewritten.text[a:b].lower().split()) for a, b in rewritten.spans[rules.factor]}
         assert inserted <= target_forms
         if source != target:
             assert rules.locate(rewritten.text)[source] == ()
@@ -308,15 +389,14 @@ def shared_template(rewrite: Rewrite) -> Template:
 @pytest.mark.parametrize("tokenizer_name", ["bpe_tokenizer", "minilm_tokenizer"])
 def test_a_rewrite_aligns_as_two_renders_of_one_template(tokenizer_name, request):
     tokenizer = request.getfixturevalue(tokenizer_name)
-    rewrite = SEX.rewrite("She {says} her arm hurts; she is a woman. Refer for CT? Answer:",
-                          source="female", target="male")
-    pair = align(rewrite.rewritten, rewrite.original, shared_template(rewrite), tokenizer,
-                 treatment="sex")
+    rewrite = SEX.rewrite(
+        "She {says} her arm hurts; she is a woman. Refer for CT? Answer:", source="female", target="male"
+    )
+    pair = align(rewrite.rewritten, rewrite.original, shared_template(rewrite), tokenizer, treatment="sex")
     destination = tokenizer(rewrite.rewritten.text)["input_ids"]
     source = tokenizer(rewrite.original.text)["input_ids"]
     factor = pair.positions["factor"]
-    words = list(zip(rewrite.rewritten.token_spans(tokenizer)["sex"],
-                     rewrite.original.token_spans(tokenizer)["sex"]))
+    words = list(zip(rewrite.rewritten.token_spans(tokenizer)["sex"], rewrite.original.token_spans(tokenizer)["sex"]))
     assert len(words) == 4
 
     def inside(d: int, s: int, word: tuple[tuple[int, int], tuple[int, int]]) -> bool:
@@ -333,8 +413,7 @@ def test_a_rewrite_aligns_as_two_renders_of_one_template(tokenizer_name, request
 def test_patching_a_rewritten_pair_at_the_last_residual_gives_the_source_outcome(gpt2):
     text = "Patient: 67 year old woman with her own insurance. Refer for CT? Answer:"
     rewrite = SEX.rewrite(text, source="female", target="male")
-    pair = align(rewrite.rewritten, rewrite.original, shared_template(rewrite), gpt2.tokenizer,
-                 treatment="sex")
+    pair = align(rewrite.rewritten, rewrite.original, shared_template(rewrite), gpt2.tokenizer, treatment="sex")
     last = Site("resid_post", architecture_of(gpt2.model).n_layers - 1)
     result = patch_effects(gpt2, LogitDiff(" yes", " no"), [pair], [last], ["last", "factor"])
     patched = result.patched.set_index("position")["outcome"]
@@ -347,9 +426,10 @@ def test_carry_moves_other_factors_spans_past_the_rewrite() -> None:
     text = "Mrs. Smith says she has private insurance and her mother is here."
     start = text.index("private insurance")
     rewrite = rules.rewrite(text, source="female", target="male")
-    spans = rewrite.carry({"insurance": ((start, start + len("private insurance")),),
-                           "sex": rewrite.original.spans["sex"]})
-    (moved_start, moved_end), = spans["insurance"]
+    spans = rewrite.carry(
+        {"insurance": ((start, start + len("private insurance")),), "sex": rewrite.original.spans["sex"]}
+    )
+    ((moved_start, moved_end),) = spans["insurance"]
     assert rewrite.rewritten.text[moved_start:moved_end] == "private insurance"
     assert spans["sex"] == rewrite.rewritten.spans["sex"]
     assert [rewrite.rewritten.text[a:b] for a, b in spans["sex"]] == ["Mr.", "he", "his"]

@@ -17,8 +17,7 @@ FEMALE_TO_MALE = [
     ("There she was, in her car.", "There he was, in his car."),
     # the her ambiguity: a determiner before a noun, an object otherwise
     ("Her arm is swollen.", "His arm is swollen."),
-    ("Her left knee hurts, and her own doctor agrees.",
-     "His left knee hurts, and his own doctor agrees."),
+    ("Her left knee hurts, and her own doctor agrees.", "His left knee hurts, and his own doctor agrees."),
     ("We examined her.", "We examined him."),
     ("We gave her the results.", "We gave him the results."),
     ("The nurse told her to rest.", "The nurse told him to rest."),

@@ -43,11 +43,18 @@ def planted(tmp_path_factory: pytest.TempPathFactory, bpe_tokenizer) -> ModelAda
     cases = [(age, form, sex) for age in AGE_FORMS for form, sex in UNITS]
     encoded = bpe_tokenizer([render(*case).text for case in cases], return_tensors="pt")
     target = torch.tensor([0.9 if age == "old" else 0.1 for age, _, _ in cases])
-    yes, no = (bpe_tokenizer(answer, add_special_tokens=False)["input_ids"][0]
-               for answer in (" yes", " no"))
-    config = GPT2Config(vocab_size=len(bpe_tokenizer), n_positions=32, n_embd=32, n_layer=2,
-                        n_head=2, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
-                        initializer_range=0.2)
+    yes, no = (bpe_tokenizer(answer, add_special_tokens=False)["input_ids"][0] for answer in (" yes", " no"))
+    config = GPT2Config(
+        vocab_size=len(bpe_tokenizer),
+        n_positions=32,
+        n_embd=32,
+        n_layer=2,
+        n_head=2,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+        initializer_range=0.2,
+    )
     with torch.random.fork_rng():
         torch.manual_seed(0)
         model = GPT2LMHeadModel(config)
@@ -67,16 +74,23 @@ def planted(tmp_path_factory: pytest.TempPathFactory, bpe_tokenizer) -> ModelAda
 def arms(treatment: str):
     """Each unit's texts under do(treatment = a) and do(treatment = b): (a, b, contrast)."""
     if treatment == "age":
-        return ([render("old", k, sex) for k, sex in UNITS],
-                [render("young", k, sex) for k, sex in UNITS], "old vs young")
-    return ([render("old", k, "female") for k, _ in UNITS],
-            [render("old", k, "male") for k, _ in UNITS], "female vs male")
+        return (
+            [render("old", k, sex) for k, sex in UNITS],
+            [render("young", k, sex) for k, sex in UNITS],
+            "old vs young",
+        )
+    return (
+        [render("old", k, "female") for k, _ in UNITS],
+        [render("old", k, "male") for k, _ in UNITS],
+        "female vs male",
+    )
 
 
 def unit_effects(adapter, treatment):
     treated, control, _ = arms(treatment)
-    return (evaluate_outcomes(adapter, [t.text for t in treated], YES_NO)
-            - evaluate_outcomes(adapter, [t.text for t in control], YES_NO))
+    return evaluate_outcomes(adapter, [t.text for t in treated], YES_NO) - evaluate_outcomes(
+        adapter, [t.text for t in control], YES_NO
+    )
 
 
 def test_planted_factor_has_the_larger_effect_and_the_larger_saliency_mass(planted):
@@ -93,8 +107,9 @@ def test_planted_factor_has_the_larger_effect_and_the_larger_saliency_mass(plant
 @pytest.mark.parametrize("treatment", ["age", "sex"])
 def test_counterfactual_baseline_attributions_sum_to_the_unit_effect(planted, treatment):
     treated, control, _ = arms(treatment)
-    evidence = integrated_gradients(planted, treated, ["age", "sex"], YES_NO,
-                                    baseline="counterfactual", counterfactuals=control, n_steps=64)
+    evidence = integrated_gradients(
+        planted, treated, ["age", "sex"], YES_NO, baseline="counterfactual", counterfactuals=control, n_steps=64
+    )
     effects = unit_effects(planted, treatment)
     spans = evidence.spans.pivot(index="unit", columns="factor", values="value")
     delta = evidence.completeness["delta"].to_numpy()
@@ -103,7 +118,8 @@ def test_counterfactual_baseline_attributions_sum_to_the_unit_effect(planted, tr
     assert (spans[other] == 0).all()
     np.testing.assert_allclose(spans[treatment] - delta, effects, atol=1e-5)
     np.testing.assert_allclose(
-        evidence.completeness["outcome"] - evidence.completeness["baseline_outcome"], effects,
+        evidence.completeness["outcome"] - evidence.completeness["baseline_outcome"],
+        effects,
         atol=1e-5,
     )
     assert (np.abs(delta) <= 0.01 * np.abs(effects).max()).all()
@@ -114,12 +130,17 @@ def test_linked_table_puts_the_planted_factor_first_and_saliency_agrees(planted)
     for treatment in ("age", "sex"):
         treated, control, contrast = arms(treatment)
         effects = unit_effects(planted, treatment)
-        paired.append(estimate_paired_effects(
-            pd.DataFrame({"difference": effects, "weight": 1 / len(effects)}),
-            treatment=treatment, contrast=contrast, n_bootstrap=200,
-        ).to_frame())
-        ig = integrated_gradients(planted, treated, ["age", "sex"], YES_NO,
-                                  baseline="counterfactual", counterfactuals=control)
+        paired.append(
+            estimate_paired_effects(
+                pd.DataFrame({"difference": effects, "weight": 1 / len(effects)}),
+                treatment=treatment,
+                contrast=contrast,
+                n_bootstrap=200,
+            ).to_frame()
+        )
+        ig = integrated_gradients(
+            planted, treated, ["age", "sex"], YES_NO, baseline="counterfactual", counterfactuals=control
+        )
         evidence.append(ig.spans[ig.spans["factor"] == treatment])
     links = link_evidence(pd.concat(paired), pd.concat(evidence), n_bootstrap=200)
     table = links.to_frame()
@@ -132,15 +153,21 @@ def test_linked_table_puts_the_planted_factor_first_and_saliency_agrees(planted)
 
 @pytest.mark.parametrize(
     ("name", "outcome"),
-    [("gpt2", YES_NO), ("gpt2", ContinuationLogProb(" yes please")),
-     ("llama", YES_NO), ("classifier", ClassLogit("yes"))],
+    [
+        ("gpt2", YES_NO),
+        ("gpt2", ContinuationLogProb(" yes please")),
+        ("llama", YES_NO),
+        ("classifier", ClassLogit("yes")),
+    ],
 )
 def test_integrated_gradients_completeness_within_one_percent(request, name, outcome):
     adapter = request.getfixturevalue(name)
-    texts = [render("old", 0, "male"), render("young", 1, "female"),
-             TEMPLATE.render({"age": "67", "sex": "no public private"})]
-    evidence = integrated_gradients(adapter, texts, ["age", "sex"], outcome, n_steps=128,
-                                    batch_size=64)
+    texts = [
+        render("old", 0, "male"),
+        render("young", 1, "female"),
+        TEMPLATE.render({"age": "67", "sex": "no public private"}),
+    ]
+    evidence = integrated_gradients(adapter, texts, ["age", "sex"], outcome, n_steps=128, batch_size=64)
     table = evidence.completeness
     expected = evaluate_outcomes(adapter, [t.text for t in texts], outcome)
     np.testing.assert_allclose(table["outcome"], expected, atol=1e-4)
@@ -161,7 +188,7 @@ def test_gradient_x_input_is_the_outcome_gradient_times_the_embeddings(classifie
         per_token = (gradient * embeds).sum(-1)[0].detach().double().numpy()
         tokens = evidence.tokens[evidence.tokens["unit"] == unit]
         np.testing.assert_allclose(tokens["value"], per_token, atol=1e-6)
-        (start, end), = rendered.token_spans(classifier.tokenizer)["age"]
+        ((start, end),) = rendered.token_spans(classifier.tokenizer)["age"]
         age = evidence.spans.query("unit == @unit and factor == 'age'")["value"].item()
         assert age == pytest.approx(per_token[start:end].sum(), abs=1e-6)
     assert evidence.completeness["delta"].isna().all()
@@ -171,11 +198,19 @@ def test_unequal_arm_lengths_raise_or_are_skipped_and_listed(gpt2):
     texts = [render("old", 0, "male"), render("old", 1, "male")]
     longer = [render("young", 0, "male"), TEMPLATE.render({"age": "31 and 24", "sex": "male"})]
     with pytest.raises(InterventionError, match=r"unit 8: its text has \d+ tokens but its count"):
-        integrated_gradients(gpt2, texts, ["age"], YES_NO, baseline="counterfactual",
-                             counterfactuals=longer, units=[7, 8])
-    evidence = integrated_gradients(gpt2, texts, ["age"], YES_NO, baseline="counterfactual",
-                                    counterfactuals=longer, units=[7, 8],
-                                    on_length_mismatch="skip")
+        integrated_gradients(
+            gpt2, texts, ["age"], YES_NO, baseline="counterfactual", counterfactuals=longer, units=[7, 8]
+        )
+    evidence = integrated_gradients(
+        gpt2,
+        texts,
+        ["age"],
+        YES_NO,
+        baseline="counterfactual",
+        counterfactuals=longer,
+        units=[7, 8],
+        on_length_mismatch="skip",
+    )
     assert evidence.skipped_units == (8,)
     assert evidence.spans["unit"].tolist() == [7]
 

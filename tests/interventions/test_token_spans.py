@@ -4,9 +4,7 @@ import pytest
 
 from interventions import InterventionError, RenderedText, Template
 
-TEMPLATE = Template.parse(
-    "{age} year old with {insurance} insurance, aged {age}. Plan: {insurance}"
-)
+TEMPLATE = Template.parse("{age} year old with {insurance} insurance, aged {age}. Plan: {insurance}")
 FORMS = {"age": "67", "insurance": "Medicaid"}
 
 

