@@ -13,7 +13,7 @@ from experiments.config._compile import (
     load_experiment,
     stored_config,
 )
-from experiments.config._dataset import DROP_COLUMNS, PAIR_COLUMNS, Table, load_documents, load_pairs
+from experiments.config._dataset import DROP_COLUMNS, PAIR_COLUMNS, load_documents, load_pairs
 from experiments.config._schema import DataConfig, ExperimentConfig, MediationConfig, parse_config
 from experiments.config._yaml import load_yaml
 
@@ -28,7 +28,6 @@ __all__ = [
     "ExperimentConfig",
     "MediationConfig",
     "MediationPlan",
-    "Table",
     "compile_config",
     "load_documents",
     "load_experiment",

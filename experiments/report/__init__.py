@@ -6,11 +6,10 @@ Everything here reads a run's results or its folder; nothing runs the model.
 
 from experiments.report._compare import RunComparison, compare_runs, write_comparison
 from experiments.report._figures import mediation_heatmap
-from experiments.report._html import REPORT_FILE, redact, render_report, write_report
+from experiments.report._html import redact, render_report, write_report
 from experiments.report._summary import render_summary
 
 __all__ = [
-    "REPORT_FILE",
     "RunComparison",
     "compare_runs",
     "mediation_heatmap",

@@ -7,22 +7,18 @@ loads and rewrites documents (`evaluate_documents`), evaluates every text throug
 executor, stores units and outcomes, and returns `EvaluatedUnits` for the steps.
 """
 
-from experiments.run._documents import DocumentUnits, evaluate_documents
-from experiments.run._evaluated import EvaluatedUnits, EvidenceTexts
-from experiments.run._executor import Executor, LocalExecutor, RayExecutor, evaluate_texts, executor_for, import_ray
+from experiments.run._documents import evaluate_documents
+from experiments.run._evaluated import EvaluatedUnits
+from experiments.run._executor import LocalExecutor, RayExecutor, import_ray
 from experiments.run._progress import Progress, Report, counting, stage
-from experiments.run._rewriting import Counterfactuals, rewrite_documents, rewritten_pair
+from experiments.run._rewriting import rewritten_pair
 from experiments.run._shards import ShardStore, discard_shards
-from experiments.run._store import RunStore, atomic_write, base_manifest, config_hash, read_outcomes, utc_now
+from experiments.run._store import RunStore, base_manifest, config_hash, read_outcomes, utc_now
 from experiments.run._templated import TemplatedUnits, evaluate_templated_units, stored_outcomes
-from experiments.run._units import arm_texts, draw_units, realize_arms, subsample
+from experiments.run._units import arm_texts, draw_units, realize_arms
 
 __all__ = [
-    "Counterfactuals",
-    "DocumentUnits",
     "EvaluatedUnits",
-    "EvidenceTexts",
-    "Executor",
     "LocalExecutor",
     "Progress",
     "RayExecutor",
@@ -31,7 +27,6 @@ __all__ = [
     "ShardStore",
     "TemplatedUnits",
     "arm_texts",
-    "atomic_write",
     "base_manifest",
     "config_hash",
     "counting",
@@ -39,15 +34,11 @@ __all__ = [
     "draw_units",
     "evaluate_documents",
     "evaluate_templated_units",
-    "evaluate_texts",
-    "executor_for",
     "import_ray",
     "read_outcomes",
     "realize_arms",
-    "rewrite_documents",
     "rewritten_pair",
     "stage",
     "stored_outcomes",
-    "subsample",
     "utc_now",
 ]

@@ -44,6 +44,9 @@ class EvaluatedUnits(Protocol):
     observational estimate can be made (documents), else None; `human_pairs` the
     differences of people's edits (columns factor, source, target, difference), else None;
     `sequences` one confidence sequence per contrast when sampling stopped at a precision.
+    Units with `observed` also give, in `paired`, each unit's factual value of the
+    treatment as `source` (the confounding gap compares the units annotated with one of
+    the contrast's two values).
     """
 
     outcomes: pd.DataFrame

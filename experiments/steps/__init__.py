@@ -6,7 +6,7 @@ The steps know nothing of the run folder: the pipeline stores what they return.
 
 from experiments.steps._estimation import Estimates, confounding_gap, estimate_effects
 from experiments.steps._evidence import EvidenceResult, run_evidence
-from experiments.steps._mediation import MediationOutcome, run_mediation
+from experiments.steps._mediation import run_mediation
 from experiments.steps._review import ReviewResult, review_tables
 from experiments.steps._seeds import EVIDENCE, MEDIATION, analysis_seed
 
@@ -15,7 +15,6 @@ __all__ = [
     "MEDIATION",
     "Estimates",
     "EvidenceResult",
-    "MediationOutcome",
     "ReviewResult",
     "analysis_seed",
     "confounding_gap",
