@@ -1,36 +1,44 @@
 """Estimators for causal effects on a model's outcome, from tables of per-unit results.
 
-Never imports torch: estimation runs on tables produced elsewhere.
+Never imports torch: estimation runs on tables produced elsewhere. Public names load with
+their module on first use (PEP 562), so `from causal import Hypothesis` loads no estimator.
 """
 
-from causal._comparison import (
-    COMPARISON_COLUMNS,
-    UNMATCHED_COLUMNS,
-    VERDICT_CHANGE_COLUMNS,
-    ComparisonTable,
-    EffectDifference,
-    Unmatched,
-    compare_effects,
-    compare_verdicts,
-)
-from causal._estimate import estimate_paired_effects
-from causal._fairness import (
-    FAIRNESS_COLUMNS,
-    FairnessMetric,
-    FairnessTable,
-    counterfactual_flip_rates,
-    group_fairness,
-)
-from causal._human_pairs import estimate_human_pairs
-from causal._hypotheses import VERDICT_COLUMNS, Hypothesis, Verdict, VerdictTable, judge_hypotheses
-from causal._linking import AGREEMENT_COLUMNS, LINK_COLUMNS, EvidenceLinks, FactorLink, RankAgreement, link_evidence
-from causal._mediation import MEDIATION_COLUMNS, SITE_KEYS, MediationEstimate, MediationTable, estimate_mediation
-from causal._multiple_testing import adjust_p_values
-from causal._observational import OVERLAP_COLUMNS, REFUTATION_COLUMNS, ObservationalResult, estimate_observational
-from causal._results import EFFECT_COLUMNS, EffectEstimate, EffectTable
-from causal._sequential import SEQUENCE_COLUMNS, SequenceInterval, confidence_sequence
-from causal._surrogate import SURROGATE_COLUMNS, SurrogateFidelity, SurrogateResult, fit_surrogates
-from causal.errors import EstimationError
+from importlib import import_module
+from typing import Any
+
+_EXPORTS = {
+    "_results": ("EFFECT_COLUMNS", "EffectEstimate", "EffectTable"),
+    "_estimate": ("estimate_paired_effects",),
+    "_mediation": ("MEDIATION_COLUMNS", "SITE_KEYS", "MediationEstimate", "MediationTable", "estimate_mediation"),
+    "_linking": ("LINK_COLUMNS", "AGREEMENT_COLUMNS", "EvidenceLinks", "FactorLink", "RankAgreement", "link_evidence"),
+    "_observational": ("REFUTATION_COLUMNS", "OVERLAP_COLUMNS", "ObservationalResult", "estimate_observational"),
+    "_human_pairs": ("estimate_human_pairs",),
+    "_hypotheses": ("VERDICT_COLUMNS", "Hypothesis", "Verdict", "VerdictTable", "judge_hypotheses"),
+    "_fairness": (
+        "FAIRNESS_COLUMNS",
+        "FairnessMetric",
+        "FairnessTable",
+        "counterfactual_flip_rates",
+        "group_fairness",
+    ),
+    "_surrogate": ("SURROGATE_COLUMNS", "SurrogateFidelity", "SurrogateResult", "fit_surrogates"),
+    "_comparison": (
+        "COMPARISON_COLUMNS",
+        "UNMATCHED_COLUMNS",
+        "VERDICT_CHANGE_COLUMNS",
+        "ComparisonTable",
+        "EffectDifference",
+        "Unmatched",
+        "compare_effects",
+        "compare_verdicts",
+    ),
+    "_sequential": ("SEQUENCE_COLUMNS", "SequenceInterval", "confidence_sequence"),
+    "_multiple_testing": ("adjust_p_values",),
+    "_format": ("format_p_value", "format_fairness_estimate"),
+    "errors": ("EstimationError",),
+}
+_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
 
 __all__ = [
     "EFFECT_COLUMNS",
@@ -79,5 +87,21 @@ __all__ = [
     "SequenceInterval",
     "confidence_sequence",
     "adjust_p_values",
+    "format_p_value",
+    "format_fairness_estimate",
     "EstimationError",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Import the module of a public name on its first use and keep the name here."""
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from causal._format import frame_text
 from causal._linking import _records
 from causal._multiple_testing import adjust_p_values
 from causal._paired import Interval, t_interval
@@ -116,7 +117,7 @@ class ComparisonTable:
             f"{len(self.unmatched)} unmatched"
         ]
         if self.differences:
-            lines.append(self.to_frame().to_string(index=False, float_format="{:.4g}".format))
+            lines.append(frame_text(self.to_frame()))
         lines += [
             f"only in run {u.side}: {u.analysis} {u.estimand} {u.treatment}[{u.contrast}]"
             + (f" | {u.moderator} = {u.stratum}" if u.moderator else "")
@@ -129,7 +130,7 @@ class ComparisonTable:
         return self.summary()
 
     def _repr_html_(self) -> str:
-        return self.to_frame().to_html(index=False, float_format="{:.4g}".format)
+        return frame_text(self.to_frame(), html=True)
 
 
 def compare_effects(

@@ -15,6 +15,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from causal._format import format_fairness_estimate
 from causal._linking import _records
 from causal._proportions import as_binary, difference_interval, proportion_interval
 from causal.errors import EstimationError
@@ -54,10 +55,11 @@ class FairnessMetric:
     demographic_parity_difference / equal_opportunity_difference: highest minus lowest of those
     rates, `contrast` naming the two values ("highest vs lowest"). disparate_impact_ratio: lowest
     over highest positive rate (`contrast` "lowest vs highest"), with `four_fifths_violated`
-    when below 0.8 (None on every other metric); its CI is not computed (nan). CIs are
-    Clopper-Pearson for rates and Newcombe for differences (of the two values compared, taken
-    as given: choosing them as the extremes is not accounted for); zero-width for weighted
-    (enumerated) units, which carry no sampling error.
+    when below 0.8; nan and unflagged (None, as on every other metric) when undefined: no
+    positive decisions in either group, or fewer than two values. Its CI is not computed
+    (nan). CIs are Clopper-Pearson for rates and Newcombe for differences (of the two values
+    compared, taken as given: choosing them as the extremes is not accounted for); zero-width
+    for weighted (enumerated) units, which carry no sampling error.
     """
 
     metric: Metric
@@ -78,7 +80,8 @@ class FairnessMetric:
         flag = ""
         if self.four_fifths_violated is not None:
             flag = "; four-fifths rule violated" if self.four_fifths_violated else "; four-fifths rule met"
-        return f"{self.factor}{where}: {name} {self.estimate:.3g}{interval}{flag} [n={self.n_units}]"
+        estimate = format_fairness_estimate(self.metric, self.estimate, self.contrast, ".3g")
+        return f"{self.factor}{where}: {name} {estimate}{interval}{flag} [n={self.n_units}]"
 
     def __str__(self) -> str:
         return self.summary()
@@ -210,9 +213,7 @@ def _parity(
         n = sum(r.n_units for r in rates)
         rows = [FairnessMetric(difference, factor, None, None, math.nan, math.nan, math.nan, n)]
         if ratio:
-            rows.append(
-                FairnessMetric("disparate_impact_ratio", factor, None, None, math.nan, math.nan, math.nan, n, False)
-            )
+            rows.append(FairnessMetric("disparate_impact_ratio", factor, None, None, math.nan, math.nan, math.nan, n))
         return rows
     ranked = sorted(rates, key=lambda r: r.estimate)
     low, high = ranked[0], ranked[-1]
@@ -229,7 +230,8 @@ def _parity(
         )
     rows = [FairnessMetric(difference, factor, f"{high.value} vs {low.value}", None, gap, ci_low, ci_high, n)]
     if ratio:
-        impact = 1.0 if high.estimate == 0 else low.estimate / high.estimate
+        # Both rates 0 (the highest is 0): 0/0 is undefined, and neither passes nor fails the rule.
+        impact = math.nan if high.estimate == 0 else low.estimate / high.estimate
         rows.append(
             FairnessMetric(
                 "disparate_impact_ratio",
@@ -240,7 +242,7 @@ def _parity(
                 math.nan,
                 math.nan,
                 n,
-                bool(impact < FOUR_FIFTHS),
+                None if math.isnan(impact) else bool(impact < FOUR_FIFTHS),
             )
         )
     return rows

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from causal._format import format_p_value, frame_text
 from causal._linking import _records
 from causal._multiple_testing import adjust_p_values
 from causal.errors import EstimationError
@@ -183,7 +184,7 @@ class VerdictTable:
         return self.summary()
 
     def _repr_html_(self) -> str:
-        return self.to_frame().to_html(index=False, float_format="{:.4g}".format)
+        return frame_text(self.to_frame(), html=True)
 
 
 def judge_hypotheses(
@@ -376,7 +377,7 @@ def _reason(
         test = "TOST" if hypothesis.equivalence is not None else "one-sided"
         return (
             f"The effect of {subject} ({decider.estimate:.4g}, {level:.0%} CI {interval}) lies "
-            f"{region}: {test} Holm-adjusted p = {p_adjusted:.3g} < {1 - level:.3g}."
+            f"{region}: {test} {format_p_value(p_adjusted, '.3g', name='Holm-adjusted p')} < {1 - level:.3g}."
         )
     if math.isnan(p_adjusted):
         return (
@@ -385,7 +386,7 @@ def _reason(
         )
     return (
         f"The {level:.0%} CI of {subject} {interval} does not settle whether the effect lies "
-        f"{region} (Holm-adjusted p = {p_adjusted:.3g} >= {1 - level:.3g}): more units are "
+        f"{region} ({format_p_value(p_adjusted, '.3g', name='Holm-adjusted p')} >= {1 - level:.3g}): more units are "
         "needed to decide."
     )
 

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from causal._estimate import _check_level, _check_n_bootstrap, _check_seed, _finite_column
+from causal._format import frame_text
 from causal._multiple_testing import adjust_p_values
 from causal._paired import Interval, bootstrap_intervals, exact_interval, t_interval
 from causal.errors import EstimationError
@@ -95,10 +96,7 @@ class MediationTable:
         total = frame[frame["effect"] == "total"]
         indirect = frame[frame["effect"] == "indirect"]
         top = indirect.reindex(indirect["estimate"].abs().sort_values(ascending=False).index).head(10)
-        return (
-            f"{len(frame)} mediation estimates\n{total.to_string(index=False)}\n"
-            f"largest indirect effects:\n{top.to_string(index=False)}"
-        )
+        return f"{len(frame)} mediation estimates\n{frame_text(total)}\nlargest indirect effects:\n{frame_text(top)}"
 
     def __str__(self) -> str:
         return self.summary()

@@ -26,6 +26,7 @@ import pandas as pd
 from scipy import stats
 
 from causal._estimate import _check_level, _check_seed
+from causal._format import format_p_value
 from causal._results import EffectEstimate, EffectTable
 from causal.errors import EstimationError
 from graphs import CausalGraph
@@ -76,12 +77,12 @@ class ObservationalResult:
         lines = [f"observational effect of {self.treatment} ({self.contrast}), adjusting for {adjusted}"]
         lines += [
             f"  {e.method}: {e.estimate:.4g} [{e.ci_low:.4g}, {e.ci_high:.4g}] "
-            f"({e.level:.0%} CI, p = {e.p_value:.4g}, n={e.n_units})"
+            f"({e.level:.0%} CI, {format_p_value(e.p_value, name='p')}, n={e.n_units})"
             for e in self.effects.estimates
         ]
         lines += [
             f"  refuter {r.refuter} on {r.method}: new effect {r.new_effect:.4g} "
-            f"(estimate {r.estimate:.4g}, p = {r.p_value:.4g})"
+            f"(estimate {r.estimate:.4g}, {format_p_value(r.p_value, name='p')})"
             for r in self.refutations.itertuples(index=False)
         ]
         unsupported = self.overlap.loc[~self.overlap["supported"], "stratum"].tolist()

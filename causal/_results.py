@@ -10,6 +10,7 @@ from typing import Literal
 
 import pandas as pd
 
+from causal._format import format_p_value, frame_text
 from causal._multiple_testing import adjust_p_values
 
 EFFECT_COLUMNS = (
@@ -101,14 +102,14 @@ class EffectTable:
         header = f"{len(self.estimates)} estimates; p_adjusted: {self.correction or 'none'}"
         if not self.estimates:
             return header
-        body = self.to_frame().to_string(index=False, float_format="{:.4g}".format)
+        body = frame_text(self.to_frame())
         return f"{header}\n{body}"
 
     def __str__(self) -> str:
         return self.summary()
 
     def _repr_html_(self) -> str:
-        return self.to_frame().to_html(index=False, float_format="{:.4g}".format)
+        return frame_text(self.to_frame(), html=True)
 
     @classmethod
     def concat(cls, tables: Sequence[EffectTable]) -> EffectTable:
@@ -141,6 +142,7 @@ def _frame(estimates: Sequence[EffectEstimate]) -> pd.DataFrame:
 
 
 def _p_text(estimate: EffectEstimate) -> str:
+    p = format_p_value(estimate.p_value, name="p")
     if not math.isfinite(estimate.p_adjusted):
-        return f"p = {estimate.p_value:.4g}"
-    return f"p = {estimate.p_value:.4g}, p_adjusted = {estimate.p_adjusted:.4g}"
+        return p
+    return f"{p}, {format_p_value(estimate.p_adjusted, name='p_adjusted')}"

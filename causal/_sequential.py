@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from causal._estimate import _check_level
+from causal._format import format_p_value
 from causal._paired import is_constant
 from causal.errors import EstimationError
 
@@ -78,7 +79,7 @@ class SequenceInterval:
         return (
             f"mean {self.estimate:.4g} [{self.ci_low:.4g}, {self.ci_high:.4g}] "
             f"(half width {self.half_width:.4g}, {self.level:.0%} anytime-valid, "
-            f"p = {self.p_value:.4g}) [{self.method}, n={self.n_units}, "
+            f"{format_p_value(self.p_value, name='p')}) [{self.method}, n={self.n_units}, "
             f"tuned for n={self.design_size}]"
         )
 

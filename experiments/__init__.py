@@ -2,20 +2,27 @@
 
 Stage: pipeline. The package's public face: subpackages follow the order data flows
 through a run, and each imports only earlier ones: config -> demo -> run -> steps -> report;
-`_pipeline` and `cli` compose them. `errors` is shared by all.
+`_pipeline` and `cli` compose them. `errors` is shared by all. Public names load with their
+module on first use (PEP 562), so `import experiments.cli` does not import the run pipeline.
 """
 
-from experiments._pipeline import RunResult, run_experiment
-from experiments.config import (
-    Arm,
-    ContrastPlan,
-    Experiment,
-    ExperimentConfig,
-    compile_config,
-    load_experiment,
-    parse_config,
-)
-from experiments.errors import ConfigError, RunError
+from importlib import import_module
+from typing import Any
+
+_EXPORTS = {
+    "_pipeline": ("RunResult", "run_experiment"),
+    "config": (
+        "Arm",
+        "ContrastPlan",
+        "Experiment",
+        "ExperimentConfig",
+        "compile_config",
+        "load_experiment",
+        "parse_config",
+    ),
+    "errors": ("ConfigError", "RunError"),
+}
+_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
 
 __all__ = [
     "Arm",
@@ -30,3 +37,17 @@ __all__ = [
     "parse_config",
     "run_experiment",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Import the module of a public name on its first use and keep the name here."""
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -4,53 +4,22 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
-from dataclasses import KW_ONLY, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 import torch
 
+from interventions._spec import DTYPE_NAMES, DType, ModelSpec
 from interventions.errors import ModelLoadError
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-Task = Literal["causal-lm", "sequence-classifier"]
-DType = Literal["auto", "float32", "float16", "bfloat16"]
-
-_TASKS = ("causal-lm", "sequence-classifier")
-_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-_DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
+_DTYPES = {name: getattr(torch, name) for name in DTYPE_NAMES}
 # What transformers raises for a checkpoint it cannot read (missing files, bad config,
 # unknown architecture, offline hub id); re-raised as ModelLoadError naming the path.
 _LOAD_ERRORS = (OSError, ValueError, KeyError, TypeError, RuntimeError, ImportError)
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """Where a model lives and how to load it.
-
-    `path` is a local folder or a hub id. `device` is auto | cpu | cuda | cuda:N (auto picks
-    CUDA when available). `dtype` auto means float32 on CPU and the checkpoint's dtype on CUDA.
-    Remote code runs only when `trust_remote_code` is set.
-    """
-
-    path: str
-    _: KW_ONLY
-    task: Task = "causal-lm"
-    device: str = "auto"
-    dtype: DType = "auto"
-    trust_remote_code: bool = False
-    revision: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.task not in _TASKS:
-            raise ModelLoadError(f"model {self.path!r}: task {self.task!r} is not one of {list(_TASKS)}")
-        if self.dtype != "auto" and self.dtype not in _DTYPES:
-            raise ModelLoadError(f"model {self.path!r}: dtype {self.dtype!r} is not one of {['auto', *_DTYPES]}")
-        if not _DEVICE_PATTERN.fullmatch(self.device):
-            raise ModelLoadError(f"model {self.path!r}: device {self.device!r} is not one of auto, cpu, cuda or cuda:N")
 
 
 @dataclass(frozen=True, eq=False)

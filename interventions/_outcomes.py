@@ -1,7 +1,8 @@
 """Outcome specs: what number a model's logits give for one text.
 
 Each spec binds to a loaded model (`_bind`), which checks the task and resolves answer
-tokens and labels before any forward pass, and returns a `_Reader`.
+tokens and labels before any forward pass, and returns a `_Reader`. The specs are plain data:
+torch loads only when one binds, so configs compile without it.
 """
 
 from __future__ import annotations
@@ -11,12 +12,13 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING
 
-import torch
-
 from interventions.errors import AnswerTokenError, InterventionError
 
 if TYPE_CHECKING:
-    from interventions._adapter import ModelAdapter, Task
+    import torch
+
+    from interventions._adapter import ModelAdapter
+    from interventions._spec import Task
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,8 @@ class AnswerProb:
             )
 
     def _bind(self, adapter: ModelAdapter) -> _Reader:
+        import torch
+
         _require_task(self, adapter, "causal-lm")
         token_ids = [_single_token(adapter, answer) for answer in self.answers.values()]
         if len(set(token_ids)) < len(token_ids):
@@ -112,6 +116,8 @@ class ContinuationLogProb:
             raise InterventionError("ContinuationLogProb continuation is empty; give the text to score, e.g. ' yes'")
 
     def _bind(self, adapter: ModelAdapter) -> _Reader:
+        import torch
+
         _require_task(self, adapter, "causal-lm")
         token_ids = tuple(_answer_tokens(adapter, self.continuation))
         if not token_ids:
@@ -140,6 +146,8 @@ class ClassProb:
     label: str | int
 
     def _bind(self, adapter: ModelAdapter) -> _Reader:
+        import torch
+
         _require_task(self, adapter, "sequence-classifier")
         index = _label_index(adapter, self.label)
         return _Reader(suffix=(), read=lambda logits, last: torch.softmax(logits, dim=-1)[:, index])
@@ -208,4 +216,6 @@ def _label_index(adapter: ModelAdapter, label: str | int) -> int:
 
 def _at_last(logits: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
     """Logits at each row's last real token: (batch, seq, vocab) -> (batch, vocab)."""
+    import torch
+
     return logits[torch.arange(logits.shape[0], device=logits.device), last]

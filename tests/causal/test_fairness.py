@@ -158,9 +158,23 @@ def test_categorical_order_one_value_and_all_negative_edge_cases():
     frame = pd.DataFrame({"sex": pd.Categorical(["male", "female"], categories=["male", "female"]), "decision": [0, 0]})
     table = group_fairness(frame, factor="sex")
     assert _rows(table, metric="positive_rate")["value"].tolist() == ["male", "female"]
-    assert _one(table, metric="disparate_impact_ratio")["estimate"] == 1.0
     single = group_fairness(frame.assign(sex="male"), factor="sex")
     assert math.isnan(_one(single, metric="demographic_parity_difference")["estimate"])
+    assert _one(single, metric="disparate_impact_ratio")["four_fifths_violated"] is None
+
+
+def test_a_ratio_of_two_zero_rates_is_undefined_neither_met_nor_violated():
+    """No woman and no man is referred: 0 / 0 is no evidence of parity, so the rule is not passed."""
+    frame = pd.DataFrame({"sex": ["female"] * 6 + ["male"] * 4, "decision": [0] * 10})
+    table = group_fairness(frame, factor="sex")
+    impact = next(m for m in table.metrics if m.metric == "disparate_impact_ratio")
+    assert math.isnan(impact.estimate) and impact.four_fifths_violated is None
+    assert impact.contrast == "female vs male" and table.four_fifths_violations == ()
+    assert impact.summary() == (
+        "sex (female vs male): disparate impact ratio undefined (no positive decisions in either group) [n=10]"
+    )
+    parity = _one(table, metric="demographic_parity_difference")
+    assert parity["estimate"] == 0.0  # the difference of two zero rates is defined
 
 
 def test_frame_columns_concat_and_frozen(sexes):

@@ -229,6 +229,14 @@ def test_planted_effect_from_estimate_paired_effects_through_csv():
     pd.testing.assert_frame_equal(round_trip, before)
 
 
+def test_a_p_value_that_underflows_to_zero_is_stated_as_a_bound():
+    """An effect 150000 standard errors past its bound: the one-sided p is below the float floor (0.0)."""
+    verdict = _judge(_negative(0.05), _row("insurance", "none vs private", -0.2, 1e-6))
+    assert verdict.verdict == "supported" and verdict.p_adjusted == 0.0
+    assert "one-sided Holm-adjusted p < 1e-16 < 0.05." in verdict.reason
+    assert "p = 0" not in verdict.reason
+
+
 def test_table_frame_summary_and_contradicted_ids():
     table = judge_hypotheses(
         [_negative(0.05), _equivalent(0.02)],

@@ -80,6 +80,8 @@ def test_public_names_are_pinned():
         "SequenceInterval",
         "confidence_sequence",
         "adjust_p_values",
+        "format_p_value",
+        "format_fairness_estimate",
         "EstimationError",
     ]
     assert all(hasattr(causal, name) for name in causal.__all__)
