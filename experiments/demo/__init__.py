@@ -1,4 +1,4 @@
-"""Stage 2, demo: the built-in demo models, trained on first use from the demo config's structural model.
+"""Stage 2, demo: the built-in demo models, shipped trained on notes from the demo config's structural model.
 
 Stage: demo. May import interventions, experiments.errors and the config stage.
 """

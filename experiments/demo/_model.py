@@ -1,4 +1,4 @@
-"""The built-in demo models, `builtin:triage-demo` and `builtin:triage-demo-fair`, trained on first use and cached.
+"""The built-in demo models, `builtin:triage-demo` and `builtin:triage-demo-fair`, shipped trained in the package.
 
 Stage: demo. May import interventions, experiments.errors and the config stage.
 
@@ -16,19 +16,20 @@ The model learns P(" yes") = sigmoid(rule), so its logit difference between
 " yes" and " no" approximates the rule's log-odds. `builtin:triage-demo-fair` is the
 same model trained on the same notes by the rule without the insurance terms: a second
 build to compare against, whose insurance effect is zero by construction.
+
+Both ship in `models/<name>/`, made by `scripts/train_demo_models.py` with `train_demo_model`,
+which trains deterministically: a retrain anywhere can be compared with the shipped fingerprint.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from importlib.resources import files
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -40,6 +41,7 @@ BUILTIN_PREFIX = "builtin:"
 DEMO_NAME = "triage-demo"
 FAIR_NAME = "triage-demo-fair"
 EXAMPLE_CONFIG = files("experiments") / "examples" / "triage.yaml"
+MODELS = files("experiments.demo") / "models"
 
 PLANTED_LOG_ODDS: Mapping[str, float] = {
     "intercept": -0.5,
@@ -55,7 +57,7 @@ RULES: Mapping[str, Mapping[str, float]] = {DEMO_NAME: PLANTED_LOG_ODDS, FAIR_NA
 
 @dataclass(frozen=True)
 class TrainingSpec:
-    """Everything that determines the trained weights; its hash keys the cache."""
+    """Everything that determines the trained weights, with the rule and the example's notes."""
 
     units: int = 16_000
     seed: int = 20_261_123
@@ -83,18 +85,16 @@ def referral_log_odds(values: Mapping[str, np.ndarray], rule: Mapping[str, float
     return log_odds
 
 
-def cache_root() -> Path:
-    """Where built-in models are cached: $PARIBUS_CACHE_DIR, else the user's cache folder."""
-    if "PARIBUS_CACHE_DIR" in os.environ:
-        return Path(os.environ["PARIBUS_CACHE_DIR"])
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "paribus"
+def model_folder(name: str) -> Path:
+    """The packaged folder of the built-in model `name` (weights, tokenizer and training.json)."""
+    return Path(str(MODELS / name))
 
 
 def resolve_model_path(model_id: str, *, progress: Callable[[int, int], None] | None = None) -> str:
-    """A local folder for `model_id`: built-in models are trained on first use, other ids pass through.
+    """A local folder for `model_id`: a built-in name gives its packaged folder, other ids pass through.
 
-    `progress(done, total)` reports training steps when a built-in model is trained.
+    The built-in models ship trained, so nothing is trained or downloaded here and `progress`
+    is never called.
     """
     if not model_id.startswith(BUILTIN_PREFIX):
         return model_id
@@ -102,33 +102,54 @@ def resolve_model_path(model_id: str, *, progress: Callable[[int, int], None] | 
     if name not in RULES:
         known = ", ".join(BUILTIN_PREFIX + known for known in RULES)
         raise ConfigError(f"unknown built-in model {model_id!r}; built-in models: {known}", path="model.id")
-    rule = RULES[name]
-    folder = cache_root() / f"{name}-{_training_key(rule)}"
-    if not (folder / "training.json").exists():
-        _train_into(folder, rule, progress)
-    return str(folder)
+    return str(model_folder(name))
 
 
-def _training_key(rule: Mapping[str, float]) -> str:
-    """Hash of what determines the weights: the spec, the rule, and the example's factors and prompt."""
+def training_key(rule: Mapping[str, float]) -> str:
+    """Hash of what determines the weights: the spec, the rule, and the example's factors and prompt.
+
+    training.json records it, so shipped weights that no longer match the example config show as stale.
+    """
     config = load_experiment(Path(str(EXAMPLE_CONFIG))).config
     notes = {"factors": config.model_dump(mode="json")["factors"], "prompt": config.prompt.variants}
     payload = json.dumps({"spec": asdict(TRAINING), "rule": dict(rule), "notes": notes}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
 
-def _train_into(folder: Path, rule: Mapping[str, float], progress: Callable[[int, int], None] | None) -> None:
-    """Train into a scratch folder and move it into place, so a cache entry is whole or absent."""
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+def train_demo_model(name: str, folder: Path, *, progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+    """Train the built-in model `name` into `folder` (created) and return its training record.
+
+    Training runs on one CPU thread with deterministic algorithms (the caller's settings are
+    restored afterwards), so the weights are bit-identical whatever the process's thread count.
+    The record, also written to training.json, holds the spec, the rule, the training key, the
+    held-out fit and the model fingerprint as a run's manifest records it.
+    """
+    import tokenizers
+    import torch
+    import transformers
+
+    from interventions import ModelAdapter, ModelSpec
+
+    rule = RULES[name]
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    torch.set_num_threads(1)
+    torch.use_deterministic_algorithms(True)
     try:
-        _train(scratch, rule, progress)
-        os.replace(scratch, folder)
-    except OSError:
-        if not (folder / "training.json").exists():
-            raise
+        fit = _train(folder, rule, progress)
     finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic)
+    record = {
+        "model": BUILTIN_PREFIX + name,
+        "spec": asdict(TRAINING),
+        "planted_log_odds": dict(rule),
+        "training_key": training_key(rule),
+        "model_fingerprint": ModelAdapter.load(ModelSpec(str(folder), device="cpu")).fingerprint(),
+        **fit,
+        "trained_with": {package.__name__: package.__version__ for package in (torch, transformers, tokenizers)},
+    }
+    (folder / "training.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    return record
 
 
 def _notes(n_units: int, seed: int, rule: Mapping[str, float]) -> tuple[list[str], np.ndarray]:
@@ -165,7 +186,8 @@ def _tokenizer(texts: list[str]):
     return tokenizer
 
 
-def _train(folder: Path, rule: Mapping[str, float], progress: Callable[[int, int], None] | None) -> None:
+def _train(folder: Path, rule: Mapping[str, float], progress: Callable[[int, int], None] | None) -> dict[str, float]:
+    """Train on the rule's notes, save weights and tokenizer into `folder`, and return the held-out fit."""
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel
 
@@ -214,9 +236,7 @@ def _train(folder: Path, rule: Mapping[str, float], progress: Callable[[int, int
     model.eval()
     model.save_pretrained(folder, safe_serialization=True)
     tokenizer.save_pretrained(folder)
-    fit = _held_out_fit(model, tokenizer, yes, no, rule)
-    record = {"spec": asdict(TRAINING), "planted_log_odds": dict(rule), **fit}
-    (folder / "training.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    return _held_out_fit(model, tokenizer, yes, no, rule)
 
 
 def _held_out_fit(model, tokenizer, yes: int, no: int, rule: Mapping[str, float]) -> dict[str, float]:
