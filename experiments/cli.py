@@ -1,10 +1,15 @@
-"""The `paribus` command line: validate and run experiment configs, rebuild reports, compare runs.
+"""The `paribus` command line: validate and run experiment configs, rebuild reports, compare and verify runs.
 
 Stage: pipeline. May import every stage.
+
+Exit status: 0 done; 1 an internal error; 2 any user error (config, data, model files,
+sizes, paths, run folders), one line and no traceback; 3 a contradicted hypothesis under
+--fail-on-hypotheses; 4 a run folder that does not verify.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,7 +22,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from experiments.config import Experiment, load_experiment
+from experiments.config import Experiment, load_experiment, shortened
+from experiments.errors import RunFolderError
 
 app = typer.Typer(
     name="paribus",
@@ -32,24 +38,49 @@ _out = Console()
 ConfigArg = Annotated[Path, typer.Argument(help="Experiment config (YAML).", show_default=False)]
 
 
+_PATH_ERRORS = (PermissionError, FileExistsError, FileNotFoundError, NotADirectoryError, IsADirectoryError)
+"""OSErrors about a path the user named (a folder that cannot be written, a file where a folder must be)."""
+
+
 @contextmanager
 def _user_errors(run_folder: Path | None = None, *, failure: str = "run failed") -> Iterator[None]:
-    """Turn bad input into a one-line message and exit status 2 (1, after `failure`, for a RunError)."""
+    """Turn bad input into a one-line message and exit status 2 (1, after `failure`, for a RunError).
+
+    With `run_folder`, the message says the folder keeps what this run wrote only when files
+    appeared or changed there while the block ran.
+    """
     from experiments.errors import RunError
 
+    before = _stamps(run_folder)
     try:
         yield
-    except ValueError as error:
-        kept = (
-            f"\nwhat was computed so far is kept in {escape(str(run_folder))}"
-            if run_folder and run_folder.exists()
-            else ""
+    except (ValueError, *_PATH_ERRORS) as error:
+        kept = ""
+        if run_folder is not None and _stamps(run_folder).items() - before.items():
+            kept = f"\nwhat this run wrote so far is kept in {escape(str(run_folder))}"
+        _err.print(
+            f"[bold red]error:[/bold red] {escape(shortened(str(error)))}{kept}", highlight=False, soft_wrap=True
         )
-        _err.print(f"[bold red]error:[/bold red] {escape(str(error))}{kept}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     except RunError as error:
         _err.print(f"[bold red]{failure}:[/bold red] {escape(str(error))}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
+
+
+def _stamps(folder: Path | None) -> dict[str, tuple[int, int]]:
+    """(modification time, size) of every file under `folder`; empty when it is not a folder."""
+    if folder is None or not folder.is_dir():
+        return {}
+    stamps = {}
+    for root, _, names in os.walk(folder):
+        for name in names:
+            path = os.path.join(root, name)
+            try:
+                stat = os.stat(path)
+            except OSError:  # removed while we looked
+                continue
+            stamps[path] = (stat.st_mtime_ns, stat.st_size)
+    return stamps
 
 
 def _load(config: Path, overrides: dict[str, dict[str, Any]]) -> Experiment:
@@ -57,15 +88,38 @@ def _load(config: Path, overrides: dict[str, dict[str, Any]]) -> Experiment:
         return load_experiment(config, overrides=overrides)
 
 
+def _check_model(experiment: Experiment) -> str:
+    """Resolve model.id (a built-in id to its folder) and check its tokenizer against the outcome; say what was checked."""
+    from experiments.config import check_model
+    from experiments.demo import resolve_model_path
+
+    with _user_errors():
+        return check_model(experiment.config, resolve_model_path(experiment.config.model.id))
+
+
+def _check_run_folder(folder: Path) -> None:
+    """The run folder exists as a folder or can be made: its nearest existing ancestor is a writable folder."""
+    if folder.exists() and not folder.is_dir():
+        raise RunFolderError(f"run folder {folder} is a file; give a folder (--out)")
+    ancestor = folder
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise RunFolderError(f"run folder {folder} cannot be made: {ancestor} is a file, not a folder")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise RunFolderError(f"run folder {folder} cannot be written: {ancestor} is not writable by this user")
+
+
 @app.command()
 def validate(config: ConfigArg) -> None:
-    """Check a config without running a model; exit status 2 and the problem when it is invalid."""
+    """Check a config, its data and its model's tokenizer (no weights); exit status 2 and the problem when invalid."""
     experiment = _load(config, {})
     graph = experiment.graph
     source = f"{len(experiment.templates)} template(s)"
     if experiment.data is not None:
         with _user_errors():
             source = _documents_words(experiment)
+    model = _check_model(experiment)
     _out.print(
         f"[green]valid[/green]: {escape(experiment.config.name)}: {len(graph.factors)} factors, "
         f"{len(graph.edges)} edges into/among them, {source}, "
@@ -75,6 +129,7 @@ def validate(config: ConfigArg) -> None:
         highlight=False,
         soft_wrap=True,
     )
+    _out.print(escape(model), highlight=False, soft_wrap=True)
 
 
 def _documents_words(experiment: Experiment) -> str:
@@ -113,13 +168,10 @@ def run(
         Path | None, typer.Option(help="Resume the unfinished run in this folder, skipping the outcomes it holds.")
     ] = None,
 ) -> None:
-    """Run an experiment and write its run folder (config, manifest, tables, summary.md, report.html)."""
-    from transformers.utils import logging as transformers_logging
+    """Run an experiment and write its run folder (config, manifest, tables, summary.md, report.html).
 
-    from experiments._pipeline import run_experiment
-
-    transformers_logging.disable_progress_bar()
-
+    The config, its documents, its model's tokenizer and the folder are checked before the folder is made.
+    """
     overrides: dict[str, dict[str, Any]] = {}
     if units is not None:
         overrides.setdefault("sampling", {})["units"] = units
@@ -139,6 +191,17 @@ def run(
         raise typer.Exit(2)
     experiment = _load(config, overrides)
     folder = resume or out or Path("runs") / f"{experiment.config.name}-{datetime.now():%Y%m%d-%H%M%S}"
+    with _user_errors():
+        if experiment.data is not None:
+            _documents_words(experiment)
+    _check_model(experiment)
+    with _user_errors():
+        _check_run_folder(folder)
+    from transformers.utils import logging as transformers_logging
+
+    from experiments._pipeline import run_experiment
+
+    transformers_logging.disable_progress_bar()
     with _user_errors(folder), _progress() as progress:
         result = run_experiment(
             experiment, out_dir=folder, progress=progress, command=sys.argv, resume=resume is not None
@@ -184,6 +247,29 @@ def compare(
     typer.echo(comparison.summary())
     if out is not None:
         _out.print(f"comparison folder: {escape(str(out))}", highlight=False, soft_wrap=True)
+
+
+@app.command()
+def verify(
+    run_dir: RunArg,
+    sample: Annotated[
+        int, typer.Option(min=1, help="Stored (unit, arm) outcomes to evaluate again with the model.")
+    ] = 20,
+    seed: Annotated[int, typer.Option(min=0, help="Seed of the sample of outcomes evaluated again.")] = 0,
+) -> None:
+    """Check a finished run folder: every file against its checksum, and a seeded sample of outcomes re-evaluated.
+
+    Exit status 0 when the folder verifies; 4 when it does not (a changed file, or outcomes the
+    model no longer gives: the summary names them and the largest difference); 2 when the
+    folder is not a run folder or cannot be read.
+    """
+    from experiments._verify import verify_run
+
+    with _user_errors(failure="cannot verify"), _progress() as progress:
+        verification = verify_run(run_dir, sample=sample, seed=seed, progress=progress)
+    typer.echo(verification.summary())
+    if not verification.ok:
+        raise typer.Exit(4)
 
 
 @contextmanager

@@ -14,7 +14,9 @@ from experiments.config._compile import (
     stored_config,
 )
 from experiments.config._dataset import DROP_COLUMNS, PAIR_COLUMNS, load_documents, load_pairs
+from experiments.config._quote import quoted, shortened
 from experiments.config._schema import DataConfig, ExperimentConfig, MediationConfig, parse_config
+from experiments.config._tokenizer import check_model
 from experiments.config._yaml import load_yaml
 
 __all__ = [
@@ -28,11 +30,14 @@ __all__ = [
     "ExperimentConfig",
     "MediationConfig",
     "MediationPlan",
+    "check_model",
     "compile_config",
     "load_documents",
     "load_experiment",
     "load_pairs",
     "load_yaml",
     "parse_config",
+    "quoted",
+    "shortened",
     "stored_config",
 ]

@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from causal import EstimationError, Hypothesis
+from experiments.config._quote import MESSAGE_LIMIT, QUOTE_LIMIT, listed, quoted, shortened
+from experiments.config._resources import check_resources, physical_memory
 from experiments.config._schema import DataConfig, EffectConfig, ExperimentConfig, OutcomeConfig, parse_config
 from experiments.config._yaml import load_yaml
 from experiments.errors import ConfigError
@@ -131,9 +133,9 @@ def load_experiment(path: str | Path, *, overrides: Mapping[str, Mapping[str, An
     data = load_yaml(path)
     if isinstance(data, dict):
         for section, values in (overrides or {}).items():
-            merged = dict(data.get(section) or {})
-            merged.update(values)
-            data[section] = merged
+            current = data.get(section)
+            if current is None or isinstance(current, dict):  # else the schema reports the section's type
+                data[section] = {**(current or {}), **values}
     return compile_config(parse_config(data), base_dir=Path(path).parent)
 
 
@@ -141,8 +143,19 @@ def compile_config(config: ExperimentConfig, *, base_dir: str | Path | None = No
     """Check cross-section rules and build the run's objects; ConfigError names the YAML path.
 
     `base_dir` is where relative data, pairs and rule files lie (the config file's folder;
-    default the working directory).
+    default the working directory). Sizes are checked against this machine's memory.
     """
+    try:
+        return _compile(config, Path(base_dir or "."))
+    except ConfigError as error:
+        # Names and values quoted from graphs, interventions or causal are not cut at the source.
+        if len(str(error)) <= MESSAGE_LIMIT:
+            raise
+        path = None if error.path is None else shortened(error.path, limit=QUOTE_LIMIT)
+        raise ConfigError(shortened(error.reason), path=path) from None
+
+
+def _compile(config: ExperimentConfig, base_dir: Path) -> Experiment:
     names = list(config.factors)
     graph = _with_path("graph", lambda: CausalGraph.from_edges(names, config.graph.outcome, config.graph.edges))
     if config.data is None:
@@ -152,14 +165,14 @@ def compile_config(config: ExperimentConfig, *, base_dir: str | Path | None = No
         data = None
     else:
         structural, templates = None, ()
-        data = _data_plan(config, config.data, graph, Path(base_dir or "."))
+        data = _data_plan(config, config.data, graph, base_dir)
     contrasts = tuple(
         plan for index, effect in enumerate(config.effects) for plan in _plans(index, effect, config, graph)
     )
     mediation = tuple(_mediation_plan(index, config) for index in range(len(config.mediation)))
     if data is not None:
         _check_data_effects(config, data.config, graph, mediation)
-    return Experiment(
+    experiment = Experiment(
         config=config,
         graph=graph,
         model=structural,
@@ -172,13 +185,15 @@ def compile_config(config: ExperimentConfig, *, base_dir: str | Path | None = No
             trust_remote_code=config.model.trust_remote_code,
             revision=config.model.revision,
         ),
-        outcome=_outcome(config.outcome),
+        outcome=_outcome(config),
         contrasts=contrasts,
         mediation=mediation,
         data=data,
         hypotheses=_hypotheses(config, contrasts),
         decision_threshold=_decision_threshold(config),
     )
+    check_resources(config, n_arms=len(experiment.arms), memory=physical_memory())
+    return experiment
 
 
 def _with_path(prefix: str, build: Any) -> Any:
@@ -187,11 +202,12 @@ def _with_path(prefix: str, build: Any) -> Any:
         return build()
     except GraphError as error:
         path = f"{prefix}.{error.path}" if error.path else prefix
-        raise ConfigError(str(error), path=path) from None
+        raise ConfigError(shortened(str(error)), path=path) from None
 
 
 def _factor(name: str, config: ExperimentConfig, graph: CausalGraph) -> Factor:
     spec = config.factors[name]
+    _check_distinct_forms(name, spec.values)
     order = _parents(name, config, graph)
     parent_values = {parent: tuple(config.factors[parent].values) for parent in order}
     return _with_path(
@@ -202,13 +218,29 @@ def _factor(name: str, config: ExperimentConfig, graph: CausalGraph) -> Factor:
     )
 
 
+def _check_distinct_forms(name: str, values: Mapping[str, list[str]]) -> None:
+    """Each surface form realizes one value: a form shared by two values makes their texts alike, so an
+    effect between them reads as 0 by construction (a typo that would pass an equivalence test)."""
+    owner: dict[str, str] = {}
+    for value, forms in values.items():
+        for form in forms:
+            first = owner.setdefault(form, value)
+            if first != value:
+                raise ConfigError(
+                    f"{quoted(first)} and {quoted(value)} share the surface form {quoted(form)}; a text with it "
+                    "cannot say which value it realizes, and an effect between them would be 0 by construction; "
+                    "give each value its own forms",
+                    path=f"factors.{name}.values",
+                )
+
+
 def _parents(name: str, config: ExperimentConfig, graph: CausalGraph) -> tuple[str, ...]:
     """The factor's parents, in its own order when given; they must agree with the graph's."""
     spec = config.factors[name]
     parents = graph.parents(name)
     if spec.parents is not None and set(spec.parents) != set(parents):
         raise ConfigError(
-            f"parents {spec.parents} differ from the graph's parents {list(parents)}; "
+            f"parents {quoted(spec.parents)} differ from the graph's parents {list(parents)}; "
             "make graph.edges and this list agree (or omit parents to take them from the graph)",
             path=f"factors.{name}.parents",
         )
@@ -227,7 +259,7 @@ def _data_plan(config: ExperimentConfig, data: DataConfig, graph: CausalGraph, b
             )
     for name in data.factors:
         if name not in config.factors:
-            raise ConfigError(f"{name!r} is not a factor{_suggest(name, names)}", path=f"data.factors.{name}")
+            raise ConfigError(f"{quoted(name)} is not a factor{_suggest(name, names)}", path=f"data.factors.{name}")
     if config.sampling.mode == "exact":
         raise ConfigError(
             "exact mode enumerates a structural model; with data: the documents are the units; "
@@ -238,7 +270,7 @@ def _data_plan(config: ExperimentConfig, data: DataConfig, graph: CausalGraph, b
     for name, source in config.rewrite.items():
         if name not in data.factors:
             raise ConfigError(
-                f"{name!r} is not an annotated factor (data.factors: {', '.join(data.factors)}); "
+                f"{quoted(name)} is not an annotated factor (data.factors: {listed(data.factors)}); "
                 "only annotated factors can be rewritten",
                 path=f"rewrite.{name}",
             )
@@ -289,11 +321,11 @@ def _rules(name: str, source: str, config: ExperimentConfig, base_dir: Path) -> 
     try:
         rules = RewriteRules.load(source if builtin else _resolve(source, base_dir), factor=name)
     except InterventionError as error:
-        raise ConfigError(str(error), path=f"rewrite.{name}") from None
+        raise ConfigError(shortened(str(error)), path=f"rewrite.{name}") from None
     unknown = [value for value in config.factors[name].values if value not in rules.values]
     if unknown:
         raise ConfigError(
-            f"the rules {source!r} know the values {list(rules.values)}, not {unknown}; "
+            f"the rules {quoted(source)} know the values {quoted(list(rules.values))}, not {quoted(unknown)}; "
             f"name factor {name}'s values as the rules do, or extend the rules",
             path=f"rewrite.{name}",
         )
@@ -314,7 +346,7 @@ def _check_data_effects(
         for moderator in effect.moderators:
             if moderator not in data.factors:
                 raise ConfigError(
-                    f"moderator {moderator!r} is not annotated; add it to data.factors", path=f"{path}.moderators"
+                    f"moderator {quoted(moderator)} is not annotated; add it to data.factors", path=f"{path}.moderators"
                 )
         mediators = graph.mediators(effect.treatment)
         if effect.estimand == "total" and mediators:
@@ -334,7 +366,7 @@ def _check_data_effects(
         other = [position for position in plan.positions if position not in ("factor", "last", "all")]
         if other:
             raise ConfigError(
-                f"positions {other}: a rewrite records spans of the treatment only; use factor, last or all",
+                f"positions {quoted(other)}: a rewrite records spans of the treatment only; use factor, last or all",
                 path=f"{plan.path}.positions",
             )
 
@@ -342,11 +374,11 @@ def _check_data_effects(
 def _check_rewritable(treatment: str, config: ExperimentConfig, data: DataConfig, path: str) -> None:
     if treatment not in data.factors:
         raise ConfigError(
-            f"treatment {treatment!r} is not annotated in the documents; add it to data.factors", path=path
+            f"treatment {quoted(treatment)} is not annotated in the documents; add it to data.factors", path=path
         )
     if treatment not in config.rewrite:
         raise ConfigError(
-            f"treatment {treatment!r} has no rewrite rules; add rewrite.{treatment} (builtin:sex or a rules file)",
+            f"treatment {quoted(treatment)} has no rewrite rules; add rewrite.{treatment} (builtin:sex or a rules file)",
             path=path,
         )
 
@@ -359,7 +391,7 @@ def _templates(config: ExperimentConfig, names: list[str]) -> tuple[Template, ..
         try:
             template = Template.parse(text)
         except TemplateError as error:
-            raise ConfigError(str(error), path=path) from None
+            raise ConfigError(shortened(str(error)), path=path) from None
         for slot in template.slots:
             if slot not in names:
                 raise ConfigError(f"slot {{{slot}}} is not a factor{_suggest(slot, names)}", path=path)
@@ -368,7 +400,7 @@ def _templates(config: ExperimentConfig, names: list[str]) -> tuple[Template, ..
     for name in names:
         if name not in rendered:
             raise ConfigError(
-                f"factor {name!r} appears in no template, so no intervention on it can change the text; "
+                f"factor {quoted(name)} appears in no template, so no intervention on it can change the text; "
                 f"add {{{name}}} to the prompt",
                 path=f"factors.{name}",
             )
@@ -383,7 +415,7 @@ def _plans(index: int, effect: EffectConfig, config: ExperimentConfig, graph: Ca
     for moderator in effect.moderators:
         if moderator not in config.factors or moderator == effect.treatment:
             raise ConfigError(
-                f"moderator {moderator!r} must be a factor other than the treatment{_suggest(moderator, names)}",
+                f"moderator {quoted(moderator)} must be a factor other than the treatment{_suggest(moderator, names)}",
                 path=f"{path}.moderators",
             )
     hold = _hold(path, effect, graph)
@@ -407,7 +439,7 @@ def _mediation_plan(index: int, config: ExperimentConfig) -> MediationPlan:
         factor = position.removeprefix("factor:")
         if position.startswith("factor:") and factor not in config.factors:
             raise ConfigError(
-                f"position {position!r} names no factor{_suggest(factor, names)}", path=f"{path}.positions"
+                f"position {quoted(position)} names no factor{_suggest(factor, names)}", path=f"{path}.positions"
             )
     treated, reference = spec.contrast
     return MediationPlan(
@@ -430,12 +462,14 @@ def _check_contrast(path: str, treatment: str, contrast: list[str] | None, confi
     names = list(config.factors)
     if treatment not in config.factors:
         raise ConfigError(
-            f"treatment {treatment!r} is not a factor{_suggest(treatment, names)}", path=f"{path}.treatment"
+            f"treatment {quoted(treatment)} is not a factor{_suggest(treatment, names)}", path=f"{path}.treatment"
         )
     values = list(config.factors[treatment].values)
     for value in contrast or ():
         if value not in values:
-            raise ConfigError(f"{value!r} is not a value of {treatment} ({', '.join(values)})", path=f"{path}.contrast")
+            raise ConfigError(
+                f"{quoted(value)} is not a value of {treatment} ({listed(values)})", path=f"{path}.contrast"
+            )
 
 
 def _hold(path: str, effect: EffectConfig, graph: CausalGraph) -> tuple[str, ...]:
@@ -457,7 +491,7 @@ def _hold(path: str, effect: EffectConfig, graph: CausalGraph) -> tuple[str, ...
     for name in effect.hold:
         if name not in descendants:
             raise ConfigError(
-                f"{name!r} is not a descendant of {effect.treatment}, so holding it changes nothing; "
+                f"{quoted(name)} is not a descendant of {effect.treatment}, so holding it changes nothing; "
                 f"descendants: {sorted(descendants) or 'none'}",
                 path=f"{path}.hold",
             )
@@ -471,12 +505,12 @@ def _hypotheses(config: ExperimentConfig, contrasts: tuple[ContrastPlan, ...]) -
         path = f"hypotheses[{index}]"
         if spec.id in {known.id for known in hypotheses}:
             raise ConfigError(
-                f"id {spec.id!r} is used by an earlier hypothesis; give each a distinct id", path=f"{path}.id"
+                f"id {quoted(spec.id)} is used by an earlier hypothesis; give each a distinct id", path=f"{path}.id"
             )
         try:
             treatment, contrast = Hypothesis.parse_effect(spec.effect)
         except EstimationError as error:
-            raise ConfigError(str(error), path=f"{path}.effect") from None
+            raise ConfigError(shortened(str(error)), path=f"{path}.effect") from None
         estimated = [
             plan.contrast for plan in contrasts if plan.treatment == treatment and plan.estimand == spec.estimand
         ]
@@ -488,7 +522,7 @@ def _hypotheses(config: ExperimentConfig, contrasts: tuple[ContrastPlan, ...]) -
                 }
             )
             raise ConfigError(
-                f"{spec.effect!r} ({spec.estimand}) is not among the effects this config estimates: {', '.join(known)}; "
+                f"{quoted(spec.effect)} ({spec.estimand}) is not among the effects this config estimates: {listed(known)}; "
                 "name one of them, or add it under effects",
                 path=f"{path}.effect",
             )
@@ -517,11 +551,12 @@ def _decision_threshold(config: ExperimentConfig) -> float | None:
     for index, name in enumerate(config.fairness.protected):
         if name not in config.factors:
             raise ConfigError(
-                f"{name!r} is not a factor{_suggest(name, list(config.factors))}", path=f"fairness.protected[{index}]"
+                f"{quoted(name)} is not a factor{_suggest(name, list(config.factors))}",
+                path=f"fairness.protected[{index}]",
             )
         if config.data is not None and name not in config.data.factors:
             raise ConfigError(
-                f"{name!r} is not annotated in the documents: fairness needs each document's value; "
+                f"{quoted(name)} is not annotated in the documents: fairness needs each document's value; "
                 f"annotated are {sorted(config.data.factors)}",
                 path=f"fairness.protected[{index}]",
             )
@@ -536,7 +571,33 @@ def _decision_threshold(config: ExperimentConfig) -> float | None:
     return _DEFAULT_THRESHOLD[config.outcome.type]
 
 
-def _outcome(config: OutcomeConfig) -> Outcome:
+OUTCOME_TASKS = {
+    "logit_diff": "causal-lm",
+    "answer_prob": "causal-lm",
+    "continuation_logprob": "causal-lm",
+    "class_prob": "sequence-classifier",
+    "class_logit": "sequence-classifier",
+}
+"""The model task each outcome type reads."""
+
+
+def _outcome(config: ExperimentConfig) -> Outcome:
+    """The outcome reader; its type must suit model.task, and its answers must differ."""
+    spec, task = config.outcome, config.model.task
+    if OUTCOME_TASKS[spec.type] != task:
+        fitting = ", ".join(name for name, needed in OUTCOME_TASKS.items() if needed == task)
+        raise ConfigError(
+            f"{spec.type} reads a {OUTCOME_TASKS[spec.type]} model, but model.task is {task}; "
+            f"use one of {fitting}, or set model.task: {OUTCOME_TASKS[spec.type]}",
+            path="outcome.type",
+        )
+    try:
+        return _outcome_reader(spec)
+    except InterventionError as error:
+        raise ConfigError(shortened(str(error)), path="outcome") from None
+
+
+def _outcome_reader(config: OutcomeConfig) -> Outcome:
     answers = config.answers or {}
     if config.type == "logit_diff":
         return LogitDiff(positive=answers["positive"], negative=answers["negative"])
@@ -551,4 +612,4 @@ def _outcome(config: OutcomeConfig) -> Outcome:
 
 def _suggest(name: str, options: list[str]) -> str:
     close = difflib.get_close_matches(name, options, n=1)
-    return f"; did you mean {close[0]!r}?" if close else f"; factors: {', '.join(options)}"
+    return f"; did you mean {close[0]!r}?" if close else f"; factors: {listed(options)}"

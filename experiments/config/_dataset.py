@@ -17,12 +17,15 @@ from typing import Any
 
 import pandas as pd
 
+from experiments.config._quote import QUOTE_LIMIT, quoted, shortened
 from experiments.config._schema import DataConfig
 from experiments.errors import ConfigError
 
 DROP_COLUMNS = ("table", "row", "id", "reason", "column", "value")
 PAIR_COLUMNS = ("id", "original_id", "factor", "from", "to", "text")
 _EXAMPLES = 5
+_EXAMPLE_LIMIT = 60
+"""Characters of each example id or value a message shows (five of each)."""
 
 
 @dataclass(frozen=True)
@@ -129,16 +132,27 @@ def _read(path: Path, yaml_path: str) -> pd.DataFrame:
         else:
             raw = pd.read_json(path, lines=True, dtype=False)
     except FileNotFoundError:
-        raise ConfigError(f"data file {str(path)!r} does not exist", path=yaml_path) from None
+        raise ConfigError(f"data file {quoted(str(path))} does not exist", path=yaml_path) from None
     except (OSError, ValueError) as error:
-        raise ConfigError(f"data file {str(path)!r} cannot be read as {suffix[1:]}: {error}", path=yaml_path) from None
+        raise ConfigError(
+            f"data file {quoted(str(path))} cannot be read as {suffix[1:]}: {shortened(str(error), limit=QUOTE_LIMIT)}",
+            path=yaml_path,
+        ) from None
+    if suffix == ".csv" and not isinstance(raw.index, pd.RangeIndex):
+        # pandas reads a first row longer than the header as an index: every column would shift silently.
+        raise ConfigError(
+            f"data file {quoted(str(path))} cannot be read as csv: its first row has more cells than the header has "
+            f"columns ({len(raw.columns)}); quote cells that hold commas",
+            path=yaml_path,
+        )
     return raw.reset_index(drop=True)
 
 
 def _require(raw: pd.DataFrame, column: str, yaml_path: str, path: Path) -> None:
     if column not in raw.columns:
         raise ConfigError(
-            f"column {column!r} is not in {path.name}; its columns are {list(map(str, raw.columns))}", path=yaml_path
+            f"column {quoted(column)} is not in {path.name}; its columns are {quoted(list(map(str, raw.columns)))}",
+            path=yaml_path,
         )
 
 
@@ -192,9 +206,13 @@ def _check_kept(table: Table, section: str, strict: bool) -> None:
         return
     lines = []
     for (reason, column), group in table.dropped.groupby(["reason", "column"], sort=False):
-        examples = ", ".join(repr(row_id) for row_id in group["id"].head(_EXAMPLES))
-        shown = f"; values {sorted(set(group['value'].dropna()))[:_EXAMPLES]}" if reason == "unknown_value" else ""
-        lines.append(f"{len(group)} row(s) {reason.replace('_', ' ')} in column {column!r} (ids {examples}{shown})")
+        examples = ", ".join(quoted(row_id, limit=_EXAMPLE_LIMIT) for row_id in group["id"].head(_EXAMPLES))
+        values = sorted(set(group["value"].dropna()))[:_EXAMPLES]
+        shown = ", ".join(quoted(value, limit=_EXAMPLE_LIMIT) for value in values)
+        shown = f"; values [{shown}]" if reason == "unknown_value" else ""
+        lines.append(
+            f"{len(group)} row(s) {reason.replace('_', ' ')} in column {quoted(column)} (ids {examples}{shown})"
+        )
     if not len(table.frame):
         head = f"no usable row among {table.n_rows}" if table.n_rows else "the file has no rows"
         fix = "fix the data or the column names"

@@ -1,16 +1,17 @@
 """The experiment config schema: YAML data -> typed, validated, frozen config.
 
-Stage: config. May import experiments.errors.
+Stage: config. May import experiments.errors and the config stage.
 
 Field-level rules live here (pydantic); rules that span sections (graph versus
 factors, effects versus graph) live in `_compile.py`. Every error names the
-YAML path and the bad value.
+YAML path and the bad value, quoted at a bounded length.
 """
 
 from __future__ import annotations
 
 import difflib
 import re
+from collections import Counter
 from typing import Any, Literal
 
 from pydantic import (
@@ -24,31 +25,35 @@ from pydantic import (
     model_validator,
 )
 
+from experiments.config._quote import quoted
 from experiments.errors import ConfigError
 
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 DATA_FORMATS = (".parquet", ".csv", ".jsonl")
+MAX_PROBLEMS = 20
+"""Problems one ConfigError lists; the rest are counted."""
+_PATH_PART_LIMIT = 80
 
 
 def _distinct_pair(value: list[str]) -> list[str]:
     """A contrast: two different values, [treated, reference]."""
     if len(value) != 2 or value[0] == value[1]:
-        raise ValueError(f"contrast must name two different values [treated, reference], got {value}")
+        raise ValueError(f"contrast must name two different values [treated, reference], got {quoted(value)}")
     return value
 
 
 def _data_format(path: str) -> str:
     """A data file path in one of the formats the loader reads."""
     if not path.lower().endswith(DATA_FORMATS):
-        raise ValueError(f"data file {path!r} must end in one of {', '.join(DATA_FORMATS)}")
+        raise ValueError(f"data file {quoted(path)} must end in one of {', '.join(DATA_FORMATS)}")
     return path
 
 
 class _Section(BaseModel):
     """A config section: frozen, and an unknown key is an error that suggests the closest valid one."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     @model_validator(mode="before")
     @classmethod
@@ -59,7 +64,7 @@ class _Section(BaseModel):
                 if key not in known:
                     close = difflib.get_close_matches(str(key), known, n=1)
                     hint = f"; did you mean {close[0]!r}?" if close else f"; valid keys: {', '.join(known)}"
-                    raise ValueError(f"unknown key {key!r}{hint}")
+                    raise ValueError(f"unknown key {quoted(key)}{hint}")
         return data
 
 
@@ -82,14 +87,14 @@ class ModelConfig(_Section):
     @classmethod
     def _batch_size_form(cls, value: Any) -> Any:
         if value != "auto" and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-            raise ValueError(f"batch_size must be a positive integer or auto, got {value!r}")
+            raise ValueError(f"batch_size must be a positive integer or auto, got {quoted(value)}")
         return value
 
     @field_validator("device")
     @classmethod
     def _device_form(cls, value: str) -> str:
         if not _DEVICE.match(value):
-            raise ValueError(f"device {value!r} is not one of auto, cpu, cuda, cuda:N")
+            raise ValueError(f"device {quoted(value)} is not one of auto, cpu, cuda, cuda:N")
         return value
 
 
@@ -111,7 +116,9 @@ class OutcomeConfig(_Section):
             if self.answers is None or len(self.answers) < 2:
                 raise ValueError("answer_prob needs at least two answers, e.g. {positive: ' yes', negative: ' no'}")
             if self.target is not None and self.target not in self.answers:
-                raise ValueError(f"target {self.target!r} is not one of the answers {sorted(self.answers)}")
+                raise ValueError(
+                    f"target {quoted(self.target)} is not one of the answers {quoted(sorted(self.answers))}"
+                )
         elif self.type in ("class_prob", "class_logit"):
             if self.label is None:
                 raise ValueError(f"{self.type} needs label: the classifier label (name or index) to read")
@@ -154,9 +161,12 @@ class FactorConfig(_Section):
     @classmethod
     def _value_list(cls, value: Any) -> Any:
         if isinstance(value, list):
-            repeated = sorted({str(item) for item in value if value.count(item) > 1})
+            for item in value:
+                if not isinstance(item, str):
+                    raise ValueError(f"a list of values holds value names (text); got {quoted(item)}")
+            repeated = sorted(name for name, count in Counter(value).items() if count > 1)
             if repeated:
-                raise ValueError(f"values {repeated} are listed more than once")
+                raise ValueError(f"values {quoted(repeated)} are listed more than once")
             return {item: [] for item in value}
         return value
 
@@ -208,7 +218,7 @@ class MediationConfig(_Section):
     def _position_names(cls, value: list[str]) -> list[str]:
         for name in value:
             if name not in ("factor", "last", "all") and not re.match(r"^factor:[A-Za-z_][A-Za-z0-9_]*$", name):
-                raise ValueError(f"position {name!r} is not one of factor, last, all, factor:NAME")
+                raise ValueError(f"position {quoted(name)} is not one of factor, last, all, factor:NAME")
         return value
 
 
@@ -399,7 +409,9 @@ class ExperimentConfig(_Section):
     @classmethod
     def _folder_safe(cls, value: str) -> str:
         if not _NAME.match(value):
-            raise ValueError(f"name {value!r} must be letters, digits, '_', '-' or '.', as it names the run folder")
+            raise ValueError(
+                f"name {quoted(value)} must be letters, digits, '_', '-' or '.', as it names the run folder"
+            )
         return value
 
     @model_serializer(mode="wrap")
@@ -431,27 +443,36 @@ class ExperimentConfig(_Section):
 def _dotted(loc: tuple[int | str, ...]) -> str:
     path = ""
     for part in loc:
+        if isinstance(part, str) and len(part) > _PATH_PART_LIMIT:
+            part = f"{part[: _PATH_PART_LIMIT - 1]}…"
         path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
     return path
 
 
 def parse_config(data: Any) -> ExperimentConfig:
-    """Validate plain YAML data as an experiment config; ConfigError lists every problem with its path."""
+    """Validate plain YAML data as an experiment config; ConfigError lists the problems with their paths.
+
+    At most MAX_PROBLEMS are listed (a list of 100,000 bad items is one mistake, not 100,000).
+    """
     if not isinstance(data, dict):
         raise ConfigError(f"a config must be a mapping of sections, got {type(data).__name__}")
     try:
         return ExperimentConfig.model_validate(data)
     except ValidationError as error:
-        problems = [_problem(item) for item in error.errors()]
+        problems = [_problem(item) for item in error.errors()[:MAX_PROBLEMS]]
+        more = error.error_count() - len(problems)
     if len(problems) == 1:
         path, message = problems[0]
         raise ConfigError(message, path=path)
-    raise ConfigError("\n".join(f"{path}: {message}" for path, message in problems))
+    lines = [f"{path}: {message}" for path, message in problems]
+    if more:
+        lines.append(f"... and {more:,} more problems of the same config")
+    raise ConfigError("\n".join(lines))
 
 
 def _problem(item: Any) -> tuple[str, str]:
-    """(YAML path, message with the bad value) for one pydantic error."""
+    """(YAML path, message with the bad value quoted at a bounded length) for one pydantic error."""
     message = item["msg"].removeprefix("Value error, ")
     if item["type"] not in ("missing", "value_error"):
-        message += f" (got {item.get('input')!r})"
+        message += f" (got {quoted(item.get('input'))})"
     return _dotted(item["loc"]) or "<config>", message

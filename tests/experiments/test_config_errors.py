@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import copy
 import re
+import time
+import tracemalloc
 from pathlib import Path
 
 import pytest
 import yaml
 
-from experiments import ConfigError, load_experiment
+from experiments import ConfigError, compile_config, load_experiment, parse_config
+from experiments.config._resources import BYTES_PER_TEXT, check_resources, physical_memory, size_words
 from experiments.config._yaml import load_yaml
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "experiments" / "examples" / "triage.yaml"
@@ -135,3 +138,220 @@ def test_example_compiles_to_planned_contrasts() -> None:
     ]
     assert experiment.arms[0].label == "factual"
     assert len(experiment.arms) == 1 + 3 + 2 + 2 + 2 + 2
+
+
+def _write(tmp_path: Path, data: dict, name: str = "config.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def _alias_bomb() -> str:
+    """A factor's values as nine levels of nine aliases each: 9**9 (387 million) strings from about 1.5 KB."""
+    anchors = ['  l0: &l0 ["Jamal", "Jamal", "Jamal", "Jamal", "Jamal", "Jamal", "Jamal", "Jamal", "Jamal"]']
+    anchors += [f"  l{level}: &l{level} [{', '.join([f'*l{level - 1}'] * 9)}]" for level in range(1, 9)]
+    values = f"      black: [{', '.join(['*l8'] * 9)}]\n      white: [Greg]\n"
+    return "name: bomb\nlaughs:\n" + "\n".join(anchors) + "\nfactors:\n  race:\n    values:\n" + values
+
+
+def test_an_alias_bomb_is_refused_in_well_under_a_second_and_little_memory(tmp_path: Path) -> None:
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text(_alias_bomb(), encoding="utf-8")
+    assert bomb.stat().st_size < 1_500
+    tracemalloc.start()
+    started = time.perf_counter()
+    with pytest.raises(ConfigError, match=r"expands to more than 100,000 nodes") as caught:
+        load_experiment(bomb)
+    elapsed = time.perf_counter() - started
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert str(caught.value).startswith(f"{bomb}: line ")
+    assert len(str(caught.value)) < 300
+    assert elapsed < 1.0  # a denial-of-service guard: unguarded, this file took minutes and gigabytes
+    assert peak < 100 * 2**20
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "name: " + "[" * 10_000 + "]" * 10_000,
+        "name: " + "{a: " * 10_000 + "1" + "}" * 10_000,
+        "name:\n" + "".join(" " * (level + 1) + "-\n" for level in range(2_000)),
+    ],
+    ids=["flow-lists", "flow-mappings", "block-lists"],
+)
+def test_deep_nesting_is_a_config_error_not_a_recursion_error(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "deep.yaml"
+    path.write_text(text, encoding="utf-8")
+    started = time.perf_counter()
+    with pytest.raises(
+        ConfigError, match=rf"^{re.escape(str(path))}: line \d+: the document nests deeper than 64 levels"
+    ):
+        load_experiment(path)
+    assert time.perf_counter() - started < 1.0
+
+
+def test_nesting_through_aliases_counts_as_deep(tmp_path: Path) -> None:
+    """Each alias adds its anchor's depth, so a few short anchors can nest far deeper than the text shows."""
+    anchors = ["a0: &a0 " + "[" * 40 + "]" * 40] + [
+        f"a{i}: &a{i} " + "[" * 30 + f"*a{i - 1}" + "]" * 30 for i in (1, 2)
+    ]
+    path = tmp_path / "deep-aliases.yaml"
+    path.write_text("\n".join(anchors) + "\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"nests deeper than 64 levels"):
+        load_experiment(path)
+
+
+def test_an_alias_inside_its_own_anchor_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "loop.yaml"
+    path.write_text("name: &loop [x, *loop]\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"line 1: an alias names a node that contains it"):
+        load_experiment(path)
+
+
+def test_shared_aliases_within_the_limits_load_as_copies(tmp_path: Path) -> None:
+    path = tmp_path / "aliases.yaml"
+    path.write_text("forms: &forms [a, b]\nvalues: {x: *forms, y: *forms}\n", encoding="utf-8")
+    assert load_yaml(path)["values"] == {"x": ["a", "b"], "y": ["a", "b"]}
+
+
+def test_a_megabyte_value_is_quoted_in_a_few_hundred_characters(tmp_path: Path) -> None:
+    data = copy.deepcopy(BASE)
+    data["factors"]["sex"]["values"] = "x" * 2**20
+    with pytest.raises(ConfigError) as caught:
+        load_experiment(_write(tmp_path, data))
+    message = str(caught.value)
+    assert message.startswith("factors.sex.values: Input should be a valid dictionary (got 'xxx")
+    assert message.endswith("… (1,048,576 characters))")
+    assert len(message) < 1_000
+
+
+def test_a_megabyte_name_is_quoted_short_wherever_it_is_reported(tmp_path: Path) -> None:
+    data = copy.deepcopy(BASE)
+    data["effects"][0]["treatment"] = "t" * 2**20
+    with pytest.raises(ConfigError, match=r"^effects\[0\]\.treatment: treatment 'ttt") as caught:
+        load_experiment(_write(tmp_path, data))
+    assert "(1,048,576 characters) is not a factor" in str(caught.value)
+    assert len(str(caught.value)) < 1_000
+
+
+def test_many_problems_are_listed_up_to_twenty_and_counted(tmp_path: Path) -> None:
+    data = copy.deepcopy(BASE)
+    data["graph"]["edges"] = list(range(1_000))
+    with pytest.raises(ConfigError) as caught:
+        load_experiment(_write(tmp_path, data))
+    lines = str(caught.value).splitlines()
+    assert lines[0] == "graph.edges[0]: Input should be a valid string (got 0)"
+    assert lines[19].startswith("graph.edges[19]:")
+    assert lines[20:] == ["... and 980 more problems of the same config"]
+
+
+def test_two_values_sharing_a_surface_form_are_refused_naming_both() -> None:
+    data = copy.deepcopy(BASE)
+    data["factors"]["sex"]["values"] = {"female": ["woman", "Jamal"], "male": ["Jamal"]}
+    with pytest.raises(
+        ConfigError,
+        match=re.escape("factors.sex.values: 'female' and 'male' share the surface form 'Jamal'; "),
+    ):
+        compile_config(parse_config(data))
+
+
+def test_an_outcome_must_suit_the_model_task() -> None:
+    data = copy.deepcopy(BASE)
+    data["model"]["task"] = "sequence-classifier"
+    with pytest.raises(
+        ConfigError, match=r"^outcome.type: logit_diff reads a causal-lm model, but model.task is sequence-classifier"
+    ):
+        compile_config(parse_config(data))
+
+
+def test_two_equal_answers_are_refused_at_the_outcome() -> None:
+    data = copy.deepcopy(BASE)
+    data["outcome"]["answers"] = {"positive": " yes", "negative": " yes"}
+    with pytest.raises(ConfigError, match=r"^outcome: LogitDiff answers are both ' yes'"):
+        compile_config(parse_config(data))
+
+
+@pytest.mark.parametrize(("edit", "value"), [("inference.level", float("nan")), ("inference.negligible", float("inf"))])
+def test_non_finite_numbers_are_refused(edit: str, value: float) -> None:
+    data = copy.deepcopy(BASE)
+    _set(data, edit, value)
+    with pytest.raises(ConfigError, match=rf"^{re.escape(edit)}: Input should be a finite number"):
+        parse_config(data)
+
+
+def test_a_list_of_values_must_hold_names() -> None:
+    data = copy.deepcopy(BASE)
+    data["factors"]["sex"]["values"] = [["female"], "male"]
+    with pytest.raises(
+        ConfigError, match=r"^factors.sex.values: a list of values holds value names \(text\); got \['female'\]"
+    ):
+        parse_config(data)
+
+
+def test_an_override_of_a_section_that_is_not_a_mapping_reports_the_section(tmp_path: Path) -> None:
+    data = copy.deepcopy(BASE)
+    data["sampling"] = [1, 2]
+    with pytest.raises(ConfigError, match=r"^sampling: Input should be a valid dictionary"):
+        load_experiment(_write(tmp_path, data), overrides={"sampling": {"units": 10}})
+
+
+def _without_evidence() -> dict:
+    return {key: value for key, value in copy.deepcopy(BASE).items() if key != "evidence"}
+
+
+def test_units_beyond_the_machine_memory_are_refused_naming_the_field() -> None:
+    config = parse_config(_without_evidence())
+    n_arms = 12
+    need = config.sampling.units * n_arms * BYTES_PER_TEXT
+    check_resources(config, n_arms=n_arms, memory=need)
+    with pytest.raises(
+        ConfigError,
+        match=re.escape(
+            f"sampling.units: {config.sampling.units:,} units in 12 arms need about {size_words(need)} of memory "
+            f"(1 KiB per unit and arm), more than this machine's {size_words(need - 1)}; lower sampling.units"
+        ),
+    ):
+        check_resources(config, n_arms=n_arms, memory=need - 1)
+
+
+def test_the_bound_on_units_follows_the_sampling_mode() -> None:
+    exact = parse_config({**_without_evidence(), "sampling": {"mode": "exact", "max_exact_units": 10**9}})
+    with pytest.raises(ConfigError, match=r"^sampling.max_exact_units: up to 1,000,000,000 enumerated units"):
+        check_resources(exact, n_arms=2, memory=2**40)
+    sequential = parse_config({**_without_evidence(), "sampling": {"target_half_width": 0.1, "max_units": 10**9}})
+    with pytest.raises(ConfigError, match=r"^sampling.max_units: up to 1,000,000,000 units"):
+        check_resources(sequential, n_arms=2, memory=2**40)
+
+
+def test_bootstrap_resamples_are_sized_by_the_evidence_units_they_resample() -> None:
+    config = parse_config(copy.deepcopy(BASE))  # evidence on 120 of 400 units, 5 factors
+    need = config.inference.bootstrap * 120 * (2 * 5 + 1) * 8
+    check_resources(config, n_arms=1, memory=need)
+    with pytest.raises(
+        ConfigError,
+        match=re.escape(f"inference.bootstrap: 2,000 resamples need about {size_words(need)} of memory "),
+    ):
+        check_resources(config, n_arms=1, memory=need - 1)
+    check_resources(parse_config(_without_evidence()), n_arms=0, memory=2_000 * 8)
+
+
+def test_sizes_pass_unchecked_where_the_machine_memory_is_unknown() -> None:
+    config = parse_config({**copy.deepcopy(BASE), "sampling": {"units": 10**15}})
+    check_resources(config, n_arms=12, memory=None)
+    with pytest.raises(ConfigError, match=r"^sampling.units: 1,000,000,000,000,000 units in 12 arms"):
+        check_resources(config, n_arms=12, memory=physical_memory())
+
+
+def test_a_config_file_over_ten_megabytes_is_refused_unread(tmp_path: Path) -> None:
+    path = tmp_path / "huge.yaml"
+    path.write_text("name: " + "x" * (10 * 2**20), encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"is 10,485,766 bytes, more than the 10,485,760 a config may be"):
+        load_experiment(path)
+
+
+def test_a_config_path_through_a_file_cannot_be_read(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("", encoding="utf-8")
+    with pytest.raises(ConfigError, match=rf"^config file '{re.escape(str(blocker))}/c.yaml' cannot be read: "):
+        load_experiment(blocker / "c.yaml")

@@ -191,3 +191,24 @@ def test_a_templated_config_dumps_and_hashes_without_the_data_mode_sections() ->
     dumped = documents.model_dump(mode="json")
     assert "prompt" not in dumped and parse_config(dumped) == documents
     assert config_hash(parse_config(dumped)) == config_hash(documents)
+
+
+def test_shared_surface_forms_matter_only_where_forms_are_rendered(tmp_path: Path) -> None:
+    """Documents carry their own words, so forms written under a data-mode factor are never rendered; a templated
+    config with the same factors renders them, and two values sharing one would make their texts alike."""
+    shared = {"female": ["patient"], "male": ["patient"]}
+    factors = {**BASE["factors"], "sex": {"values": shared}}
+    assert _compile(tmp_path, factors=factors).data is not None
+    templated = {key: value for key, value in BASE.items() if key not in ("data", "rewrite")}
+    forms = {"age": ["young", "old"], "insurance": ["private", "public", "none"], "symptom": ["mild", "severe"]}
+    factors = {name: {"values": {value: [value] for value in values}} for name, values in forms.items()}
+    with pytest.raises(ConfigError, match=r"^factors.sex.values: 'female' and 'male' share the surface form 'patient'"):
+        compile_config(
+            parse_config(
+                {
+                    **templated,
+                    "factors": {**factors, "sex": {"values": shared}},
+                    "prompt": {"template": "{age} {sex} {insurance} {symptom}"},
+                }
+            )
+        )

@@ -197,3 +197,36 @@ def test_human_pairs_need_their_columns(tmp_path: Path) -> None:
     path = _pairs(tmp_path, [{key: value for key, value in _edit("e1", "a").items() if key != "from"}])
     with pytest.raises(ConfigError, match=r"^pairs.path: column 'from' is not in edits.jsonl"):
         load_pairs(path, documents, VALUES)
+
+
+def test_long_ids_and_values_are_quoted_short_in_a_dataset_error(tmp_path: Path) -> None:
+    path = _write(tmp_path, [_row("i" * 100_000, ins="g" * 100_000)])
+    with pytest.raises(
+        ConfigError, match=r"^data: no usable row among 1: 1 row\(s\) unknown value in column 'ins'"
+    ) as caught:
+        load_documents(_config(path), path, VALUES)
+    assert "… (100,000 characters)" in str(caught.value)
+    assert len(str(caught.value)) < 500
+
+
+@pytest.mark.parametrize(
+    ("content", "words"),
+    [
+        (b"case,note,ins,band,referred\nc1,\xff\xfe caf\xe9,private,old,1\n", "codec can't decode byte"),
+        (
+            b"case,note,ins,band,referred\nc1,a note,private,old,1\nc2,a note, with a comma,none,old,1\n",
+            "Expected 5 fields in line 3, saw 6",
+        ),
+        (
+            b"case,note,ins,band,referred\nc1,a note, with a comma,none,old,1\nc2,a note,private,old,1\n",
+            r"its first row has more cells than the header has columns \(5\)",
+        ),
+        (b"", "No columns to parse from file"),
+    ],
+    ids=["not-utf8", "ragged-row", "ragged-first-row", "empty-file"],
+)
+def test_a_csv_that_cannot_be_parsed_names_the_file_and_the_problem(tmp_path: Path, content: bytes, words: str) -> None:
+    path = tmp_path / "notes.csv"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError, match=rf"^data.path: data file '.*notes.csv' cannot be read as csv: .*{words}"):
+        load_documents(_config(path), path, VALUES)

@@ -1,0 +1,139 @@
+"""The model a config names, checked before any run folder exists: its folder, its tokenizer, its answers.
+
+Stage: config. May import experiments.errors and the config stage.
+
+Only the tokenizer is loaded, never the weights: `tokenizers` reads tokenizer.json
+without importing torch or transformers; a folder without one falls back to
+transformers' AutoTokenizer (remote code only when model.trust_remote_code is set).
+A run checks again with the tokenizer it loads beside the weights.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+from experiments.config._compile import OUTCOME_TASKS
+from experiments.config._quote import quoted, shortened
+from experiments.config._schema import ExperimentConfig
+from experiments.errors import ConfigError
+
+Encode = Callable[[str], tuple[list[int], list[str]]]
+"""Text -> (token ids, token strings), without special tokens: how an answer follows a prompt."""
+
+
+def check_model(config: ExperimentConfig, source: str) -> str:
+    """Check the model at `source` (model.id, with a built-in id already resolved to its folder); say what was checked.
+
+    A local folder must exist and hold a tokenizer under which the outcome's answers are
+    what the outcome type reads (one token each for next-token outcomes; at least one token
+    for a continuation; a known label for a classifier). A hub id cannot be checked offline:
+    the words say so. ConfigError names the YAML path, the tokens found and the fix.
+    """
+    folder = Path(source).expanduser()
+    if not folder.is_dir():
+        if folder.exists():
+            raise ConfigError(f"{quoted(source)} is a file; give the model's folder", path="model.id")
+        if source.startswith(("/", ".", "~")) or source.count("/") > 1 or "\\" in source:
+            raise ConfigError(
+                f"model folder {quoted(source)} does not exist; check the path "
+                "(relative paths are taken from the working directory)",
+                path="model.id",
+            )
+        return (
+            f"model {quoted(config.model.id)} is a hub id, not a local folder: its tokenizer cannot be checked "
+            "offline; the run checks the outcome's answers when it loads the model"
+        )
+    outcome = config.outcome
+    encode = _tokenizer(folder, trust_remote_code=config.model.trust_remote_code)
+    if OUTCOME_TASKS[outcome.type] == "sequence-classifier":
+        return f"model {config.model.id}: tokenizer read; {_check_label(outcome.label, folder)}"
+    if outcome.type == "continuation_logprob":
+        ids, _ = encode(outcome.continuation)
+        if not ids:
+            raise ConfigError(
+                f"{quoted(outcome.continuation)} has no tokens under the tokenizer of {folder}; "
+                "give a continuation with visible text",
+                path="outcome.continuation",
+            )
+        return f"model {config.model.id}: continuation {quoted(outcome.continuation)} is {len(ids)} token(s)"
+    _check_answers(outcome.type, outcome.answers, encode, folder)
+    answers = " and ".join(quoted(answer) for answer in outcome.answers.values())
+    return f"model {config.model.id}: answers {answers} are one token each"
+
+
+def _check_answers(kind: str, answers: dict[str, str], encode: Encode, folder: Path) -> None:
+    """Each answer one token, and no two answers the same token (their difference would be 0 by construction)."""
+    owner: dict[int, str] = {}
+    for name, answer in answers.items():
+        ids, tokens = encode(answer)
+        if len(ids) != 1:
+            raise ConfigError(
+                f"{quoted(answer)} is {len(ids)} tokens {quoted(tokens)} under the tokenizer of {folder}; "
+                f"{kind} reads one next-token logit per answer, so each answer must be a single token; "
+                "pick another answer (mind the leading space), or use outcome type continuation_logprob",
+                path=f"outcome.answers.{name}",
+            )
+        first = owner.setdefault(ids[0], name)
+        if first != name:
+            raise ConfigError(
+                f"answers {quoted(first)} and {quoted(name)} are the same token {quoted(tokens[0])} under the "
+                f"tokenizer of {folder}, so the model cannot tell them apart; give answers that tokenize differently",
+                path="outcome.answers",
+            )
+
+
+def _check_label(label: str | int, folder: Path) -> str:
+    """The label must be one of the classifier's labels (config.json's id2label) or a valid index."""
+    try:
+        labels = json.loads((folder / "config.json").read_text(encoding="utf-8"))["id2label"]
+        names = [str(labels[key]) for key in sorted(labels, key=int)]
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"label {quoted(label)} not checked ({folder} has no config.json with id2label)"
+    known = label in names if isinstance(label, str) else 0 <= label < len(names)
+    if not known:
+        raise ConfigError(
+            f"{quoted(label)} is not a label of the classifier in {folder}; its labels are {quoted(names)} "
+            f"(indices 0 to {len(names) - 1})",
+            path="outcome.label",
+        )
+    return f"label {quoted(label)} is one of its labels ({', '.join(names)})"
+
+
+def _tokenizer(folder: Path, *, trust_remote_code: bool) -> Encode:
+    """The folder's tokenizer as an Encode; ConfigError when it holds none that loads."""
+    file = folder / "tokenizer.json"
+    if file.is_file():
+        from tokenizers import Tokenizer
+
+        try:
+            tokenizer = Tokenizer.from_file(str(file))
+        except Exception as error:  # noqa: BLE001 - the Rust library raises a bare Exception for a bad file
+            raise ConfigError(
+                f"{file} cannot be read as a tokenizer: {shortened(str(error), limit=400)}", path="model.id"
+            ) from None
+        tokenizer.no_padding()
+        tokenizer.no_truncation()
+
+        def encode(text: str) -> tuple[list[int], list[str]]:
+            encoding = tokenizer.encode(text, add_special_tokens=False)
+            return encoding.ids, encoding.tokens
+
+        return encode
+    from transformers import AutoTokenizer
+
+    try:
+        loaded = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code, local_files_only=True)
+    except (OSError, ValueError, KeyError, TypeError, ImportError) as error:
+        raise ConfigError(
+            f"folder {folder} holds no tokenizer that loads (no tokenizer.json, and transformers says: "
+            f"{shortened(str(error), limit=400)}); give the folder a model was saved to with its tokenizer",
+            path="model.id",
+        ) from None
+
+    def encode_slow(text: str) -> tuple[list[int], list[str]]:
+        ids = loaded(text, add_special_tokens=False)["input_ids"]
+        return ids, loaded.convert_ids_to_tokens(ids)
+
+    return encode_slow
