@@ -4,30 +4,32 @@ Stage: pipeline. May import every stage: it composes them, in the order the data
 
 Each stage hands its result to the next; this module stores what the steps return,
 keeps the manifest, and marks the run failed (keeping what was written) when a stage raises.
+The run folder's lock is held from the start and released when the run ends, either way.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from causal import EffectTable, MediationTable
-from experiments.config import Experiment, stored_config
+from experiments.config import Experiment, ExperimentConfig, stored_config
 from experiments.report import mediation_heatmap, render_summary, write_report
 from experiments.run import (
     EvaluatedUnits,
+    LockHolder,
     Progress,
     RunStore,
     base_manifest,
-    discard_shards,
     evaluate_documents,
     evaluate_templated_units,
     read_outcomes,
+    read_table,
     stage,
     utc_now,
 )
@@ -48,11 +50,15 @@ from interventions import ModelAdapter
 
 @dataclass(frozen=True)
 class RunResult:
-    """What a finished run produced and where it lies."""
+    """What a finished run produced and where it lies.
+
+    `lock_taken_over` is the dead process whose stale lock on the folder the run took over, if any.
+    """
 
     folder: Path
     effects: EffectTable
     manifest: dict[str, Any]
+    lock_taken_over: LockHolder | None = None
 
 
 def run_experiment(
@@ -67,24 +73,38 @@ def run_experiment(
 
     Outcomes are stored in shards as they finish, so a run whose folder holds an unfinished
     run of the same config resumes it (`resume=True` insists that it does), skipping the
-    (unit, arm) pairs already evaluated. A complete run's shards are removed: outcomes.parquet
-    holds the same rows.
+    (unit, arm) pairs already evaluated, once its model, Paribus version and outcome
+    definition are found equal to the stored run's. A complete run's shards are removed:
+    outcomes.parquet holds the same rows. The folder is locked while the run writes it
+    (RunFolderError when another run holds it), and manifest.json lists every file with
+    its sha256.
     """
     config = stored_config(experiment)
     store = RunStore(out_dir, config, resume=resume)
+    try:
+        return _run(experiment, config, store, progress, command)
+    finally:
+        store.close()
+
+
+def _run(
+    experiment: Experiment,
+    config: ExperimentConfig,
+    store: RunStore,
+    progress: Progress | None,
+    command: list[str] | None,
+) -> RunResult:
+    """The run inside its locked folder: a resumed run keeps the stored provenance until its model is checked."""
     store.write_config(config)
     manifest = base_manifest(config, command=command)
     if store.previous is not None:
-        previous = store.previous["manifest"]
+        manifest.update(store.previous.provenance())
         manifest["resumes"] = [
-            *previous.get("resumes", []),
-            {
-                "at": manifest["started_at"],
-                "previous_started_at": previous.get("started_at"),
-                "previous_status": previous.get("status"),
-                "changed_fields": store.previous["changed"],
-            },
+            *store.previous.manifest.get("resumes", []),
+            store.previous.record(manifest["started_at"]),
         ]
+    if store.lock_taken_over is not None:
+        manifest["lock_taken_over"] = asdict(store.lock_taken_over)
     store.write_manifest(manifest)
     clock = time.perf_counter()
 
@@ -108,10 +128,10 @@ def run_experiment(
         review=review.record,
     )
     store.write_text("summary.md", render_summary(experiment, effects, manifest, mediation, evidence, review))
-    store.write_manifest(manifest)
-    discard_shards(out_dir)
-    write_report(out_dir)
-    return RunResult(folder=out_dir, effects=effects, manifest=manifest)
+    store.discard_shards()
+    write_report(store.folder)
+    manifest = {**manifest, "checksums": dict(sorted(store.checksums.items()))}
+    return RunResult(folder=store.folder, effects=effects, manifest=manifest, lock_taken_over=store.lock_taken_over)
 
 
 def _store_estimates(experiment: Experiment, store: RunStore, manifest: dict[str, Any], estimates: Estimates) -> None:
@@ -154,6 +174,7 @@ def _mediation(
             store.folder / f"mediation_{index}_{plan.treatment}.png",
             title=f"indirect effect of {plan.treatment} ({plan.contrast}), {plan.direction}",
         )
+        store.record(heatmap)
         tables.append(outcome.table)
         records.append({**outcome.record, "heatmap": heatmap.name})
     mediation = MediationTable.concat(tables)
@@ -203,7 +224,7 @@ def run_review(experiment: Experiment, store: RunStore) -> ReviewResult:
         if experiment.data is None
         else pd.read_parquet(folder / "documents.parquet").rename(columns={"doc_id": "unit_id"})
     )
-    effects = pd.read_csv(folder / "effects.csv") if experiment.hypotheses else None
+    effects = read_table(folder, "effects.csv") if experiment.hypotheses else None
     review = review_tables(experiment, effects, read_outcomes(folder), population)
     if review.verdicts is not None:
         store.write_table("hypotheses.csv", review.verdicts.to_frame())

@@ -6,7 +6,8 @@ For each contrast the model reads every kept document and its rewrites
 (do(treatment=value) by the rules; a document already at the value is its own
 counterfactual), and each human edit. The steps then make up to three estimates of
 one effect from them: paired differences over the rewrites, dowhy's observational
-estimate from the annotations, and the human pairs.
+estimate from the annotations, and the human pairs. Nothing is sharded: a resumed run
+evaluates every text again (after the same model check as the templated front).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from experiments.config import DROP_COLUMNS, Arm, ContrastPlan, Experiment, Medi
 from experiments.errors import ConfigError
 from experiments.run._evaluated import EvidenceTexts
 from experiments.run._executor import evaluate_texts
-from experiments.run._model import load_model
+from experiments.run._model import load_run_model
 from experiments.run._progress import Progress
 from experiments.run._rewriting import Counterfactuals, arm_frame, rewrite_counts, rewrite_documents, rewritten_pair
 from experiments.run._store import RunStore
@@ -147,7 +148,7 @@ def evaluate_documents(
     store.write_table("rewrites.parquet", counterfactuals.table)
     manifest["data"]["rewrites"] = rewrite_counts(counterfactuals.table)
 
-    adapter = load_model(experiment, manifest, progress)
+    adapter = load_run_model(experiment, store, manifest, progress)
     manifest["n_units"] = len(documents.frame)
     store.write_manifest(manifest)
 

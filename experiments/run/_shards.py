@@ -3,14 +3,15 @@
 Stage: run. May import experiments.errors and the run store.
 
 Each shard holds the outcomes of some (unit, arm) pairs and is written whole or not at
-all (a temporary file renamed into place), so a run killed at any moment leaves only
-complete shards, and a resumed run skips exactly the pairs they hold.
+all (a temporary file renamed into place), then listed with its checksum in the manifest,
+so a run killed at any moment leaves only complete shards, and a resumed run skips exactly
+the pairs of the shards the manifest vouches for (the run store removes any other).
 """
 
 from __future__ import annotations
 
 import hashlib
-import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -22,19 +23,16 @@ SHARD_KEY = ("unit_id", "arm")
 SHARD_COLUMNS = ("unit_id", "arm", "template", "text", "outcome")
 
 
-def discard_shards(run_folder: Path) -> None:
-    """Remove a finished run's shards: its outcomes.parquet holds the same rows, and a complete run is never resumed."""
-    shutil.rmtree(run_folder / "shards", ignore_errors=True)
-
-
 class ShardStore:
     """The shards of one run folder, read once on open and kept in memory as they are appended.
 
-    Leftovers of an interrupted write are removed on open.
+    Leftovers of an interrupted write are removed on open. `record(path)` is called after each
+    shard is written (`RunStore.record`, which lists it in the manifest).
     """
 
-    def __init__(self, run_folder: Path) -> None:
+    def __init__(self, run_folder: Path, *, record: Callable[[Path], None] | None = None) -> None:
         self.folder = run_folder / "shards"
+        self._record = record
         self.folder.mkdir(parents=True, exist_ok=True)
         for leftover in self.folder.glob(".*.tmp"):
             leftover.unlink()
@@ -53,6 +51,8 @@ class ShardStore:
             raise RunError(f"shard {path.name} already exists: the same (unit, arm) pairs were evaluated twice")
         stored = frame.loc[:, list(SHARD_COLUMNS)].reset_index(drop=True)
         atomic_write(path, lambda handle: stored.to_parquet(handle, index=False))
+        if self._record is not None:
+            self._record(path)
         self._frames.append(stored)
         return path
 

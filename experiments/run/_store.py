@@ -1,16 +1,24 @@
-"""The run folder: resolved config, manifest, Parquet and CSV tables, summary.
+"""The run folder: resolved config, manifest, Parquet and CSV tables, summary; its lock and checksums.
 
 Stage: run. May import experiments.errors and the config stage.
+
+`RunStore` is the one writer of a run folder: it locks the folder, lists every file it
+writes with its sha256 in the manifest, neutralises spreadsheet formulas in CSV cells, and
+decides whether an existing folder may be resumed (same config up to result-neutral
+fields, unchanged shards, same model, Paribus version and outcome definition).
 """
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import os
 import platform
+import shutil
 import sys
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -20,7 +28,9 @@ import pandas as pd
 import yaml
 
 from experiments.config import ExperimentConfig, parse_config
-from experiments.errors import ConfigError, RunError
+from experiments.errors import ConfigError, RunFolderError
+from experiments.run._checksums import file_problem, read_manifest, recorded_checksums, sha256_file
+from experiments.run._lock import LOCK_NAME, FolderLock, LockHolder, acquire_lock
 
 TRACKED_PACKAGES = (
     "paribus",
@@ -103,37 +113,116 @@ def _result_neutral(path: str) -> bool:
     )
 
 
+@dataclass(frozen=True)
+class PreviousRun:
+    """The unfinished run a RunStore resumes: its manifest, the config fields that changed, and its shards.
+
+    `shards` are the stored shards whose checksums match (reused); `untrusted_shards` were
+    present but not listed in the manifest (a run killed between writing a shard and listing
+    it) and were removed, to be computed again; `missing_shards` were listed but gone.
+    """
+
+    manifest: dict[str, Any]
+    changed: tuple[str, ...]
+    shards: tuple[str, ...]
+    untrusted_shards: tuple[str, ...]
+    missing_shards: tuple[str, ...]
+
+    def provenance(self) -> dict[str, Any]:
+        """The stored manifest's provenance fields, which a resumed run keeps until its own are checked against them.
+
+        So an attempt that is refused, or killed while loading the model, never overwrites
+        what the stored shards were made with.
+        """
+        return {
+            key: self.manifest[key]
+            for key in ("packages", "model_fingerprint", "outcome_definition")
+            if key in self.manifest
+        }
+
+    def record(self, at: str) -> dict[str, Any]:
+        """The manifest's record of this resume."""
+        return {
+            "at": at,
+            "previous_started_at": self.manifest.get("started_at"),
+            "previous_status": self.manifest.get("status"),
+            "changed_fields": list(self.changed),
+            "untrusted_shards_removed": list(self.untrusted_shards),
+            "missing_shards": list(self.missing_shards),
+        }
+
+
+PROVENANCE: dict[str, Callable[[Mapping[str, Any]], Any]] = {
+    "model_fingerprint": lambda manifest: manifest.get("model_fingerprint"),
+    "packages.paribus": lambda manifest: (manifest.get("packages") or {}).get("paribus"),
+    "outcome_definition": lambda manifest: manifest.get("outcome_definition"),
+}
+"""Manifest fields a resumed run must share with the stored one: the weights and tokenizer, Paribus, the outcome read."""
+
+
 class RunStore:
-    """Writes one run's files without overwriting a result.
+    """Writes one run's files without overwriting a result, as the folder's only writer, keeping their checksums.
 
     An empty or new folder starts a run. A folder holding an unfinished run (status running
     or failed) of the same config, up to `RESULT_NEUTRAL_FIELDS`, is resumed: `previous`
-    holds its manifest and the fields that changed. Anything else already there is refused,
-    a config that changes results with the list of fields that differ.
+    describes it. Anything else already there is refused, a config that changes results
+    with the list of fields that differ. The folder is locked (`experiments.run._lock`)
+    until `close`; every file written is listed with its sha256 in the manifest's
+    "checksums", and the manifest is rewritten as each file is listed, so a run killed at
+    any moment leaves a manifest that vouches for every file it lists.
     """
 
     def __init__(self, folder: Path, config: ExperimentConfig, *, resume: bool = False) -> None:
         self.folder = folder
-        self.previous = self._previous_run(config, resume)
-        folder.mkdir(parents=True, exist_ok=True)
+        self.checksums: dict[str, str] = {}
+        self._manifest: Mapping[str, Any] | None = None
+        if resume and not folder.is_dir():
+            raise _nothing_to_resume(folder)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise RunFolderError(f"cannot create run folder {str(folder)!r}: {error}; choose another --out") from None
+        self.lock: FolderLock | None = acquire_lock(folder)
+        try:
+            self.previous = self._previous_run(config, resume)
+        except BaseException:
+            self.close()
+            raise
 
-    def _previous_run(self, config: ExperimentConfig, resume: bool) -> dict[str, Any] | None:
+    @property
+    def lock_taken_over(self) -> LockHolder | None:
+        """The dead process whose stale lock this store took over, if any."""
+        return None if self.lock is None else self.lock.taken_over
+
+    def close(self) -> None:
+        """Release the folder's lock (the run ended, complete or not)."""
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
+
+    def _previous_run(self, config: ExperimentConfig, resume: bool) -> PreviousRun | None:
         folder = self.folder
-        if not folder.exists() or (folder.is_dir() and not any(folder.iterdir())):
+        if not any(path.name != LOCK_NAME for path in folder.iterdir()):
             if resume:
-                raise RunError(
-                    f"--resume: {str(folder)!r} holds no run to resume; give the folder of an unfinished run"
-                )
+                raise _nothing_to_resume(folder)
             return None
         manifest_path, config_path = folder / "manifest.json", folder / "config.yaml"
         if not (manifest_path.is_file() and config_path.is_file()):
-            raise RunError(f"run folder {str(folder)!r} already exists and is not empty; choose another --out")
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+            raise RunFolderError(f"run folder {str(folder)!r} already exists and is not empty; choose another --out")
+        manifest = read_manifest(folder)
         if manifest.get("status") == "complete":
-            raise RunError(
+            raise RunFolderError(
                 f"run folder {str(folder)!r} already exists and is not empty: it holds a complete run; "
                 "choose another --out"
             )
+        checksums = recorded_checksums(folder, manifest)
+        problem = (
+            file_problem(folder, "config.yaml", checksums)
+            if "config.yaml" in checksums
+            else "config.yaml is not listed in manifest.json; restore the manifest or start a new run folder"
+        )
+        if problem:
+            raise RunFolderError(f"run folder {str(folder)!r} cannot be resumed: {problem}")
         stored = parse_config(yaml.safe_load(config_path.read_text(encoding="utf-8")))
         changed = config_differences(stored, config)
         breaking = [f"{path} ({before!r} -> {after!r})" for path, before, after in changed if not _result_neutral(path)]
@@ -142,22 +231,158 @@ class RunStore:
                 f"run folder {str(folder)!r} holds an unfinished run of another config; these fields differ and "
                 f"change its results: {'; '.join(breaking)}. Resume with the folder's config.yaml, or choose another --out"
             )
-        return {"manifest": manifest, "changed": [path for path, _, _ in changed]}
+        previous = self._stored_shards(manifest, checksums, tuple(path for path, _, _ in changed))
+        for leftover in folder.glob(".*.tmp"):
+            leftover.unlink()
+        return previous
+
+    def _stored_shards(
+        self, manifest: dict[str, Any], checksums: Mapping[str, str], changed: tuple[str, ...]
+    ) -> PreviousRun:
+        """Sort the stored shards into trusted, untrusted (removed) and missing; keep the checksums of trusted files.
+
+        RunFolderError when a listed shard changed: its outcomes would be reused.
+        """
+        present = {f"shards/{path.name}": path for path in sorted((self.folder / "shards").glob("outcomes-*.parquet"))}
+        listed = [name for name in present if name in checksums]
+        for name in listed:
+            problem = file_problem(self.folder, name, checksums)
+            if problem:
+                raise RunFolderError(
+                    f"run folder {str(self.folder)!r} cannot be resumed: {problem}. Its outcomes cannot be "
+                    "trusted, so no stored shard was used"
+                )
+        untrusted = [name for name in present if name not in checksums]
+        for name in untrusted:
+            present[name].unlink()
+        self.checksums = {
+            name: digest
+            for name, digest in checksums.items()
+            if name in listed or (not name.startswith("shards/") and file_problem(self.folder, name, checksums) is None)
+        }
+        missing = [name for name in checksums if name.startswith("shards/") and name not in present]
+        return PreviousRun(manifest, changed, tuple(listed), tuple(untrusted), tuple(missing))
+
+    def check_provenance(self, current: Mapping[str, Any]) -> None:
+        """Refuse to resume a run made with other weights, tokenizer, Paribus version or outcome definition.
+
+        `current` holds this run's `PROVENANCE` fields (as the manifest will). Called after the
+        model is loaded and before a stored shard is reused; each change is listed as
+        `field (stored -> current)`. A field the stored manifest lacks (a run stopped before
+        its model loaded) counts only when stored shards would be reused.
+        """
+        if self.previous is None:
+            return
+        stored = self.previous.manifest
+        changes = [
+            f"{field} ({read(stored)!r} -> {read(current)!r})"
+            for field, read in PROVENANCE.items()
+            if read(stored) != read(current) and (read(stored) is not None or self.previous.shards)
+        ]
+        if changes:
+            raise RunFolderError(
+                f"run folder {str(self.folder)!r} holds an unfinished run made with another model, Paribus version "
+                f"or outcome; these differ: {'; '.join(changes)}. None of its {len(self.previous.shards)} stored "
+                "shards was used; resume with the model and Paribus version it was run with, or choose another --out"
+            )
 
     def write_config(self, config: ExperimentConfig) -> None:
         text = yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
         self.write_text("config.yaml", text)
 
     def write_manifest(self, manifest: Mapping[str, Any]) -> None:
-        self.write_text("manifest.json", json.dumps(manifest, indent=2) + "\n")
+        """Write manifest.json: `manifest` and the checksums of every file listed so far.
+
+        The store keeps `manifest` and writes it again (as it then is) whenever a file is listed.
+        """
+        self._manifest = manifest
+        self._write_manifest()
+
+    def _write_manifest(self) -> None:
+        if self._manifest is None:
+            return
+        text = json.dumps({**self._manifest, "checksums": dict(sorted(self.checksums.items()))}, indent=2) + "\n"
+        atomic_write(self.folder / "manifest.json", lambda handle: handle.write(text.encode("utf-8")))
+
+    def record(self, path: Path) -> None:
+        """List a file the run wrote into the folder (e.g. a figure) with its sha256, and rewrite the manifest."""
+        self.checksums[path.relative_to(self.folder).as_posix()] = sha256_file(path)
+        self._write_manifest()
 
     def write_table(self, name: str, frame: pd.DataFrame) -> Path:
+        """Parquet, or CSV with spreadsheet formulas neutralised (`neutralised`; `read_table` undoes it)."""
         if name.endswith(".csv"):
-            return atomic_write(self.folder / name, lambda handle: frame.to_csv(handle, index=False))
-        return atomic_write(self.folder / name, lambda handle: frame.to_parquet(handle, index=False))
+            text = neutralised(frame)
+            # pandas leaves a field holding a carriage return unquoted, which ends the row there for a reader.
+            quoting = csv.QUOTE_NONNUMERIC if _holds_carriage_return(text) else csv.QUOTE_MINIMAL
+            path = atomic_write(self.folder / name, lambda handle: text.to_csv(handle, index=False, quoting=quoting))
+        else:
+            path = atomic_write(self.folder / name, lambda handle: frame.to_parquet(handle, index=False))
+        self.record(path)
+        return path
 
     def write_text(self, name: str, text: str) -> Path:
-        return atomic_write(self.folder / name, lambda handle: handle.write(text.encode("utf-8")))
+        path = atomic_write(self.folder / name, lambda handle: handle.write(text.encode("utf-8")))
+        self.record(path)
+        return path
+
+    def discard_shards(self) -> None:
+        """Remove a finished run's shards and their checksums: outcomes.parquet holds the same rows."""
+        shutil.rmtree(self.folder / "shards", ignore_errors=True)
+        self.checksums = {name: digest for name, digest in self.checksums.items() if not name.startswith("shards/")}
+        self._write_manifest()
+
+
+def _nothing_to_resume(folder: Path) -> RunFolderError:
+    return RunFolderError(f"--resume: {str(folder)!r} holds no run to resume; give the folder of an unfinished run")
+
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+"""First characters that make a spreadsheet read a CSV cell as a formula (OWASP, CSV injection)."""
+
+
+def neutralised(frame: pd.DataFrame) -> pd.DataFrame:
+    """A copy of `frame` whose text cells (and column names) that a spreadsheet would run are prefixed with `'`.
+
+    Cells starting with one of `FORMULA_STARTS` get a leading `'`, as OWASP advises; so do
+    cells that already start with `'`, so that `read_table` can undo the prefix exactly.
+    Numbers are untouched.
+    """
+    text = [
+        column
+        for column in frame.columns
+        if pd.api.types.is_object_dtype(frame[column])
+        or pd.api.types.is_string_dtype(frame[column])
+        or isinstance(frame[column].dtype, pd.CategoricalDtype)
+    ]
+    copy = frame.rename(columns=_quoted)
+    for column in text:
+        copy[_quoted(column)] = frame[column].map(_quoted)
+    return copy
+
+
+def _holds_carriage_return(frame: pd.DataFrame) -> bool:
+    cells = [*frame.columns, *(value for column in frame.columns for value in frame[column])]
+    return any(isinstance(value, str) and "\r" in value for value in cells)
+
+
+def _quoted(value: Any) -> Any:
+    return f"'{value}" if isinstance(value, str) and value.startswith((*FORMULA_STARTS, "'")) else value
+
+
+def _unquoted(value: Any) -> Any:
+    return value[1:] if isinstance(value, str) and value.startswith("'") else value
+
+
+def read_table(folder: Path, name: str) -> pd.DataFrame:
+    """A table of a run folder as the run computed it: a CSV's neutralised formula prefixes are undone."""
+    if not name.endswith(".csv"):
+        return pd.read_parquet(folder / name)
+    frame = pd.read_csv(folder / name).rename(columns=_unquoted)
+    for column in frame.columns:
+        if pd.api.types.is_object_dtype(frame[column]) or pd.api.types.is_string_dtype(frame[column]):
+            frame[column] = frame[column].map(_unquoted)
+    return frame
 
 
 def atomic_write(path: Path, write: Callable[[BinaryIO], Any]) -> Path:

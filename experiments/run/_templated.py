@@ -1,6 +1,9 @@
 """The templated run front: units drawn from the structural model, every arm evaluated, outcomes stored in shards.
 
 Stage: run. May import graphs, interventions, causal, experiments.errors, the config and demo stages.
+
+A resumed run reuses the shards the run store trusts, and only after the model it loaded
+was checked against the stored run's (`load_run_model`).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from experiments.config import Arm, ContrastPlan, Experiment, MediationPlan
 from experiments.errors import RunError
 from experiments.run._evaluated import EvidenceTexts
 from experiments.run._executor import Executor, executor_for
-from experiments.run._model import load_model
+from experiments.run._model import load_run_model
 from experiments.run._progress import Progress, counting, stage
 from experiments.run._shards import SHARD_KEY, ShardStore
 from experiments.run._store import RunStore
@@ -101,10 +104,9 @@ def evaluate_templated_units(
 ) -> tuple[TemplatedUnits, ModelAdapter]:
     """Draw the units, evaluate every (unit, arm) into shards (resuming what they hold), store units and outcomes."""
     config = experiment.config
-    adapter = load_model(experiment, manifest, progress)
-    store.write_manifest(manifest)
+    adapter = load_run_model(experiment, store, manifest, progress)
 
-    shards = ShardStore(store.folder)
+    shards = ShardStore(store.folder, record=store.record)
     reused = len(shards.paths())
     with executor_for(experiment, adapter) as executor:
         if config.sampling.target_half_width is None:

@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from experiments import ConfigError, RunError, compile_config, parse_config, run_experiment
+from experiments.errors import RunFolderError
 from experiments.run import arm_texts, realize_arms, stored_outcomes
 from experiments.run._shards import ShardStore
 from experiments.run._store import RunStore, base_manifest, config_hash
@@ -38,7 +39,7 @@ def _environment() -> dict[str, str]:
 
 
 def _kill_after_shards(command: list[str], shards: Path, count: int) -> int:
-    """Start `command`, SIGKILL it once `shards` holds `count` shard files; its exit status."""
+    """Start `command`, SIGKILL it once `shards` holds `count` shard files; its pid."""
     process = subprocess.Popen(command, cwd=ROOT, env=_environment(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 300
     while process.poll() is None and time.monotonic() < deadline:
@@ -48,7 +49,7 @@ def _kill_after_shards(command: list[str], shards: Path, count: int) -> int:
         time.sleep(0.002)
     _, errors = process.communicate(timeout=60)
     assert process.returncode == -signal.SIGKILL, errors.decode()
-    return process.returncode
+    return process.pid
 
 
 def test_a_run_killed_mid_evaluation_and_resumed_equals_an_uninterrupted_run(classifier: Path, tmp_path: Path) -> None:
@@ -58,11 +59,16 @@ def test_a_run_killed_mid_evaluation_and_resumed_equals_an_uninterrupted_run(cla
     whole = run_experiment(tiny_experiment(classifier, **sections), out_dir=tmp_path / "whole")
 
     killed = tmp_path / "killed"
-    _kill_after_shards(_cli("run", str(config_file), "--out", str(killed)), killed / "shards", 3)
-    stored = len(list((killed / "shards").glob("outcomes-*.parquet")))
+    pid = _kill_after_shards(_cli("run", str(config_file), "--out", str(killed)), killed / "shards", 3)
+    files = sorted(f"shards/{path.name}" for path in (killed / "shards").glob("outcomes-*.parquet"))
+    left = json.loads((killed / "manifest.json").read_text())
+    listed = sorted(name for name in left["checksums"] if name.startswith("shards/"))
     total = whole.manifest["shards"]["stored"]
-    assert 3 <= stored < total, "the run must be interrupted mid-evaluation"
-    assert json.loads((killed / "manifest.json").read_text())["status"] == "running"
+    assert 3 <= len(files) < total, "the run must be interrupted mid-evaluation"
+    # A kill between writing a shard and listing it leaves one shard unlisted: it is not trusted.
+    assert set(listed) <= set(files) and len(files) - len(listed) <= 1
+    assert left["status"] == "running"
+    assert json.loads((killed / ".paribus.lock").read_text())["pid"] == pid
     assert not (killed / "outcomes.parquet").exists()
 
     done = subprocess.run(
@@ -77,8 +83,11 @@ def test_a_run_killed_mid_evaluation_and_resumed_equals_an_uninterrupted_run(cla
     manifest = json.loads((killed / "manifest.json").read_text())
     assert manifest["status"] == "complete"
     assert not (killed / "shards").exists() and not (whole.folder / "shards").exists()
-    assert manifest["shards"] == {"stored": total, "reused": stored}
+    assert manifest["shards"] == {"stored": total, "reused": len(listed)}
     assert manifest["resumes"][0]["previous_status"] == "running"
+    assert manifest["resumes"][0]["untrusted_shards_removed"] == sorted(set(files) - set(listed))
+    assert manifest["lock_taken_over"]["pid"] == pid  # the killed run's stale lock
+    assert not (killed / ".paribus.lock").exists()
     assert manifest["config_hash"] == whole.manifest["config_hash"]
 
     outcomes = pd.read_parquet(killed / "outcomes.parquet")
@@ -99,6 +108,7 @@ def _unfinished_run(folder: Path, model: Path, **sections: dict) -> None:
     store = RunStore(folder, config)
     store.write_config(config)
     store.write_manifest(base_manifest(config))
+    store.close()
 
 
 def test_a_config_that_changes_results_is_refused_with_the_fields_that_differ(classifier: Path, tmp_path: Path) -> None:
@@ -115,21 +125,25 @@ def test_result_neutral_fields_may_change_on_resume(classifier: Path, tmp_path: 
     changed = tiny_experiment(classifier, inference={"bootstrap": 500, "correction": "bh"}, executor={"shard_units": 7})
     store = RunStore(tmp_path / "run", changed.config, resume=True)
     assert store.previous is not None
-    assert store.previous["changed"] == ["executor.shard_units", "inference.bootstrap", "inference.correction"]
+    assert store.previous.changed == ("executor.shard_units", "inference.bootstrap", "inference.correction")
 
 
 def test_a_complete_run_is_never_resumed_and_resume_needs_a_run(classifier: Path, tmp_path: Path) -> None:
     config = tiny_experiment(classifier).config
     _unfinished_run(tmp_path / "run", classifier)
     (tmp_path / "run" / "manifest.json").write_text(json.dumps({**base_manifest(config), "status": "complete"}))
-    with pytest.raises(RunError, match="already exists and is not empty: it holds a complete run"):
+    with pytest.raises(RunFolderError, match="already exists and is not empty: it holds a complete run"):
         RunStore(tmp_path / "run", config)
-    with pytest.raises(RunError, match="--resume: .* holds no run to resume"):
+    with pytest.raises(RunFolderError, match="--resume: .* holds no run to resume"):
         RunStore(tmp_path / "empty", config, resume=True)
+    assert not (tmp_path / "empty").exists()
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "notes.txt").write_text("mine")
-    with pytest.raises(RunError, match="already exists and is not empty; choose another --out"):
+    with pytest.raises(RunFolderError, match="already exists and is not empty; choose another --out"):
         RunStore(tmp_path / "other", config)
+    # A refused folder is left as it was: no lock file behind.
+    assert sorted(path.name for path in (tmp_path / "other").iterdir()) == ["notes.txt"]
+    assert not (tmp_path / "run" / ".paribus.lock").exists()
 
 
 def _shard(units: list[int], arm: str = "factual") -> pd.DataFrame:
