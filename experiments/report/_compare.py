@@ -9,7 +9,6 @@ Everything is read from the run folders.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +16,8 @@ import pandas as pd
 
 from causal import ComparisonTable, compare_effects, compare_verdicts
 from experiments.config import Experiment, load_experiment
-from experiments.errors import RunError
+from experiments.errors import RunFolderError
+from experiments.report._summary import _md, _p
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,7 @@ class RunComparison:
         frame = self.to_frame()
         average = frame[frame["analysis"] == "ate"]
         lines = [
-            f"# Comparison: B = `{self.run_b}` minus A = `{self.run_a}`",
+            f"# Comparison: B = `{_md(self.run_b)}` minus A = `{_md(self.run_a)}`",
             "",
             (
                 "Both runs drew the same units: each average effect's difference is a paired t-interval over units."
@@ -57,7 +57,8 @@ class RunComparison:
             f"| treatment | contrast | estimand | A | B | B - A | {level} CI | p adjusted | pairing | significant |",
             "|---|---|---|---|---|---|---|---|---|---|",
             *(
-                f"| {row.treatment} | {row.contrast} | {row.estimand} | {row.estimate_a:+.4g} | {row.estimate_b:+.4g} "
+                f"| {_md(row.treatment)} | {_md(row.contrast)} | {row.estimand} | {row.estimate_a:+.4g} "
+                f"| {row.estimate_b:+.4g} "
                 f"| {row.difference:+.4g} | [{row.ci_low:+.4g}, {row.ci_high:+.4g}] | {_p(row.p_adjusted)} | {row.pairing} "
                 f"| {'**yes**' if row.significant else 'no'} |"
                 for row in average.itertuples()
@@ -72,7 +73,7 @@ class RunComparison:
             else:
                 lines += ["| id | claim | effect | A | B |", "|---|---|---|---|---|"]
                 lines += [
-                    f"| {row.id} | {row.claim} | `{row.effect}` | {row.verdict_a or 'not judged'} | "
+                    f"| {_md(row.id)} | {_md(row.claim)} | `{_md(row.effect)}` | {row.verdict_a or 'not judged'} | "
                     f"{row.verdict_b or 'not judged'} |"
                     for row in self.verdict_changes.itertuples()
                 ]
@@ -80,8 +81,8 @@ class RunComparison:
         if len(unmatched):
             lines += ["", "## Estimates in one run only", ""]
             lines += [
-                f"- run {row.side}: {row.analysis} {row.estimand} {row.treatment}[{row.contrast}]"
-                + (f", {row.moderator} = {row.stratum}" if isinstance(row.moderator, str) else "")
+                f"- run {row.side}: {row.analysis} {row.estimand} {_md(row.treatment)}[{_md(row.contrast)}]"
+                + (f", {_md(row.moderator)} = {_md(row.stratum)}" if isinstance(row.moderator, str) else "")
                 for row in unmatched.itertuples()
             ]
         return "\n".join(lines) + "\n"
@@ -107,7 +108,7 @@ def compare_runs(run_a: Path, run_b: Path) -> RunComparison:
 def write_comparison(comparison: RunComparison, out_dir: Path) -> Path:
     """comparison.csv, unmatched.csv, verdict_changes.csv (when both runs have hypotheses) and comparison.md."""
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
-        raise RunError(f"output folder {str(out_dir)!r} already exists and is not empty; choose another --out")
+        raise RunFolderError(f"output folder {str(out_dir)!r} already exists and is not empty; choose another --out")
     out_dir.mkdir(parents=True, exist_ok=True)
     comparison.to_frame().to_csv(out_dir / "comparison.csv", index=False)
     comparison.effects.unmatched_frame().to_csv(out_dir / "unmatched.csv", index=False)
@@ -118,9 +119,10 @@ def write_comparison(comparison: RunComparison, out_dir: Path) -> Path:
 
 
 def _experiment(run: Path) -> Experiment:
+    """The run's experiment; RunFolderError when `run` is not a finished run folder."""
     for name in ("config.yaml", "effects.csv"):
         if not (run / name).is_file():
-            raise RunError(
+            raise RunFolderError(
                 f"{str(run)!r} is not a finished run folder: {name} is missing; pass folders that `paribus run` wrote"
             )
     return load_experiment(run / "config.yaml")
@@ -164,7 +166,3 @@ def _paired_differences(
 def _by_arm(run: Path) -> pd.DataFrame:
     outcomes = pd.read_parquet(run / "outcomes.parquet")
     return outcomes.pivot(index="unit_id", columns="arm", values="outcome").sort_index()
-
-
-def _p(value: float) -> str:
-    return "" if math.isnan(value) else ("<0.001" if value < 0.001 else f"{value:.3f}")

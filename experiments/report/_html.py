@@ -1,6 +1,6 @@
 """`report.html`: one self-contained HTML document built from a run folder's files alone.
 
-Stage: report. May import experiments.errors, the config and run stages.
+Stage: report. May import causal, experiments.errors, the config and run stages.
 
 Everything the report shows is read back from the folder (config, manifest, tables,
 heatmaps), so `paribus report RUN_DIR` rebuilds it without the model. Images are inline
@@ -25,8 +25,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from causal import format_fairness_estimate, format_p_value
 from experiments.config import ContrastPlan, Experiment, load_experiment
-from experiments.errors import RunError
+from experiments.errors import RunFolderError
 from experiments.run import read_outcomes, utc_now
 
 REPORT_FILE = "report.html"
@@ -64,12 +65,12 @@ def write_report(folder: Path) -> Path:
 
 
 def render_report(folder: Path) -> str:
-    """The report of the run in `folder`, as HTML text; RunError when the folder is not a run folder."""
+    """The report of the run in `folder`, as HTML text; RunFolderError when the folder is not a finished run folder."""
     from jinja2 import Environment, StrictUndefined
 
     for name in ("config.yaml", "manifest.json", "effects.csv"):
         if not (folder / name).is_file():
-            raise RunError(
+            raise RunFolderError(
                 f"{str(folder)!r} is not a finished run folder: {name} is missing; pass a folder that `paribus run` wrote"
             )
     experiment = load_experiment(folder / "config.yaml")
@@ -123,19 +124,26 @@ def _optional_csv(path: Path) -> pd.DataFrame | None:
     return pd.read_csv(path) if path.is_file() else None
 
 
-def _cell(value: Any) -> str:
-    """A table cell: numbers to four significant digits, missing values blank."""
+_P_COLUMNS = ("p_value", "p_adjusted")
+
+
+def _cell(value: Any, column: str = "") -> str:
+    """A table cell: numbers to four significant digits (p-values never as 0), missing values blank."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
     if isinstance(value, (float, np.floating)):
-        return f"{value:.4g}"
+        return format_p_value(float(value)) if column in _P_COLUMNS else f"{value:.4g}"
     return str(value)
 
 
 def _frame_table(frame: pd.DataFrame) -> _Table:
+    columns = tuple(map(str, frame.columns))
     return _Table(
-        tuple(map(str, frame.columns)),
-        tuple(tuple(_cell(value) for value in row) for row in frame.itertuples(index=False)),
+        columns,
+        tuple(
+            tuple(_cell(value, column) for value, column in zip(row, columns, strict=True))
+            for row in frame.itertuples(index=False)
+        ),
     )
 
 
@@ -148,13 +156,13 @@ def _verdicts(folder: Path) -> list[dict[str, str]] | None:
     if frame is None:
         return None
     return [
-        {**{key: _cell(value) for key, value in row.items()}, "interval": _interval(row["ci_low"], row["ci_high"])}
+        {**{key: _cell(value, key) for key, value in row.items()}, "interval": _interval(row["ci_low"], row["ci_high"])}
         for row in frame.to_dict("records")
     ]
 
 
 def _fairness(folder: Path) -> list[dict[str, str]] | None:
-    """fairness.csv rows formatted; `four_fifths` is "violated", "met" or blank."""
+    """fairness.csv rows formatted; `four_fifths` is "violated", "met" or blank (also for an undefined ratio)."""
     frame = _optional_csv(folder / "fairness.csv")
     if frame is None:
         return None
@@ -165,6 +173,7 @@ def _fairness(folder: Path) -> list[dict[str, str]] | None:
             {
                 **{key: _cell(value) for key, value in row.items()},
                 "metric": str(row["metric"]).replace("_", " "),
+                "estimate": format_fairness_estimate(row["metric"], row["estimate"], row["contrast"], ".4g"),
                 "interval": _interval(row["ci_low"], row["ci_high"]),
                 "four_fifths": "" if not isinstance(flag, (bool, np.bool_)) else ("violated" if flag else "met"),
             }
@@ -233,21 +242,31 @@ def _draw_forest(figure: Any, experiment: Experiment, effects: pd.DataFrame, lev
     ]
     figure.set_size_inches(7.5, 1.2 + 0.45 * len(rows))
     axes = figure.add_subplot()
-    _intervals(axes, np.arange(len(rows)), rows)
-    axes.set_yticks(np.arange(len(rows)), labels, fontsize=8)
     negligible = experiment.config.inference.negligible
+    _intervals(axes, np.arange(len(rows)), rows, negligible)
+    axes.set_yticks(np.arange(len(rows)), labels, fontsize=8)
     if negligible > 0:
         axes.axvspan(-negligible, negligible, color="#dddddd", zorder=0, label=f"negligible (±{negligible:g})")
         axes.legend(fontsize=7, loc="best")
     axes.set_xlabel(f"average effect on the outcome, {level} CI", fontsize=8)
 
 
-def _intervals(axes: Any, places: np.ndarray, rows: pd.DataFrame) -> None:
-    """Points with horizontal interval bars, red where the interval excludes zero."""
+_FINDING, _NEGLIGIBLE, _UNSETTLED = "#c0392b", "#999999", "#34495e"
+
+
+def _intervals(axes: Any, places: np.ndarray, rows: pd.DataFrame, negligible: float) -> None:
+    """Points with horizontal interval bars, coloured as summary.md reads them.
+
+    Red (a finding) where the interval excludes zero, grey where it lies inside ±`negligible`
+    (even if it excludes zero: a negligible effect is not a finding), dark otherwise.
+    """
     low = (rows["estimate"] - rows["ci_low"]).fillna(0).clip(lower=0).to_numpy()
     high = (rows["ci_high"] - rows["estimate"]).fillna(0).clip(lower=0).to_numpy()
-    excludes = ((rows["ci_low"] > 0) | (rows["ci_high"] < 0)).to_numpy()
-    for mask, colour in ((excludes, "#c0392b"), (~excludes, "#34495e")):
+    inside = (
+        (rows["ci_low"] >= -negligible) & (rows["ci_high"] <= negligible) & ((negligible > 0) | (rows["estimate"] == 0))
+    ).to_numpy()
+    excludes = ((rows["ci_low"] > 0) | (rows["ci_high"] < 0)).to_numpy() & ~inside
+    for mask, colour in ((excludes, _FINDING), (inside, _NEGLIGIBLE), (~excludes & ~inside, _UNSETTLED)):
         axes.errorbar(
             rows["estimate"].to_numpy()[mask],
             places[mask],
@@ -266,6 +285,7 @@ def _cate_plots(experiment: Experiment, effects: pd.DataFrame, level: str) -> li
     """One plot per effect and moderator: the effect in each stratum beside the average effect."""
     plots = []
     strata = _headline(effects, "cate")
+    negligible = experiment.config.inference.negligible
     for plan in experiment.contrasts:
         for moderator in plan.moderators:
             rows = strata[_plan_rows(strata, plan) & (strata["moderator"] == moderator)]
@@ -274,7 +294,7 @@ def _cate_plots(experiment: Experiment, effects: pd.DataFrame, level: str) -> li
             average = _headline(effects, "ate")
             average = average[_plan_rows(average, plan)]
             title = f"{plan.treatment}: {plan.contrast} ({plan.estimand}) by {moderator}"
-            plots.append((title, _png(_draw_strata, rows, average, moderator, level)))
+            plots.append((title, _png(_draw_strata, rows, average, moderator, level, negligible)))
     return plots
 
 
@@ -286,10 +306,12 @@ def _plan_rows(frame: pd.DataFrame, plan: ContrastPlan) -> pd.Series:
     )
 
 
-def _draw_strata(figure: Any, rows: pd.DataFrame, average: pd.DataFrame, moderator: str, level: str) -> None:
+def _draw_strata(
+    figure: Any, rows: pd.DataFrame, average: pd.DataFrame, moderator: str, level: str, negligible: float
+) -> None:
     figure.set_size_inches(6.0, 1.2 + 0.45 * len(rows))
     axes = figure.add_subplot()
-    _intervals(axes, np.arange(len(rows)), rows)
+    _intervals(axes, np.arange(len(rows)), rows, negligible)
     axes.set_yticks(
         np.arange(len(rows)), [_plain(f"{moderator} = {stratum}") for stratum in rows["stratum"]], fontsize=8
     )

@@ -6,12 +6,13 @@ Stage: report. May import causal, the config and steps stages.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from typing import Any
 
 import pandas as pd
 
-from causal import EffectTable, MediationTable
+from causal import EffectTable, MediationTable, format_fairness_estimate, format_p_value
 from experiments.config import ContrastPlan, Experiment, MediationPlan
 from experiments.steps import EvidenceResult, ReviewResult
 
@@ -39,11 +40,11 @@ def render_summary(
     exact = config.sampling.mode == "exact"
     data = manifest.get("data")
     lines = [
-        f"# {config.name}",
+        f"# {_md(config.name)}",
         "",
-        f"- model: `{config.model.id}` (fingerprint `{str(manifest.get('model_fingerprint', ''))[:16]}`), "
+        f"- model: `{_md(config.model.id)}` (fingerprint `{str(manifest.get('model_fingerprint', ''))[:16]}`), "
         f"device `{manifest.get('device')}`",
-        f"- outcome: {_outcome_words(experiment)}",
+        f"- outcome: {_md(_outcome_words(experiment))}",
         (
             _documents_line(data)
             if data is not None
@@ -81,7 +82,7 @@ def render_summary(
     ]
     for plan in experiment.contrasts:
         if plan.moderators:
-            lines += ["", *_strata_section(plan, frame, level)]
+            lines += ["", *_strata_section(plan, frame, level, config.inference.negligible, 1 - config.inference.level)]
     if data is not None:
         lines += ["", *_sources_section(experiment, frame, data, level), "", *_data_section(data)]
     if mediation is not None:
@@ -121,7 +122,7 @@ def _stopping_lines(stopping: Mapping[str, Any] | None) -> list[str]:
 def _documents_line(data: Mapping[str, Any]) -> str:
     documents = data["documents"]
     dropped = ", ".join(f"{count} {reason.replace('_', ' ')}" for reason, count in documents["dropped"].items())
-    return f"- documents: {documents['kept']} of {documents['rows']} rows of `{data['path']}` kept" + (
+    return f"- documents: {documents['kept']} of {documents['rows']} rows of `{_md(data['path'])}` kept" + (
         f" (dropped: {dropped}; see dropped.csv)" if dropped else ""
     )
 
@@ -156,7 +157,7 @@ def _sources_section(experiment: Experiment, frame: pd.DataFrame, data: Mapping[
             words = _SOURCE_WORDS.get((row.analysis, row.method))
             if words is not None:
                 lines.append(
-                    f"| {plan.treatment} | {plan.contrast} | {words} | {_number(row.estimate)} "
+                    f"| {_md(plan.treatment)} | {_md(plan.contrast)} | {words} | {_number(row.estimate)} "
                     f"| {_interval(pd.Series(row._asdict()))} | {_p(row.p_adjusted)} | {row.n_units} |"
                 )
     human = overall[(overall["analysis"] == "human_pairs") & (overall["method"] == "t")]
@@ -164,7 +165,7 @@ def _sources_section(experiment: Experiment, frame: pd.DataFrame, data: Mapping[
     for row in human.itertuples():
         if (row.treatment, row.contrast) not in shown:
             lines.append(
-                f"| {row.treatment} | {row.contrast} | {_SOURCE_WORDS[('human_pairs', 't')]} "
+                f"| {_md(row.treatment)} | {_md(row.contrast)} | {_SOURCE_WORDS[('human_pairs', 't')]} "
                 f"| {_number(row.estimate)} | {_interval(pd.Series(row._asdict()))} | {_p(row.p_adjusted)} "
                 f"| {row.n_units} |"
             )
@@ -179,12 +180,12 @@ def _sources_section(experiment: Experiment, frame: pd.DataFrame, data: Mapping[
             "|---|---|---|---|---|---|---|",
         ]
         lines += [
-            f"| {r['treatment']} | {r['contrast']} | {r['method']} | {r['refuter']} | {_number(r['estimate'])} "
+            f"| {_md(r['treatment'])} | {_md(r['contrast'])} | {r['method']} | {r['refuter']} | {_number(r['estimate'])} "
             f"| {_number(r['new_effect'])} | {'' if r['p_value'] is None else _p(r['p_value'])} |"
             for r in refutations
         ]
     for warning in data.get("warnings", []):
-        lines += ["", f"- warning: {warning}"]
+        lines += ["", f"- warning: {_md(warning)}"]
     return lines
 
 
@@ -194,7 +195,7 @@ def _data_section(data: Mapping[str, Any]) -> list[str]:
     for record in data.get("rewrites", []):
         excluded = ", ".join(f"{count} {reason.replace('_', ' ')}" for reason, count in record["excluded"].items())
         lines.append(
-            f"| {record['factor']} | {record['target']} | {record['rewritten']} | {record['unchanged']} "
+            f"| {_md(record['factor'])} | {_md(record['target'])} | {record['rewritten']} | {record['unchanged']} "
             f"| {excluded or 'none'} |"
         )
     lines += ["", "Excluded documents keep out of that contrast's paired estimate (rewrites.parquet lists each)."]
@@ -228,11 +229,12 @@ def _verdict_section(review: ReviewResult, level: str) -> list[str]:
     ]
     for verdict in verdicts.verdicts:
         lines.append(
-            f"| {verdict.id} | {verdict.claim} | `{verdict.effect}` | {verdict.test} | {_VERDICT_MARK[verdict.verdict]} "
+            f"| {_md(verdict.id)} | {_md(verdict.claim)} | `{_md(verdict.effect)}` | {verdict.test} "
+            f"| {_VERDICT_MARK[verdict.verdict]} "
             f"| {_number(verdict.estimate)} | {_bounds(verdict.ci_low, verdict.ci_high)} "
             f"| {_p(verdict.p_adjusted)} |"
         )
-    lines += ["", *(f"- {verdict.id}: {verdict.reason}" for verdict in verdicts.verdicts), ""]
+    lines += ["", *(f"- {_md(verdict.id)}: {_md(verdict.reason)}" for verdict in verdicts.verdicts), ""]
     return lines
 
 
@@ -263,8 +265,9 @@ def _fairness_section(review: ReviewResult, outcome_type: str, level: str) -> li
         where = row.contrast if isinstance(row.contrast, str) else (row.value if isinstance(row.value, str) else "")
         flag = {True: "**violated**", False: "met"}.get(row.four_fifths_violated, "")
         interval = "n/a" if math.isnan(row.ci_low) else f"[{row.ci_low:.3f}, {row.ci_high:.3f}]"
+        estimate = format_fairness_estimate(row.metric, row.estimate, row.contrast)
         lines.append(
-            f"| {row.factor} | {_FAIRNESS_WORDS[row.metric]} | {where} | {row.estimate:.3f} "
+            f"| {_md(row.factor)} | {_FAIRNESS_WORDS[row.metric]} | {_md(where)} | {estimate} "
             f"| {interval} | {row.n_units} | {flag} |"
         )
     lines += ["", "## Surrogates of the decisions (a description, not a cause)", ""]
@@ -283,9 +286,7 @@ def _fairness_section(review: ReviewResult, outcome_type: str, level: str) -> li
             for row in surrogate.to_frame().itertuples()
         ),
         "",
-        "```",
-        surrogate.rules.rstrip(),
-        "```",
+        *_fenced(surrogate.rules.rstrip()),
     ]
     return lines
 
@@ -320,7 +321,7 @@ def _evidence_section(evidence: EvidenceResult, level: str) -> list[str]:
         + ")."
         + (
             " Attention was read with eager attention (the model is configured with "
-            f"{record['attn_implementation']!r})."
+            f"{_md(repr(record['attn_implementation']))})."
             if record.get("switched_to_eager")
             else ""
         ),
@@ -331,9 +332,10 @@ def _evidence_section(evidence: EvidenceResult, level: str) -> list[str]:
         "|---|---|---|---|---|---|",
     ]
     for row in links.itertuples():
-        flag = _FLAG_WORDS[row.flag].format(factor=row.factor) if isinstance(row.flag, str) else ""
+        flag = _FLAG_WORDS[row.flag].format(factor=_md(row.factor)) if isinstance(row.flag, str) else ""
         lines.append(
-            f"| {_method_label(row)} | {row.factor} | {_number(row.effect)} | [{_number(row.ci_low)}, {_number(row.ci_high)}] "
+            f"| {_method_label(row)} | {_md(row.factor)} | {_number(row.effect)} "
+            f"| [{_number(row.ci_low)}, {_number(row.ci_high)}] "
             f"| {row.evidence_share:.2f} | {flag} |"
         )
     lines += [
@@ -345,7 +347,7 @@ def _evidence_section(evidence: EvidenceResult, level: str) -> list[str]:
         "|---|---|---|---|---|",
     ]
     for row in agreement.itertuples():
-        scope = "factors" if row.scope == "factors" else f"units of {row.factor}"
+        scope = "factors" if row.scope == "factors" else f"units of {_md(row.factor)}"
         lines.append(
             f"| {_method_label(row)} | {scope} | {row.statistic} | {row.estimate:+.2f} | [{row.ci_low:+.2f}, {row.ci_high:+.2f}] |"
         )
@@ -355,7 +357,7 @@ def _evidence_section(evidence: EvidenceResult, level: str) -> list[str]:
         lines.append("Where the evidence disagrees with the interventions:")
         for row in flagged.itertuples():
             lines.append(
-                f"- {_method_label(row)} {_FLAG_WORDS[row.flag].format(factor=row.factor)} "
+                f"- {_method_label(row)} {_FLAG_WORDS[row.flag].format(factor=_md(row.factor))} "
                 f"(effect {_number(row.effect)}, evidence share {row.evidence_share:.2f})."
             )
     else:
@@ -371,7 +373,8 @@ def _evidence_section(evidence: EvidenceResult, level: str) -> list[str]:
             "|---|---|---|---|---|---|",
         ]
         lines += [
-            f"| {row.factor} | {row.position} | {row.layer} | {row.accuracy:.2f} | [{row.ci_low:.2f}, {row.ci_high:.2f}] "
+            f"| {_md(row.factor)} | {_md(row.position)} | {row.layer} | {row.accuracy:.2f} "
+            f"| [{row.ci_low:.2f}, {row.ci_high:.2f}] "
             f"| {row.majority_baseline:.2f} |"
             for row in best.itertuples()
         ]
@@ -393,7 +396,7 @@ def _mediation_section(plan: MediationPlan, record: Mapping[str, Any], frame: pd
     indirect = mine[headline & (mine["effect"] == "indirect")]
     top = indirect.reindex(indirect["estimate"].abs().sort_values(ascending=False).index).head(_TOP_SITES)
     lines = [
-        f"## Inside the model: {plan.treatment}, do({plan.treated.value}) vs do({plan.reference.value})",
+        f"## Inside the model: {_md(plan.treatment)}, do({_md(plan.treated.value)}) vs do({_md(plan.reference.value)})",
         "",
         f"Activation patching ({plan.direction}: the "
         + (
@@ -421,11 +424,12 @@ def _mediation_section(plan: MediationPlan, record: Mapping[str, Any], frame: pd
         f"| site | position | indirect effect | {level} CI (t) | p adjusted |",
         "|---|---|---|---|---|",
         *(
-            f"| {row['site']} | {row['position']} | {_number(row['estimate'])} | {_interval(row)} | {_p(row['p_adjusted'])} |"
+            f"| {row['site']} | {_md(row['position'])} | {_number(row['estimate'])} | {_interval(row)} "
+            f"| {_p(row['p_adjusted'])} |"
             for _, row in top.iterrows()
         ),
         "",
-        f"![layer x position heatmap]({record['heatmap']})",
+        f"![layer x position heatmap]({_md(record['heatmap'])})",
     ]
     return lines
 
@@ -468,7 +472,29 @@ def _bounds(low: float, high: float) -> str:
 
 
 def _p(value: float) -> str:
-    return "" if math.isnan(value) else ("<0.001" if value < 0.001 else f"{value:.3f}")
+    """A p-value in a table: three decimals, "<0.001" below them, blank when missing."""
+    return format_p_value(value, ".3f", floor=0.001)
+
+
+_MARKDOWN = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", "\\": "\\\\", "|": "\\|", "\n": " ", "\r": " "})
+
+
+def _md(value: object) -> str:
+    """A user or model string made inert in Markdown, in running text and in table cells alike.
+
+    `&`, `<` and `>` become entities, since many renderers pass raw HTML through; `|` (and so
+    `\\`) is backslash-escaped and line breaks become spaces, so the string stays in its cell
+    or list item. Inside a code span a renderer shows these escapes as typed (`&lt;`): the
+    price of one rule that is safe in every place a string lands.
+    """
+    return str(value).translate(_MARKDOWN)
+
+
+def _fenced(text: str) -> list[str]:
+    """`text` as a fenced code block whose fence is longer than any run of backticks in it, so it cannot close early."""
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return [fence, text, fence]
 
 
 def _reading(row: pd.Series, negligible: float) -> str:
@@ -499,9 +525,9 @@ def _overall_table(experiment: Experiment, frame: pd.DataFrame, level: str) -> l
         rows = _rows(frame, plan, "ate")
         head = _headline(rows)
         boot = rows[rows["method"] == "bootstrap"]
-        estimand = plan.estimand + (f" (holding {', '.join(plan.treated.hold)})" if plan.treated.hold else "")
+        estimand = plan.estimand + (f" (holding {', '.join(map(_md, plan.treated.hold))})" if plan.treated.hold else "")
         lines.append(
-            f"| {plan.treatment} | do({plan.treated.value}) vs do({plan.reference.value}) | {estimand} "
+            f"| {_md(plan.treatment)} | do({_md(plan.treated.value)}) vs do({_md(plan.reference.value)}) | {estimand} "
             f"| {_number(head['estimate'])} | {_interval(head)} | {_interval(boot.iloc[0]) if len(boot) else ''} "
             f"| {_p(head['p_adjusted'])} | {int(head['n_units'])} | {_reading(head, negligible)} |"
         )
@@ -518,24 +544,22 @@ def _graph_checks(experiment: Experiment, frame: pd.DataFrame) -> list[str]:
         head = _headline(_rows(frame, plan, "ate"))
         reading = _reading(head, experiment.config.inference.negligible)
         has_path = graph.outcome in graph.descendants(plan.treatment)
-        name = f"{plan.treatment} ({plan.contrast})"
+        name = f"{_md(plan.treatment)} ({_md(plan.contrast)})"
+        outcome = _md(graph.outcome)
         if not has_path and reading in ("increases", "decreases"):
             lines.append(
-                f"- **{name}: the graph declares no path to {graph.outcome}, yet the model's outcome changes** "
+                f"- **{name}: the graph declares no path to {outcome}, yet the model's outcome changes** "
                 f"({_number(head['estimate'])}, {_interval(head)}). The model uses this factor; revise the graph or investigate."
             )
         elif not has_path:
-            lines.append(
-                f"- {name}: no declared path to {graph.outcome}, and the run agrees ({reading}, {_interval(head)})."
-            )
+            lines.append(f"- {name}: no declared path to {outcome}, and the run agrees ({reading}, {_interval(head)}).")
         elif reading.startswith(("negligible", "exactly")):
             lines.append(
-                f"- {name}: the graph allows an effect on {graph.outcome}, but the model's is {reading} "
-                f"({_interval(head)})."
+                f"- {name}: the graph allows an effect on {outcome}, but the model's is {reading} ({_interval(head)})."
             )
         elif reading == "no detectable effect":
             lines.append(
-                f"- {name}: the graph allows an effect on {graph.outcome}, but none was detected "
+                f"- {name}: the graph allows an effect on {outcome}, but none was detected "
                 f"({_interval(head)}); an interval this wide is no evidence of no effect."
             )
         else:
@@ -545,21 +569,26 @@ def _graph_checks(experiment: Experiment, frame: pd.DataFrame) -> list[str]:
     return lines
 
 
-def _strata_section(plan: ContrastPlan, frame: pd.DataFrame, level: str) -> list[str]:
-    lines = [f"## {plan.treatment}: do({plan.treated.value}) vs do({plan.reference.value}), per stratum", ""]
+def _strata_section(plan: ContrastPlan, frame: pd.DataFrame, level: str, negligible: float, alpha: float) -> list[str]:
+    lines = [
+        f"## {_md(plan.treatment)}: do({_md(plan.treated.value)}) vs do({_md(plan.reference.value)}), per stratum",
+        "",
+    ]
     cate = _rows(frame, plan, "cate")
     for moderator in plan.moderators:
         strata = cate[cate["moderator"] == moderator]
         lines += [
-            f"| {moderator} | effect | {level} CI (t) | {level} CI (bootstrap) | p adjusted | units |",
+            f"| {_md(moderator)} | effect | {level} CI (t) | {level} CI (bootstrap) | p adjusted | units |",
             "|---|---|---|---|---|---|",
         ]
+        heads = []
         for stratum in dict.fromkeys(strata["stratum"]):
             rows = strata[strata["stratum"] == stratum]
             head = _headline(rows)
+            heads.append(head)
             boot = rows[rows["method"] == "bootstrap"]
             lines.append(
-                f"| {stratum} | {_number(head['estimate'])} | {_interval(head)} "
+                f"| {_md(stratum)} | {_number(head['estimate'])} | {_interval(head)} "
                 f"| {_interval(boot.iloc[0]) if len(boot) else ''} | {_p(head['p_adjusted'])} | {int(head['n_units'])} |"
             )
         test = _rows(frame, plan, "heterogeneity")
@@ -568,8 +597,28 @@ def _strata_section(plan: ContrastPlan, frame: pd.DataFrame, level: str) -> list
             row = test.iloc[0]
             lines += [
                 "",
-                f"Does the effect differ across {moderator}? Wald test (HC3 robust): "
-                f"statistic {row['estimate']:.2f}, p-value {_p(row['p_value'])} (adjusted {_p(row['p_adjusted'])}).",
+                f"Does the effect differ across {_md(moderator)}? Wald test (HC3 robust): "
+                f"statistic {row['estimate']:.2f}, p-value {_p(row['p_value'])} (adjusted {_p(row['p_adjusted'])})."
+                + _negligible_differences(row, pd.DataFrame(heads), negligible, alpha),
             ]
         lines.append("")
     return lines
+
+
+def _negligible_differences(test: pd.Series, heads: pd.DataFrame, negligible: float, alpha: float) -> str:
+    """Context for a heterogeneity test significant at `alpha` whose strata differ by less than `negligible`.
+
+    Many units make a difference of no practical size significant; when the strata's effects all lie
+    within the negligible band of each other, or every stratum's interval lies inside the band, the
+    test is read as that rather than as a finding. Empty otherwise.
+    """
+    if negligible <= 0 or not test["p_adjusted"] < alpha:
+        return ""
+    spread = heads["estimate"].max() - heads["estimate"].min()
+    if spread <= negligible:
+        why = f"the strata's effects lie within {_number(spread).lstrip('+')} of each other"
+    elif ((heads["ci_low"] >= -negligible) & (heads["ci_high"] <= negligible)).all():
+        why = "every stratum's interval lies inside it"
+    else:
+        return ""
+    return f" The differences between strata are significant but within the negligible band (±{negligible:g}): {why}."

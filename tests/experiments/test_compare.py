@@ -105,8 +105,17 @@ def test_the_model_without_the_bias_differs_in_the_planted_effect(runs: dict[str
     assert "| H1 | uninsured patients are referred less |" in (tmp_path / "fair" / "comparison.md").read_text()
 
 
-def test_compare_refuses_a_folder_that_is_not_a_run(tmp_path: Path) -> None:
+def test_compare_refuses_a_folder_that_is_not_a_run_as_a_user_error(tmp_path: Path) -> None:
     (tmp_path / "a").mkdir()
     done = paribus("compare", str(tmp_path / "a"), str(tmp_path / "a"))
-    assert done.returncode == 1
-    assert "cannot compare" in done.stderr and "config.yaml is missing" in done.stderr
+    assert done.returncode == 2
+    assert f"{str(tmp_path / 'a')!r} is not a finished run folder: config.yaml is missing" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_compare_refuses_an_output_folder_that_is_not_empty(runs: dict[str, Path], tmp_path: Path) -> None:
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "kept.txt").write_text("x")
+    done = paribus("compare", str(runs["a1"]), str(runs["a2"]), "--out", str(tmp_path / "out"))
+    assert done.returncode == 2
+    assert "already exists and is not empty; choose another --out" in done.stderr

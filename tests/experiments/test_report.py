@@ -18,12 +18,14 @@ import sys
 from html.parser import HTMLParser
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
 
 from experiments import compile_config, parse_config, run_experiment
-from experiments.report._html import redact, render_report
+from experiments.errors import RunFolderError
+from experiments.report._html import _FINDING, _NEGLIGIBLE, _UNSETTLED, _intervals, redact, render_report
 from tests.experiments._tiny_runs import save_tiny_classifier
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -146,6 +148,9 @@ def test_injected_model_path_and_surface_form_appear_escaped(run_folder: Path, m
     examples = re.findall(r'<td class="example-text">(.*?)</td>', html)
     assert examples and all("&lt;img src=x onerror=alert(2)&gt;" in text for text in examples)
     assert f"insurance {ESCAPED} matters" in html  # a hypothesis claim
+    summary = (run_folder / "summary.md").read_text()
+    assert "<script" not in summary and "<img" not in summary
+    assert f"/{ESCAPED}` (fingerprint" in summary and f"| insurance {ESCAPED} matters |" in summary  # model, claim
 
 
 def test_redacted_report_shows_hashes_instead_of_texts(run_folder: Path, tmp_path: Path) -> None:
@@ -228,7 +233,7 @@ def test_sections_follow_the_files_of_the_folder(run_folder: Path, tmp_path: Pat
     assert f"random {ESCAPED}" in html and "placebo treatment" in html
 
 
-def test_a_folder_that_is_not_a_run_is_refused(tmp_path: Path) -> None:
+def test_a_folder_that_is_not_a_run_is_refused_as_a_user_error(tmp_path: Path) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "experiments.cli", "report", str(tmp_path)],
         cwd=ROOT,
@@ -236,5 +241,33 @@ def test_a_folder_that_is_not_a_run_is_refused(tmp_path: Path) -> None:
         text=True,
         timeout=300,
     )
-    assert done.returncode == 1
-    assert "cannot build the report" in done.stderr and "config.yaml is missing" in done.stderr
+    assert done.returncode == 2
+    assert "is not a finished run folder: config.yaml is missing" in done.stderr and str(tmp_path) in done.stderr
+    assert "Traceback" not in done.stderr
+    (tmp_path / "config.yaml").write_text("name: x\n")
+    with pytest.raises(RunFolderError, match=r"is not a finished run folder: manifest.json is missing"):
+        render_report(tmp_path)
+
+
+def test_forest_colours_a_negligible_interval_grey_even_when_it_excludes_zero() -> None:
+    """Red marks a finding, grey an interval inside ±negligible, dark one that settles nothing."""
+    from matplotlib.figure import Figure
+
+    rows = pd.DataFrame(
+        {
+            "estimate": [0.5, 0.004, 0.1, -0.02, 0.0],
+            "ci_low": [0.3, 0.002, -0.2, -0.04, float("nan")],
+            "ci_high": [0.7, 0.006, 0.4, 0.01, float("nan")],
+        }
+    )
+    colours = {}
+    for negligible in (0.05, 0.0):
+        axes = Figure().add_subplot()
+        _intervals(axes, np.arange(len(rows)), rows, negligible)
+        colours[negligible] = {
+            float(x): container.lines[0].get_color()
+            for container in axes.containers
+            for x in container.lines[0].get_xdata()
+        }
+    assert colours[0.05] == {0.5: _FINDING, 0.004: _NEGLIGIBLE, 0.1: _UNSETTLED, -0.02: _NEGLIGIBLE, 0.0: _UNSETTLED}
+    assert colours[0.0] == {0.5: _FINDING, 0.004: _FINDING, 0.1: _UNSETTLED, -0.02: _UNSETTLED, 0.0: _UNSETTLED}
