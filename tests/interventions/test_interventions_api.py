@@ -71,3 +71,22 @@ def test_import_loads_neither_transformers_nor_causal():
     ).stdout
     assert "'transformers'" not in loaded
     assert "'causal'" not in loaded
+
+
+def test_names_a_config_needs_load_neither_torch_nor_transformers():
+    """Compiling a config (and so `paribus validate`) must not pay for torch."""
+    script = (
+        "import sys\n"
+        "from interventions import (AnswerProb, ClassLogit, ClassProb, ContinuationLogProb, InterventionError,\n"
+        "    LogitDiff, ModelSpec, Outcome, RenderedText, Rewrite, RewriteRules, Template, TemplateError, render_world)\n"
+        "LogitDiff(positive=' yes', negative=' no'); ModelSpec('gpt2', dtype='float16')\n"
+        "print(sorted(name for name in ('torch', 'transformers') if name in sys.modules))"
+    )
+    loaded = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    assert loaded.strip() == "[]"
+
+
+def test_model_spec_is_one_class_wherever_imported():
+    from interventions._adapter import ModelSpec
+
+    assert ModelSpec is interventions.ModelSpec
