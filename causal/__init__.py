@@ -14,7 +14,8 @@ _EXPORTS = {
     "_linking": ("LINK_COLUMNS", "AGREEMENT_COLUMNS", "EvidenceLinks", "FactorLink", "RankAgreement", "link_evidence"),
     "_observational": ("REFUTATION_COLUMNS", "OVERLAP_COLUMNS", "ObservationalResult", "estimate_observational"),
     "_human_pairs": ("estimate_human_pairs",),
-    "_hypotheses": ("VERDICT_COLUMNS", "Hypothesis", "Verdict", "VerdictTable", "judge_hypotheses"),
+    "_hypothesis": ("Hypothesis",),
+    "_hypotheses": ("VERDICT_COLUMNS", "Verdict", "VerdictTable", "judge_hypotheses"),
     "_fairness": (
         "FAIRNESS_COLUMNS",
         "FairnessMetric",
