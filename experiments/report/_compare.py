@@ -18,6 +18,7 @@ from causal import ComparisonTable, compare_effects, compare_verdicts
 from experiments.config import Experiment, load_experiment
 from experiments.errors import RunFolderError
 from experiments.report._summary import _md, _p
+from experiments.run import read_table, verify_checksums
 
 
 @dataclass(frozen=True)
@@ -94,14 +95,15 @@ def compare_runs(run_a: Path, run_b: Path) -> RunComparison:
     inference = experiment_a.config.inference
     paired = _same_units(run_a, run_b)
     effects = compare_effects(
-        pd.read_csv(run_a / "effects.csv"),
-        pd.read_csv(run_b / "effects.csv"),
+        read_table(run_a, "effects.csv"),
+        read_table(run_b, "effects.csv"),
         paired=_paired_differences(run_a, experiment_a, run_b, experiment_b) if paired else None,
         level=inference.level,
         correction=inference.correction,
     )
     hypotheses = [run / "hypotheses.csv" for run in (run_a, run_b)]
-    changes = compare_verdicts(*map(pd.read_csv, hypotheses)) if all(path.is_file() for path in hypotheses) else None
+    both = all(path.is_file() for path in hypotheses)
+    changes = compare_verdicts(*(read_table(path.parent, path.name) for path in hypotheses)) if both else None
     return RunComparison(run_a=run_a, run_b=run_b, effects=effects, verdict_changes=changes, paired=paired)
 
 
@@ -125,6 +127,7 @@ def _experiment(run: Path) -> Experiment:
             raise RunFolderError(
                 f"{str(run)!r} is not a finished run folder: {name} is missing; pass folders that `paribus run` wrote"
             )
+    verify_checksums(run)
     return load_experiment(run / "config.yaml")
 
 

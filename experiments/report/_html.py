@@ -28,7 +28,7 @@ import pandas as pd
 from causal import format_fairness_estimate, format_p_value
 from experiments.config import ContrastPlan, Experiment, load_experiment
 from experiments.errors import RunFolderError
-from experiments.run import read_outcomes, utc_now
+from experiments.run import read_outcomes, read_table, utc_now, verify_checksums
 
 REPORT_FILE = "report.html"
 _HEADLINE = ("t", "exact")
@@ -73,10 +73,11 @@ def render_report(folder: Path) -> str:
             raise RunFolderError(
                 f"{str(folder)!r} is not a finished run folder: {name} is missing; pass a folder that `paribus run` wrote"
             )
+    verify_checksums(folder)
     experiment = load_experiment(folder / "config.yaml")
     manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
     redacted = experiment.config.report.redact_texts
-    effects = pd.read_csv(folder / "effects.csv")
+    effects = read_table(folder, "effects.csv")
     environment = Environment(autoescape=True, undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     template = environment.from_string(
         (files("experiments.report") / "templates" / "report.html.j2").read_text(encoding="utf-8")
@@ -121,7 +122,7 @@ def _plain(text: str) -> str:
 
 
 def _optional_csv(path: Path) -> pd.DataFrame | None:
-    return pd.read_csv(path) if path.is_file() else None
+    return read_table(path.parent, path.name) if path.is_file() else None
 
 
 _P_COLUMNS = ("p_value", "p_adjusted")
