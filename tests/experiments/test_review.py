@@ -24,9 +24,9 @@ from experiments import ConfigError, compile_config, parse_config
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def paribus(*args: str, cache: Path) -> subprocess.CompletedProcess[str]:
+def paribus(*args: str) -> subprocess.CompletedProcess[str]:
     """The CLI of this checkout (cwd = repository root, so its packages come first)."""
-    env = {**os.environ, "PARIBUS_CACHE_DIR": str(cache), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.run(
         [sys.executable, "-m", "experiments.cli", *args], capture_output=True, text=True, env=env, cwd=ROOT, timeout=600
     )
@@ -61,8 +61,8 @@ def test_example_config_declares_the_issue_hypotheses(example: Path) -> None:
     assert experiment.config.fairness.protected == ["sex", "insurance"]
 
 
-def test_validate_counts_hypotheses_and_fairness(example: Path, tmp_path: Path) -> None:
-    done = paribus("validate", str(example), cache=tmp_path)
+def test_validate_counts_hypotheses_and_fairness(example: Path) -> None:
+    done = paribus("validate", str(example))
     assert done.returncode == 0, done.stderr
     assert "evidence on, 2 hypotheses, fairness on" in done.stdout
 
@@ -108,18 +108,21 @@ def test_hypothesis_ids_are_unique(example: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("outcome", "threshold"),
+    ("task", "outcome", "threshold"),
     [
-        ({"type": "logit_diff", "answers": {"positive": " yes", "negative": " no"}}, 0.0),
-        ({"type": "answer_prob", "answers": {"positive": " yes", "negative": " no"}}, 0.5),
-        ({"type": "class_prob", "label": "yes"}, 0.5),
-        ({"type": "class_logit", "label": "yes"}, 0.0),
+        ("causal-lm", {"type": "logit_diff", "answers": {"positive": " yes", "negative": " no"}}, 0.0),
+        ("causal-lm", {"type": "answer_prob", "answers": {"positive": " yes", "negative": " no"}}, 0.5),
+        ("sequence-classifier", {"type": "class_prob", "label": "yes"}, 0.5),
+        ("sequence-classifier", {"type": "class_logit", "label": "yes"}, 0.0),
     ],
 )
-def test_decision_threshold_defaults_by_outcome_type(example: Path, outcome: dict[str, Any], threshold: float) -> None:
-    assert compiled(example, outcome=outcome).decision_threshold == threshold
+def test_decision_threshold_defaults_by_outcome_type(
+    example: Path, task: str, outcome: dict[str, Any], threshold: float
+) -> None:
+    model = {"id": "a-classifier-or-lm", "task": task}
+    assert compiled(example, model=model, outcome=outcome).decision_threshold == threshold
     fairness = {"protected": ["sex"], "threshold": -1.5}
-    assert compiled(example, outcome=outcome, fairness=fairness).decision_threshold == -1.5
+    assert compiled(example, model=model, outcome=outcome, fairness=fairness).decision_threshold == -1.5
 
 
 def test_a_log_likelihood_outcome_needs_a_threshold(example: Path) -> None:
@@ -220,7 +223,7 @@ def test_review_of_an_enumerated_run_matches_a_hand_computation(tmp_path: Path) 
 
 @pytest.fixture(scope="module")
 def contradicted_run(
-    demo_cache: Path, example: Path, tmp_path_factory: pytest.TempPathFactory
+    example: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> tuple[Path, subprocess.CompletedProcess[str]]:
     """A demo run whose third hypothesis (weekend raises referral by >= 0.5) the planted rule contradicts."""
     config = demo_config(example)
@@ -245,7 +248,6 @@ def contradicted_run(
         "--out",
         str(folder / "run"),
         "--fail-on-hypotheses",
-        cache=demo_cache,
     )
     return folder / "run", done
 

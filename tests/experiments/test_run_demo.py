@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -23,16 +22,15 @@ pytestmark = pytest.mark.slow
 UNITS = 80
 
 
-def paribus(*args: str, cache: Path) -> subprocess.CompletedProcess[str]:
+def paribus(*args: str) -> subprocess.CompletedProcess[str]:
     script = Path(sys.executable).with_name("paribus")
-    env = {**os.environ, "PARIBUS_CACHE_DIR": str(cache)}
-    return subprocess.run([str(script), *args], capture_output=True, text=True, env=env, timeout=600)
+    return subprocess.run([str(script), *args], capture_output=True, text=True, timeout=600)
 
 
 @pytest.fixture(scope="module")
-def run_folder(demo_cache: Path, example: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def run_folder(example: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("runs") / "demo"
-    done = paribus("run", str(example), "--units", str(UNITS), "--seed", "3", "--out", str(folder), cache=demo_cache)
+    done = paribus("run", str(example), "--units", str(UNITS), "--seed", "3", "--out", str(folder))
     assert done.returncode == 0, done.stderr
     assert f"run folder: {folder}" in done.stdout
     return folder
@@ -93,10 +91,8 @@ def test_manifest_reproduces_the_run(run_folder: Path, demo_model_path: Path) ->
     assert manifest["started_at"] <= manifest["finished_at"]
 
 
-def test_rerunning_the_resolved_config_gives_identical_effects(
-    run_folder: Path, demo_cache: Path, tmp_path: Path
-) -> None:
-    again = paribus("run", str(run_folder / "config.yaml"), "--out", str(tmp_path / "again"), cache=demo_cache)
+def test_rerunning_the_resolved_config_gives_identical_effects(run_folder: Path, tmp_path: Path) -> None:
+    again = paribus("run", str(run_folder / "config.yaml"), "--out", str(tmp_path / "again"))
     assert again.returncode == 0, again.stderr
     pd.testing.assert_frame_equal(
         pd.read_csv(run_folder / "effects.csv"), pd.read_csv(tmp_path / "again" / "effects.csv")
@@ -164,51 +160,47 @@ def test_summary_states_the_insurance_and_placebo_effects(run_folder: Path) -> N
     assert "## Evidence: attention, saliency and probes beside the effects" in summary
 
 
-def test_bad_config_exits_2_with_the_path_and_no_traceback(tmp_path: Path, example: Path, demo_cache: Path) -> None:
+def test_bad_config_exits_2_with_the_path_and_no_traceback(tmp_path: Path, example: Path) -> None:
     data = yaml.safe_load(example.read_text())
     data["effects"][0]["treatment"] = "insurence"
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump(data))
     for command in ("validate", "run"):
-        done = paribus(command, str(bad), cache=demo_cache)
+        done = paribus(command, str(bad))
         assert done.returncode == 2
         assert "effects[0].treatment: treatment 'insurence' is not a factor; did you mean 'insurance'?" in done.stderr
         assert "Traceback" not in done.stderr
 
 
-def test_cli_override_out_of_range_names_the_field(example: Path, demo_cache: Path) -> None:
-    done = paribus("run", str(example), "--units", "1", cache=demo_cache)
+def test_cli_override_out_of_range_names_the_field(example: Path) -> None:
+    done = paribus("run", str(example), "--units", "1")
     assert done.returncode == 2
     assert "sampling.units: Input should be greater than or equal to 2 (got 1)" in done.stderr
 
 
-def test_existing_run_folder_is_never_overwritten(run_folder: Path, example: Path, demo_cache: Path) -> None:
+def test_existing_run_folder_is_never_overwritten(run_folder: Path, example: Path) -> None:
     before = (run_folder / "effects.csv").read_bytes()
-    done = paribus("run", str(example), "--out", str(run_folder), cache=demo_cache)
-    assert done.returncode == 1
+    done = paribus("run", str(example), "--out", str(run_folder))
+    assert done.returncode == 2  # a refused run folder is a user error
     assert "already exists and is not empty" in done.stderr
     assert (run_folder / "effects.csv").read_bytes() == before
 
 
-def test_validate_accepts_the_example(example: Path, demo_cache: Path) -> None:
-    done = paribus("validate", str(example), cache=demo_cache)
+def test_validate_accepts_the_example(example: Path) -> None:
+    done = paribus("validate", str(example))
     assert done.returncode == 0
     assert "valid: triage-insurance: 5 factors" in done.stdout
     assert "1 patching sweep(s), evidence on" in done.stdout
 
 
-def test_exact_mode_on_the_demo_gives_the_planted_population_effects(
-    demo_cache: Path, example: Path, tmp_path: Path
-) -> None:
+def test_exact_mode_on_the_demo_gives_the_planted_population_effects(example: Path, tmp_path: Path) -> None:
     """Every unit of the triage space, weighted: age's total effect is the rule's 2.0*0.3 + 1.5*0.1 - 0.5*0.3 = 0.6."""
     from experiments import run_experiment
 
     experiment = load_experiment(
         example, overrides={"sampling": {"mode": "exact"}, "model": {"id": "builtin:triage-demo"}}
     )
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("PARIBUS_CACHE_DIR", str(demo_cache))
-        effects = run_experiment(experiment, out_dir=tmp_path / "exact").effects.to_frame()
+    effects = run_experiment(experiment, out_dir=tmp_path / "exact").effects.to_frame()
     ate = effects[effects["analysis"] == "ate"].set_index(["treatment", "contrast", "estimand"])
     assert set(ate["method"]) == {"exact"}
     assert (ate["ci_low"] == ate["ci_high"]).all()
@@ -218,7 +210,7 @@ def test_exact_mode_on_the_demo_gives_the_planted_population_effects(
     assert len(pd.read_parquet(tmp_path / "exact" / "units.parquet")) == 2 * 5 * 3 * 2 * 2 * 3 * 4 * 4 * 2
 
 
-def test_attribution_screen_then_exact_verification(demo_cache: Path, example: Path, tmp_path: Path) -> None:
+def test_attribution_screen_then_exact_verification(example: Path, tmp_path: Path) -> None:
     """method: attribution screens every site, verifies the top ones exactly, and reports their rank agreement."""
     from experiments import run_experiment
 
@@ -235,9 +227,7 @@ def test_attribution_screen_then_exact_verification(demo_cache: Path, example: P
     experiment = compile_config(
         experiment.config.model_copy(update={"mediation": [MediationConfig(**screen)], "evidence": None})
     )
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("PARIBUS_CACHE_DIR", str(demo_cache))
-        result = run_experiment(experiment, out_dir=tmp_path / "screen")
+    result = run_experiment(experiment, out_dir=tmp_path / "screen")
     mediation = pd.read_parquet(tmp_path / "screen" / "mediation.parquet")
     approximate = mediation[(mediation["method"] == "attribution_t") & (mediation["effect"] == "indirect")]
     exact = mediation[(mediation["method"] == "t") & (mediation["effect"] == "indirect")]
@@ -249,18 +239,14 @@ def test_attribution_screen_then_exact_verification(demo_cache: Path, example: P
     assert record["verified"] == 6 and -1 <= record["rank_agreement"]["spearman"] <= 1
 
 
-def test_layer_beyond_the_model_names_the_field_and_keeps_the_effects(
-    demo_cache: Path, example: Path, tmp_path: Path
-) -> None:
+def test_layer_beyond_the_model_names_the_field_and_keeps_the_effects(example: Path, tmp_path: Path) -> None:
     from experiments import ConfigError, run_experiment
 
     experiment = load_experiment(example, overrides={"sampling": {"units": 10}})
     bad = MediationConfig(treatment="insurance", contrast=["none", "private"], layers=[7])
     experiment = compile_config(experiment.config.model_copy(update={"mediation": [bad], "evidence": None}))
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("PARIBUS_CACHE_DIR", str(demo_cache))
-        with pytest.raises(ConfigError, match=r"^mediation\[0\]\.layers: .*7"):
-            run_experiment(experiment, out_dir=tmp_path / "bad")
+    with pytest.raises(ConfigError, match=r"^mediation\[0\]\.layers: .*7"):
+        run_experiment(experiment, out_dir=tmp_path / "bad")
     assert (tmp_path / "bad" / "effects.csv").exists()
     manifest = json.loads((tmp_path / "bad" / "manifest.json").read_text())
     assert manifest["status"] == "failed" and "mediation[0].layers" in manifest["error"]
