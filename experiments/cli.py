@@ -207,6 +207,13 @@ def run(
             experiment, out_dir=folder, progress=progress, command=sys.argv, resume=resume is not None
         )
     typer.echo((result.folder / "summary.md").read_text(encoding="utf-8"))
+    if result.lock_taken_over is not None:
+        _err.print(
+            f"took over the stale lock of {escape(result.lock_taken_over.describe())}, a process that is no longer "
+            "running (recorded in manifest.json as lock_taken_over)",
+            highlight=False,
+            soft_wrap=True,
+        )
     _out.print(f"run folder: {escape(str(result.folder))}", highlight=False, soft_wrap=True)
     contradicted = result.manifest["review"]["contradicted"]
     if fail_on_hypotheses and contradicted:
@@ -263,8 +270,11 @@ def verify(
     model no longer gives: the summary names them and the largest difference); 2 when the
     folder is not a run folder or cannot be read.
     """
+    from transformers.utils import logging as transformers_logging
+
     from experiments._verify import verify_run
 
+    transformers_logging.disable_progress_bar()
     with _user_errors(failure="cannot verify"), _progress() as progress:
         verification = verify_run(run_dir, sample=sample, seed=seed, progress=progress)
     typer.echo(verification.summary())

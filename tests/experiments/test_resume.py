@@ -87,6 +87,7 @@ def test_a_run_killed_mid_evaluation_and_resumed_equals_an_uninterrupted_run(cla
     assert manifest["resumes"][0]["previous_status"] == "running"
     assert manifest["resumes"][0]["untrusted_shards_removed"] == sorted(set(files) - set(listed))
     assert manifest["lock_taken_over"]["pid"] == pid  # the killed run's stale lock
+    assert f"took over the stale lock of pid {pid}" in done.stderr
     assert not (killed / ".paribus.lock").exists()
     assert manifest["config_hash"] == whole.manifest["config_hash"]
 
