@@ -1,4 +1,4 @@
-"""Shared fixtures: the built-in demo model, trained once per test session into a private cache."""
+"""Shared fixtures: the demo experiment config and the built-in demo model, both shipped with the package."""
 
 from __future__ import annotations
 
@@ -16,19 +16,8 @@ def example() -> Path:
 
 
 @pytest.fixture(scope="session")
-def demo_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A cache folder holding the trained demo model; PARIBUS_CACHE_DIR points at it for the session."""
-    from experiments.demo._model import resolve_model_path
-
-    cache = tmp_path_factory.mktemp("paribus-cache")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("PARIBUS_CACHE_DIR", str(cache))
-        resolve_model_path("builtin:triage-demo")
-        yield cache
-
-
-@pytest.fixture(scope="session")
-def demo_model_path(demo_cache: Path) -> Path:
-    from experiments.demo._model import resolve_model_path
+def demo_model_path() -> Path:
+    """The folder of the trained `builtin:triage-demo` model shipped inside the package."""
+    from experiments.demo import resolve_model_path
 
     return Path(resolve_model_path("builtin:triage-demo"))

@@ -9,7 +9,6 @@ insurance effect is zero by construction where the demo's is about -1.5 log-odds
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -24,21 +23,17 @@ ROOT = Path(__file__).resolve().parents[2]
 PLANTED = ("ate", "total", "insurance", "none vs private")
 
 
-def paribus(*args: str, cache: Path | None = None) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", **({"PARIBUS_CACHE_DIR": str(cache)} if cache else {})}
+def paribus(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.run(
         [sys.executable, "-m", "experiments.cli", *args], capture_output=True, text=True, env=env, cwd=ROOT, timeout=900
     )
 
 
 @pytest.fixture(scope="module")
-def runs(demo_model_path: Path, example: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Runs a1, a2 (demo, seeds 1 and 2) and fair (the fair model, seed 1), in a cache of their own."""
+def runs(example: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Runs a1, a2 (demo, seeds 1 and 2) and fair (the fair model, seed 1)."""
     base = tmp_path_factory.mktemp("compare")
-    cache = base / "cache"
-    shutil.copytree(
-        demo_model_path, cache / demo_model_path.name
-    )  # the fair model trains here, not in the shared cache
     config = yaml.safe_load(example.read_text())
     config.pop("mediation")
     config.pop("evidence")
@@ -62,7 +57,6 @@ def runs(demo_model_path: Path, example: Path, tmp_path_factory: pytest.TempPath
             "--out",
             str(folders[name]),
             "--fail-on-hypotheses",
-            cache=cache,
         )
         assert done.returncode == (3 if name == "fair" else 0), done.stderr
     return folders

@@ -251,9 +251,7 @@ def _config(folder: Path) -> Path:
 
 
 @pytest.mark.slow
-def test_a_confounded_corpus_naive_is_biased_backdoor_covers_the_rewrite_effect(
-    tmp_path: Path, demo_cache: Path
-) -> None:
+def test_a_confounded_corpus_naive_is_biased_backdoor_covers_the_rewrite_effect(tmp_path: Path) -> None:
     notes = _corpus(tmp_path, 1200, seed=5)
     result = run_experiment(load_experiment(_config(tmp_path)), out_dir=tmp_path / "run")
     folder = result.folder

@@ -78,7 +78,7 @@ def browser(tmp_path_factory: pytest.TempPathFactory):
 
 
 @pytest.fixture(scope="module")
-def demo_run(demo_cache: Path, example: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def demo_run(example: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The shipped demo config, every block on, on 60 units."""
     folder = tmp_path_factory.mktemp("browser") / "demo"
     done = subprocess.run(
@@ -87,7 +87,7 @@ def demo_run(demo_cache: Path, example: Path, tmp_path_factory: pytest.TempPathF
         text=True,
         cwd=ROOT,
         timeout=900,
-        env={**os.environ, "PARIBUS_CACHE_DIR": str(demo_cache), "OMP_NUM_THREADS": "1"},
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
     assert done.returncode == 0, done.stderr
     return folder
