@@ -229,12 +229,21 @@ RunArg = Annotated[Path, typer.Argument(help="A run folder written by `paribus r
 
 
 @app.command()
-def report(run_dir: RunArg) -> None:
+def report(
+    run_dir: RunArg,
+    redact_texts: Annotated[
+        bool,
+        typer.Option(
+            "--redact-texts",
+            help="Show each example text as its sha256 prefix, whatever the run's report.redact_texts says.",
+        ),
+    ] = False,
+) -> None:
     """Rebuild report.html of a run folder from its files (no model needed)."""
     from experiments.report import write_report
 
     with _user_errors(failure="cannot build the report"):
-        path = write_report(run_dir)
+        path = write_report(run_dir, redact_texts=True if redact_texts else None)
     _out.print(f"report: {escape(str(path))}", highlight=False, soft_wrap=True)
 
 

@@ -57,14 +57,18 @@ class _Table:
     rows: tuple[tuple[str, ...], ...]
 
 
-def write_report(folder: Path) -> Path:
-    """Write `report.html` into a finished run folder and return its path."""
+def write_report(folder: Path, *, redact_texts: bool | None = None) -> Path:
+    """Write `report.html` into a finished run folder and return its path.
+
+    `redact_texts` overrides the config's `report.redact_texts` (the folder's files stay as
+    the run wrote them, so their checksums hold).
+    """
     path = folder / REPORT_FILE
-    path.write_text(render_report(folder), encoding="utf-8")
+    path.write_text(render_report(folder, redact_texts=redact_texts), encoding="utf-8")
     return path
 
 
-def render_report(folder: Path) -> str:
+def render_report(folder: Path, *, redact_texts: bool | None = None) -> str:
     """The report of the run in `folder`, as HTML text; RunFolderError when the folder is not a finished run folder."""
     from jinja2 import Environment, StrictUndefined
 
@@ -76,7 +80,7 @@ def render_report(folder: Path) -> str:
     verify_checksums(folder)
     experiment = load_experiment(folder / "config.yaml")
     manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
-    redacted = experiment.config.report.redact_texts
+    redacted = experiment.config.report.redact_texts if redact_texts is None else redact_texts
     effects = read_table(folder, "effects.csv")
     environment = Environment(autoescape=True, undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     template = environment.from_string(

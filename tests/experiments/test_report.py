@@ -21,7 +21,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 
 from experiments import compile_config, parse_config, run_experiment
 from experiments.errors import RunFolderError
@@ -156,12 +155,9 @@ def test_injected_model_path_and_surface_form_appear_escaped(run_folder: Path, m
 def test_redacted_report_shows_hashes_instead_of_texts(run_folder: Path, tmp_path: Path) -> None:
     folder = tmp_path / "redacted"
     shutil.copytree(run_folder, folder)
-    resolved = yaml.safe_load((folder / "config.yaml").read_text())
-    resolved["report"]["redact_texts"] = True
-    (folder / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
     (folder / "report.html").unlink()
     done = subprocess.run(
-        [sys.executable, "-m", "experiments.cli", "report", str(folder)],
+        [sys.executable, "-m", "experiments.cli", "report", str(folder), "--redact-texts"],
         cwd=ROOT,
         capture_output=True,
         text=True,
