@@ -25,6 +25,7 @@ import pytest
 from experiments import compile_config, parse_config, run_experiment
 from experiments.errors import RunFolderError
 from experiments.report._html import _FINDING, _NEGLIGIBLE, _UNSETTLED, _intervals, redact, render_report
+from experiments.run._checksums import UNLISTED, sha256_file
 from tests.experiments._tiny_runs import save_tiny_classifier
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -199,6 +200,17 @@ def test_rebuilding_gives_the_same_report_in_any_process(run_folder: Path, tmp_p
     assert pages[0] == original
 
 
+def _vouch_for_files(folder: Path) -> None:
+    """Record the checksums of the folder's files as they are now, as a run that wrote exactly them would."""
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["checksums"] = {
+        path.relative_to(folder).as_posix(): sha256_file(path)
+        for path in sorted(folder.rglob("*"))
+        if path.is_file() and path.relative_to(folder).as_posix() not in UNLISTED
+    }
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+
+
 def test_sections_follow_the_files_of_the_folder(run_folder: Path, tmp_path: Path) -> None:
     """Absent tables drop their section; observational tables, when present, get one."""
     folder = tmp_path / "data-mode"
@@ -221,6 +233,7 @@ def test_sections_follow_the_files_of_the_folder(run_folder: Path, tmp_path: Pat
         {"refuter": ["placebo treatment", f"random {INJECTION}"], "new_effect": [0.01, 0.5], "p_value": [0.7, 0.2]}
     ).to_csv(folder / "refutations.csv", index=False)
     pd.DataFrame({"row": [3], "reason": ["missing insurance"]}).to_csv(folder / "dropped.csv", index=False)
+    _vouch_for_files(folder)  # the folder now holds what such a run would have written
     html = render_report(folder)
     page = outline(html)
     assert page.sections == ["verdicts", "graph", "effects", "cate", "observational", "manifest"]

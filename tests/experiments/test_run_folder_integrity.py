@@ -456,3 +456,17 @@ def test_an_out_folder_in_a_read_only_folder_is_a_run_folder_error(classifier: P
     finally:
         (tmp_path / "locked").chmod(0o700)
         (tmp_path / "existing").chmod(0o700)
+
+
+def test_report_and_compare_refuse_a_folder_whose_files_changed(finished: Path, tmp_path: Path) -> None:
+    """Both read a folder only after its checksums hold; a redacted report needs no edit of the folder."""
+    from experiments.report import compare_runs, render_report
+
+    edited = tmp_path / "edited"
+    shutil.copytree(finished, edited)
+    effects = edited / "effects.csv"
+    effects.write_text(effects.read_text().replace("0.", "1.", 1))
+    for read in (lambda: render_report(edited), lambda: compare_runs(finished, edited)):
+        with pytest.raises(RunFolderError, match=r"effects\.csv changed since the run wrote it"):
+            read()
+    assert "sha256:" in render_report(finished, redact_texts=True)
