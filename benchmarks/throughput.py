@@ -1,8 +1,8 @@
 """Benchmark: evaluate_outcomes against a plain batched HuggingFace forward, on the demo.
 
 The texts are the demo experiment's (experiments/examples/triage.yaml): its units rendered
-in every arm the run evaluates, read by the demo model (`builtin:triage-demo`, trained
-into the cache on first use). Timed side by side in this process, best of --repeats:
+in every arm the run evaluates, read by the demo model (`builtin:triage-demo`, shipped
+trained in the package). Timed side by side in this process, best of --repeats:
 
 1. Engine overhead. Over the distinct texts, a plain loop (tokenize a batch with padding,
    one forward, read the logit difference at each last token) against `evaluate_outcomes`

@@ -92,7 +92,7 @@ class Verification:
 def verify_run(folder: Path, *, sample: int = 20, seed: int = 0, progress: Progress | None = None) -> Verification:
     """Check a run folder's checksums, load its model, and re-evaluate a seeded sample of its stored outcomes.
 
-    The model is resolved as a run resolves it (a built-in one is trained on first use);
+    The model is resolved as a run resolves it (a built-in one from its packaged folder);
     documents are read with the config's `data.suffix`, as the documents front reads them.
     Outcomes come from outcomes.parquet, or the shards of an unfinished run. RunFolderError
     when `folder` is not a run folder; ValueError when `sample` is below 1.
@@ -115,7 +115,7 @@ def verify_run(folder: Path, *, sample: int = 20, seed: int = 0, progress: Progr
         )
 
     experiment = load_experiment(folder / "config.yaml")
-    adapter, record = load_model(experiment, progress)
+    adapter, record = load_model(experiment)
     stored = _stored_outcomes(folder)
     if stored.empty:
         problems.append("the folder holds no stored outcomes to re-evaluate (no outcomes.parquet and no shards)")

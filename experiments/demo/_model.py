@@ -90,11 +90,10 @@ def model_folder(name: str) -> Path:
     return Path(str(MODELS / name))
 
 
-def resolve_model_path(model_id: str, *, progress: Callable[[int, int], None] | None = None) -> str:
+def resolve_model_path(model_id: str) -> str:
     """A local folder for `model_id`: a built-in name gives its packaged folder, other ids pass through.
 
-    The built-in models ship trained, so nothing is trained or downloaded here and `progress`
-    is never called.
+    The built-in models ship trained, so nothing is trained or downloaded here.
     """
     if not model_id.startswith(BUILTIN_PREFIX):
         return model_id

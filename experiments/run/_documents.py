@@ -148,7 +148,7 @@ def evaluate_documents(
     store.write_table("rewrites.parquet", counterfactuals.table)
     manifest["data"]["rewrites"] = rewrite_counts(counterfactuals.table)
 
-    adapter = load_run_model(experiment, store, manifest, progress)
+    adapter = load_run_model(experiment, store, manifest)
     manifest["n_units"] = len(documents.frame)
     store.write_manifest(manifest)
 

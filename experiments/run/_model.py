@@ -10,19 +10,18 @@ from typing import Any
 
 from experiments.config import Experiment
 from experiments.demo import resolve_model_path
-from experiments.run._progress import Progress, stage
 from experiments.run._store import RunStore, package_versions
 from interventions import AnswerProb, ContinuationLogProb, LogitDiff, ModelAdapter, Outcome
 
 
-def load_model(experiment: Experiment, progress: Progress | None) -> tuple[ModelAdapter, dict[str, Any]]:
-    """The config's model (a built-in one trained on first use) and its manifest record.
+def load_model(experiment: Experiment) -> tuple[ModelAdapter, dict[str, Any]]:
+    """The config's model (a built-in one from its packaged folder) and its manifest record.
 
     The record holds its id, path, fingerprint (weights and tokenizer), device, dtype and the
     outcome definition as this model reads it.
     """
     spec = experiment.model_spec
-    path = resolve_model_path(spec.path, progress=stage(progress, "training the demo model"))
+    path = resolve_model_path(spec.path)
     adapter = ModelAdapter.load(replace(spec, path=path))
     record = {
         "model_id": experiment.config.model.id,
@@ -35,15 +34,13 @@ def load_model(experiment: Experiment, progress: Progress | None) -> tuple[Model
     return adapter, record
 
 
-def load_run_model(
-    experiment: Experiment, store: RunStore, manifest: dict[str, Any], progress: Progress | None
-) -> ModelAdapter:
+def load_run_model(experiment: Experiment, store: RunStore, manifest: dict[str, Any]) -> ModelAdapter:
     """Load the model; refuse (RunFolderError) a resumed run made with another one; record it in `manifest`.
 
     The check comes before `manifest` changes, so a refused attempt leaves the stored
     run's provenance in place.
     """
-    adapter, record = load_model(experiment, progress)
+    adapter, record = load_model(experiment)
     current = {**record, "packages": package_versions()}
     store.check_provenance(current)
     manifest.update(current)

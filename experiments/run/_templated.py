@@ -104,7 +104,7 @@ def evaluate_templated_units(
 ) -> tuple[TemplatedUnits, ModelAdapter]:
     """Draw the units, evaluate every (unit, arm) into shards (resuming what they hold), store units and outcomes."""
     config = experiment.config
-    adapter = load_run_model(experiment, store, manifest, progress)
+    adapter = load_run_model(experiment, store, manifest)
 
     shards = ShardStore(store.folder, record=store.record)
     reused = len(shards.paths())
