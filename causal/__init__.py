@@ -4,8 +4,7 @@ Never imports torch: estimation runs on tables produced elsewhere. Public names 
 their module on first use (PEP 562), so `from causal import Hypothesis` loads no estimator.
 """
 
-from importlib import import_module
-from typing import Any
+from graphs._lazy import lazy_exports
 
 _EXPORTS = {
     "_results": ("EFFECT_COLUMNS", "EffectEstimate", "EffectTable"),
@@ -39,7 +38,7 @@ _EXPORTS = {
     "_format": ("format_p_value", "format_fairness_estimate"),
     "errors": ("EstimationError",),
 }
-_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
+_MODULE_OF, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
 
 __all__ = [
     "EFFECT_COLUMNS",
@@ -92,17 +91,3 @@ __all__ = [
     "format_fairness_estimate",
     "EstimationError",
 ]
-
-
-def __getattr__(name: str) -> Any:
-    """Import the module of a public name on its first use and keep the name here."""
-    module = _MODULE_OF.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})

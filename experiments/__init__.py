@@ -6,8 +6,7 @@ through a run, and each imports only earlier ones: config -> demo -> run -> step
 module on first use (PEP 562), so `import experiments.cli` does not import the run pipeline.
 """
 
-from importlib import import_module
-from typing import Any
+from graphs._lazy import lazy_exports
 
 _EXPORTS = {
     "_pipeline": ("RunResult", "run_experiment"),
@@ -22,7 +21,7 @@ _EXPORTS = {
     ),
     "errors": ("ConfigError", "RunError"),
 }
-_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
+_MODULE_OF, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
 
 __all__ = [
     "Arm",
@@ -37,17 +36,3 @@ __all__ = [
     "parse_config",
     "run_experiment",
 ]
-
-
-def __getattr__(name: str) -> Any:
-    """Import the module of a public name on its first use and keep the name here."""
-    module = _MODULE_OF.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})

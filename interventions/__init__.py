@@ -4,8 +4,7 @@ Public names load with their module on first use (PEP 562), so what compiles a c
 (templates, rewrite rules, `ModelSpec`, outcome specs, errors) imports neither torch nor transformers.
 """
 
-from importlib import import_module
-from typing import Any
+from graphs._lazy import lazy_exports
 
 _EXPORTS = {
     "_template": ("Template", "RenderedText"),
@@ -25,7 +24,7 @@ _EXPORTS = {
     "_token_view": ("token_view", "render_token_view"),
     "errors": ("InterventionError", "TemplateError", "ModelLoadError", "AnswerTokenError", "RewriteError"),
 }
-_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
+_MODULE_OF, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
 
 __all__ = [
     "Template",
@@ -67,17 +66,3 @@ __all__ = [
     "AnswerTokenError",
     "RewriteError",
 ]
-
-
-def __getattr__(name: str) -> Any:
-    """Import the module of a public name on its first use and keep the name here."""
-    module = _MODULE_OF.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
