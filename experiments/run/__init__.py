@@ -11,6 +11,7 @@ back as the run computed it (CSV formula prefixes undone).
 """
 
 from experiments.run._checksums import verify_checksums
+from experiments.run._csv_cells import read_table
 from experiments.run._documents import evaluate_documents
 from experiments.run._evaluated import EvaluatedUnits
 from experiments.run._executor import LocalExecutor, RayExecutor, import_ray
@@ -19,7 +20,7 @@ from experiments.run._model import load_model
 from experiments.run._progress import Progress, Report, counting, stage
 from experiments.run._rewriting import rewritten_pair
 from experiments.run._shards import ShardStore
-from experiments.run._store import RunStore, base_manifest, config_hash, read_outcomes, read_table, utc_now
+from experiments.run._store import RunStore, base_manifest, config_hash, read_outcomes, utc_now
 from experiments.run._templated import TemplatedUnits, evaluate_templated_units, stored_outcomes
 from experiments.run._units import arm_texts, draw_units, realize_arms
 

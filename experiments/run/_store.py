@@ -1,16 +1,15 @@
 """The run folder: resolved config, manifest, Parquet and CSV tables, summary; its lock and checksums.
 
-Stage: run. May import experiments.errors and the config stage.
+Stage: run. May import experiments.errors, the config stage and the run folder's lock, checksums and CSV cells.
 
 `RunStore` is the one writer of a run folder: it locks the folder, lists every file it
-writes with its sha256 in the manifest, neutralises spreadsheet formulas in CSV cells, and
+writes with its sha256 in the manifest, writes CSVs safe for spreadsheets (`_csv_cells`), and
 decides whether an existing folder may be resumed (same config up to result-neutral
 fields, unchanged shards, same model, Paribus version and outcome definition).
 """
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import os
@@ -30,6 +29,7 @@ import yaml
 from experiments.config import ExperimentConfig, parse_config
 from experiments.errors import ConfigError, RunFolderError
 from experiments.run._checksums import file_problem, read_manifest, recorded_checksums, sha256_file
+from experiments.run._csv_cells import write_csv
 from experiments.run._lock import LOCK_NAME, FolderLock, LockHolder, acquire_lock
 
 TRACKED_PACKAGES = (
@@ -310,12 +310,9 @@ class RunStore:
         self._write_manifest()
 
     def write_table(self, name: str, frame: pd.DataFrame) -> Path:
-        """Parquet, or CSV with spreadsheet formulas neutralised (`neutralised`; `read_table` undoes it)."""
+        """Parquet, or CSV with spreadsheet formulas neutralised (`write_csv`; `read_table` undoes it)."""
         if name.endswith(".csv"):
-            text = neutralised(frame)
-            # pandas leaves a field holding a carriage return unquoted, which ends the row there for a reader.
-            quoting = csv.QUOTE_NONNUMERIC if _holds_carriage_return(text) else csv.QUOTE_MINIMAL
-            path = atomic_write(self.folder / name, lambda handle: text.to_csv(handle, index=False, quoting=quoting))
+            path = atomic_write(self.folder / name, lambda handle: write_csv(frame, handle))
         else:
             path = atomic_write(self.folder / name, lambda handle: frame.to_parquet(handle, index=False))
         self.record(path)
@@ -335,54 +332,6 @@ class RunStore:
 
 def _nothing_to_resume(folder: Path) -> RunFolderError:
     return RunFolderError(f"--resume: {str(folder)!r} holds no run to resume; give the folder of an unfinished run")
-
-
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
-"""First characters that make a spreadsheet read a CSV cell as a formula (OWASP, CSV injection)."""
-
-
-def neutralised(frame: pd.DataFrame) -> pd.DataFrame:
-    """A copy of `frame` whose text cells (and column names) that a spreadsheet would run are prefixed with `'`.
-
-    Cells starting with one of `FORMULA_STARTS` get a leading `'`, as OWASP advises; so do
-    cells that already start with `'`, so that `read_table` can undo the prefix exactly.
-    Numbers are untouched.
-    """
-    text = [
-        column
-        for column in frame.columns
-        if pd.api.types.is_object_dtype(frame[column])
-        or pd.api.types.is_string_dtype(frame[column])
-        or isinstance(frame[column].dtype, pd.CategoricalDtype)
-    ]
-    copy = frame.rename(columns=_quoted)
-    for column in text:
-        copy[_quoted(column)] = frame[column].map(_quoted)
-    return copy
-
-
-def _holds_carriage_return(frame: pd.DataFrame) -> bool:
-    cells = [*frame.columns, *(value for column in frame.columns for value in frame[column])]
-    return any(isinstance(value, str) and "\r" in value for value in cells)
-
-
-def _quoted(value: Any) -> Any:
-    return f"'{value}" if isinstance(value, str) and value.startswith((*FORMULA_STARTS, "'")) else value
-
-
-def _unquoted(value: Any) -> Any:
-    return value[1:] if isinstance(value, str) and value.startswith("'") else value
-
-
-def read_table(folder: Path, name: str) -> pd.DataFrame:
-    """A table of a run folder as the run computed it: a CSV's neutralised formula prefixes are undone."""
-    if not name.endswith(".csv"):
-        return pd.read_parquet(folder / name)
-    frame = pd.read_csv(folder / name).rename(columns=_unquoted)
-    for column in frame.columns:
-        if pd.api.types.is_object_dtype(frame[column]) or pd.api.types.is_string_dtype(frame[column]):
-            frame[column] = frame[column].map(_unquoted)
-    return frame
 
 
 def atomic_write(path: Path, write: Callable[[BinaryIO], Any]) -> Path:
