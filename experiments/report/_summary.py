@@ -476,18 +476,26 @@ def _p(value: float) -> str:
     return format_p_value(value, ".3f", floor=0.001)
 
 
-_MARKDOWN = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", "\\": "\\\\", "|": "\\|", "\n": " ", "\r": " "})
+_MARKUP = re.compile(r"<(?=[A-Za-z/!?])|&(?=#|[A-Za-z0-9]+;)|^(\s*)>|[\\|\r\n]")
+_MARKUP_ESCAPES = {"<": "&lt;", "&": "&amp;", "\\": "\\\\", "|": "\\|", "\r": " ", "\n": " "}
 
 
 def _md(value: object) -> str:
     """A user or model string made inert in Markdown, in running text and in table cells alike.
 
-    `&`, `<` and `>` become entities, since many renderers pass raw HTML through; `|` (and so
-    `\\`) is backslash-escaped and line breaks become spaces, so the string stays in its cell
-    or list item. Inside a code span a renderer shows these escapes as typed (`&lt;`): the
-    price of one rule that is safe in every place a string lands.
+    What a renderer could read as markup is escaped, and nothing else, so the summary stays
+    readable in a terminal ("p < 0.05" stays as typed): a `<` that could open an HTML tag or
+    comment, an `&` that could start an entity, a `>` that could start a block quote;
+    `|` (and so `\\`) is backslash-escaped and line breaks become spaces, so the string stays
+    in its cell or list item.
     """
-    return str(value).translate(_MARKDOWN)
+    return _MARKUP.sub(_escape_markup, str(value))
+
+
+def _escape_markup(match: re.Match[str]) -> str:
+    if match.group(1) is not None:
+        return f"{match.group(1)}&gt;"
+    return _MARKUP_ESCAPES[match.group(0)]
 
 
 def _fenced(text: str) -> list[str]:

@@ -31,6 +31,7 @@ from tests.experiments._tiny_runs import save_tiny_classifier
 ROOT = Path(__file__).resolve().parents[2]
 INJECTION = "<script>alert(1)</script>"
 ESCAPED = "&lt;script&gt;alert(1)&lt;/script&gt;"
+SUMMARY_ESCAPED = "&lt;script>alert(1)&lt;/script>"  # summary.md escapes only what could open markup
 MARKUP = "<img src=x onerror=alert(2)>"
 
 
@@ -149,8 +150,9 @@ def test_injected_model_path_and_surface_form_appear_escaped(run_folder: Path, m
     assert examples and all("&lt;img src=x onerror=alert(2)&gt;" in text for text in examples)
     assert f"insurance {ESCAPED} matters" in html  # a hypothesis claim
     summary = (run_folder / "summary.md").read_text()
-    assert "<script" not in summary and "<img" not in summary
-    assert f"/{ESCAPED}` (fingerprint" in summary and f"| insurance {ESCAPED} matters |" in summary  # model, claim
+    assert re.search(r"<[A-Za-z/!?]", summary) is None  # no tag or comment can open
+    assert f"/{SUMMARY_ESCAPED}` (fingerprint" in summary  # the model
+    assert f"| insurance {SUMMARY_ESCAPED} matters |" in summary  # a hypothesis claim
 
 
 def test_redacted_report_shows_hashes_instead_of_texts(run_folder: Path, tmp_path: Path) -> None:
