@@ -140,13 +140,18 @@ def _documents_words(experiment: Experiment) -> str:
     values = {name: tuple(factor.values) for name, factor in experiment.config.factors.items()}
     documents = load_documents(plan.config, plan.path, values)
     words = [
-        f"{len(documents.frame)} of {documents.n_rows} documents kept{_dropped_words(documents.counts())}",
+        f"{len(documents.frame)} of {documents.n_rows} documents kept{_left_out_words(documents.left_out)}"
+        f"{_dropped_words(documents.counts())}",
         f"rewrite rules for {', '.join(plan.rules)}",
     ]
     if plan.pairs is not None:
-        pairs = load_pairs(plan.pairs, documents.frame, values)
+        pairs = load_pairs(plan.pairs, documents.frame, values, left_out=documents.left_out)
         words.append(f"{len(pairs.frame)} of {pairs.n_rows} human pairs kept{_dropped_words(pairs.counts())}")
     return ", ".join(words)
+
+
+def _left_out_words(left_out: tuple[str, ...]) -> str:
+    return f" ({len(left_out)} left out by data.where or data.limit)" if left_out else ""
 
 
 def _dropped_words(counts: dict[str, int]) -> str:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from experiments.config._quote import QUOTE_LIMIT, quoted, shortened
@@ -35,6 +36,8 @@ class Table:
     frame: pd.DataFrame
     dropped: pd.DataFrame
     n_rows: int
+    left_out: tuple[str, ...] = ()
+    """Ids of good rows that `data.where` or `data.limit` left out (not bad: not asked for)."""
 
     def counts(self) -> dict[str, int]:
         """Dropped rows per reason."""
@@ -42,7 +45,8 @@ class Table:
 
     def record(self) -> dict[str, Any]:
         """What the manifest says about this table."""
-        return {"rows": self.n_rows, "kept": len(self.frame), "dropped": self.counts()}
+        record = {"rows": self.n_rows, "kept": len(self.frame), "dropped": self.counts()}
+        return {**record, "left_out": len(self.left_out)} if self.left_out else record
 
 
 def load_documents(data: DataConfig, path: Path, values: Mapping[str, Sequence[str]]) -> Table:
@@ -51,6 +55,8 @@ def load_documents(data: DataConfig, path: Path, values: Mapping[str, Sequence[s
     `values` holds each factor's declared values; annotations are read as stripped strings.
     """
     raw = _read(path, "data.path")
+    n_rows = len(raw)
+    raw, left_out = _where(raw, data, path)
     columns = {
         "text": (data.text, "data.text"),
         **{name: (column, f"data.factors.{name}") for name, column in data.factors.items()},
@@ -74,16 +80,35 @@ def load_documents(data: DataConfig, path: Path, values: Mapping[str, Sequence[s
     if data.label is not None:
         frame["label"] = raw[data.label]
     kept, dropped = _split("documents", frame, checks, raw, ids, data.id or "")
-    table = Table(kept, dropped, len(raw))
+    table = Table(kept, dropped, n_rows)
     _check_kept(table, "data", data.on_bad_rows == "error")
-    return table
+    if data.limit is not None and data.limit < len(kept):
+        chosen = np.sort(np.random.default_rng(data.seed).choice(len(kept), size=data.limit, replace=False))
+        left_out += tuple(kept["doc_id"].drop(kept.index[chosen]))
+        kept = kept.iloc[chosen].reset_index(drop=True)
+    return Table(kept, dropped, n_rows, left_out)
 
 
-def load_pairs(path: Path, documents: pd.DataFrame, values: Mapping[str, Sequence[str]]) -> Table:
+def _where(raw: pd.DataFrame, data: DataConfig, path: Path) -> tuple[pd.DataFrame, tuple[str, ...]]:
+    """The rows `data.where` keeps, and the ids of the rows it leaves out."""
+    keep = pd.Series(True, index=raw.index)
+    for column, wanted in data.where.items():
+        _require(raw, column, f"data.where.{column}", path)
+        keep &= _text(raw[column]).isin([wanted] if isinstance(wanted, str) else wanted)
+    if not keep.any() and len(raw):
+        raise ConfigError(f"keeps none of the {len(raw)} rows of {path}; check the columns' values", path="data.where")
+    ids = _text(raw[data.id]) if data.id is not None and data.id in raw.columns else raw.index.astype(str)
+    return raw[keep], tuple(pd.Series(ids, index=raw.index)[~keep])
+
+
+def load_pairs(
+    path: Path, documents: pd.DataFrame, values: Mapping[str, Sequence[str]], *, left_out: Sequence[str] = ()
+) -> Table:
     """Human-edited pairs whose original is a kept document: columns PAIR_COLUMNS as strings.
 
     `values` holds every factor's declared values; when the edited factor is annotated,
-    the pair's `from` must be the original's annotation.
+    the pair's `from` must be the original's annotation. A pair whose original `data.where`
+    or `data.limit` left out (`left_out`) is dropped as `original_left_out`, not as unknown.
     """
     raw = _read(path, "pairs.path")
     for column in PAIR_COLUMNS:
@@ -109,6 +134,7 @@ def load_pairs(path: Path, documents: pd.DataFrame, values: Mapping[str, Sequenc
     checks = [
         ("missing_id", "id", frame["id"].eq("")),
         ("empty_text", "text", frame["text"].str.strip().eq("")),
+        ("original_left_out", "original_id", frame["original_id"].isin(list(left_out))),
         ("unknown_original", "original_id", ~known),
         ("unknown_factor", "factor", ~frame["factor"].isin(list(values))),
         ("unknown_value", "from", ~in_domain),

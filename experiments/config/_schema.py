@@ -249,6 +249,9 @@ class DataConfig(_Section):
     columns; `suffix` is appended to every document (and counterfactual) before the
     model reads it, e.g. the question the decision answers. `on_bad_rows: drop` keeps
     the good rows and reports the rest; `error` stops at the first bad row's reason.
+    `where` keeps only rows whose column holds the value (or one of the values), e.g. a
+    split; `limit` then keeps a random draw of that many good documents (seeded by `seed`,
+    in file order), for a quick run on a large corpus.
     """
 
     path: str = Field(min_length=1)
@@ -258,6 +261,17 @@ class DataConfig(_Section):
     label: str | None = None
     suffix: str = ""
     on_bad_rows: Literal["drop", "error"] = "drop"
+    where: dict[str, str | list[str]] = Field(default_factory=dict)
+    limit: int | None = Field(default=None, ge=1)
+    seed: int = Field(default=0, ge=0)
+
+    @field_validator("where")
+    @classmethod
+    def _where_values(cls, value: dict[str, str | list[str]]) -> dict[str, str | list[str]]:
+        for column, wanted in value.items():
+            if isinstance(wanted, list) and not wanted:
+                raise ValueError(f"where.{column} is an empty list; give a value or a list of values")
+        return value
 
     @field_validator("path")
     @classmethod

@@ -122,8 +122,11 @@ def _stopping_lines(stopping: Mapping[str, Any] | None) -> list[str]:
 def _documents_line(data: Mapping[str, Any]) -> str:
     documents = data["documents"]
     dropped = ", ".join(f"{count} {reason.replace('_', ' ')}" for reason, count in documents["dropped"].items())
-    return f"- documents: {documents['kept']} of {documents['rows']} rows of `{_md(data['path'])}` kept" + (
-        f" (dropped: {dropped}; see dropped.csv)" if dropped else ""
+    left_out = documents.get("left_out", 0)
+    return (
+        f"- documents: {documents['kept']} of {documents['rows']} rows of `{_md(data['path'])}` kept"
+        + (f", {left_out} left out by data.where or data.limit" if left_out else "")
+        + (f" (dropped: {dropped}; see dropped.csv)" if dropped else "")
     )
 
 

@@ -133,7 +133,7 @@ def evaluate_documents(
     plan = experiment.data
     values = {name: tuple(factor.values) for name, factor in experiment.config.factors.items()}
     documents = load_documents(plan.config, plan.path, values)
-    pairs = None if plan.pairs is None else load_pairs(plan.pairs, documents.frame, values)
+    pairs = None if plan.pairs is None else load_pairs(plan.pairs, documents.frame, values, left_out=documents.left_out)
     store.write_table("documents.parquet", documents.frame)
     dropped = [documents.dropped, *([pairs.dropped] if pairs else [])]
     store.write_table("dropped.csv", pd.concat(dropped, ignore_index=True).reindex(columns=list(DROP_COLUMNS)))

@@ -230,3 +230,64 @@ def test_a_csv_that_cannot_be_parsed_names_the_file_and_the_problem(tmp_path: Pa
     path.write_bytes(content)
     with pytest.raises(ConfigError, match=rf"^data.path: data file '.*notes.csv' cannot be read as csv: .*{words}"):
         load_documents(_config(path), path, VALUES)
+
+
+def _split_corpus(tmp_path: Path) -> Path:
+    """Ten good notes, c0..c9: even ones in the test split, odd ones in train; c3 is unannotated (bad)."""
+    rows = [_row(f"c{i}", split="test" if i % 2 == 0 else "train") for i in range(10)]
+    rows[3]["ins"] = ""
+    return _write(tmp_path, rows)
+
+
+def test_where_keeps_only_the_rows_asked_for_and_bad_rows_outside_it_are_not_reported(tmp_path: Path) -> None:
+    path = _split_corpus(tmp_path)
+    documents = load_documents(_config(path, where={"split": "test"}), path, VALUES)
+    assert documents.frame["doc_id"].tolist() == ["c0", "c2", "c4", "c6", "c8"]
+    assert documents.dropped.empty  # c3 is bad, but it was not asked for
+    assert documents.left_out == ("c1", "c3", "c5", "c7", "c9")
+    assert documents.record() == {"rows": 10, "kept": 5, "dropped": {}, "left_out": 5}
+    both = load_documents(_config(path, where={"split": ["test", "train"]}), path, VALUES)
+    assert len(both.frame) == 9 and both.counts() == {"unannotated": 1} and both.left_out == ()
+    train = load_documents(_config(path, where={"split": "train"}), path, VALUES)
+    assert train.dropped[["row", "id", "reason"]].values.tolist() == [[3, "c3", "unannotated"]]  # the file's row
+
+
+def test_limit_draws_a_seeded_subset_of_the_good_documents_in_file_order(tmp_path: Path) -> None:
+    path = _split_corpus(tmp_path)
+    draws = {
+        seed: load_documents(_config(path, limit=4, seed=seed), path, VALUES).frame["doc_id"].tolist()
+        for seed in range(6)
+    }
+    for chosen in draws.values():
+        assert len(chosen) == 4 and len(set(chosen)) == 4 and "c3" not in chosen  # a draw of the good rows
+        assert chosen == sorted(chosen, key=lambda doc: int(doc[1:]))  # in file order
+    assert load_documents(_config(path, limit=4, seed=2), path, VALUES).frame["doc_id"].tolist() == draws[2]
+    assert len({tuple(chosen) for chosen in draws.values()}) > 1  # the seed matters
+    whole = load_documents(_config(path, limit=100), path, VALUES)
+    assert len(whole.frame) == 9 and whole.left_out == ()
+
+
+def test_where_naming_a_missing_column_or_keeping_nothing_is_a_config_error(tmp_path: Path) -> None:
+    path = _split_corpus(tmp_path)
+    with pytest.raises(ConfigError, match=r"^data\.where\.fold: "):
+        load_documents(_config(path, where={"fold": "test"}), path, VALUES)
+    with pytest.raises(ConfigError, match=r"^data\.where: keeps none of the 10 rows"):
+        load_documents(_config(path, where={"split": "validation"}), path, VALUES)
+    with pytest.raises(ValueError, match=r"where\.split is an empty list"):
+        _config(path, where={"split": []})
+
+
+def test_a_pair_whose_original_was_left_out_is_dropped_as_left_out_not_unknown(tmp_path: Path) -> None:
+    path = _split_corpus(tmp_path)
+    documents = load_documents(_config(path, where={"split": "test"}), path, VALUES)
+    edits = tmp_path / "edits.csv"
+    pd.DataFrame(
+        [
+            {"id": "e1", "original_id": "c0", "factor": "insurance", "from": "private", "to": "none", "text": "a"},
+            {"id": "e2", "original_id": "c1", "factor": "insurance", "from": "private", "to": "none", "text": "b"},
+            {"id": "e3", "original_id": "zz", "factor": "insurance", "from": "private", "to": "none", "text": "c"},
+        ]
+    ).to_csv(edits, index=False)
+    pairs = load_pairs(edits, documents.frame, VALUES, left_out=documents.left_out)
+    assert pairs.frame["id"].tolist() == ["e1"]
+    assert pairs.counts() == {"original_left_out": 1, "unknown_original": 1}
