@@ -21,6 +21,7 @@ from experiments.config import load_experiment
 from experiments.errors import RunFolderError
 from experiments.run import Progress, counting, load_model, read_outcomes, stage
 from experiments.run._checksums import checksum_problems, read_manifest
+from experiments.run._shards import shard_paths
 from interventions import evaluate_outcomes
 
 TOLERANCE = 1e-4
@@ -156,7 +157,7 @@ def _stored_outcomes(folder: Path) -> pd.DataFrame:
     """outcomes.parquet (keyed by unit_id), else the shards of an unfinished run, else an empty frame."""
     if (folder / "outcomes.parquet").is_file():
         return read_outcomes(folder)
-    shards = sorted((folder / "shards").glob("outcomes-*.parquet"))
+    shards = shard_paths(folder)
     if not shards:
         return pd.DataFrame({"unit_id": [], "arm": [], "text": [], "outcome": []})
     return pd.concat([pd.read_parquet(path) for path in shards], ignore_index=True)

@@ -23,6 +23,11 @@ SHARD_KEY = ("unit_id", "arm")
 SHARD_COLUMNS = ("unit_id", "arm", "template", "text", "outcome")
 
 
+def shard_paths(run_folder: Path) -> list[Path]:
+    """The outcome shards stored in a run folder, in name order (none when it has no shards folder)."""
+    return sorted((run_folder / "shards").glob("outcomes-*.parquet"))
+
+
 class ShardStore:
     """The shards of one run folder, read once on open and kept in memory as they are appended.
 
@@ -57,7 +62,7 @@ class ShardStore:
         return path
 
     def paths(self) -> list[Path]:
-        return sorted(self.folder.glob("outcomes-*.parquet"))
+        return shard_paths(self.folder.parent)
 
     def read(self) -> pd.DataFrame:
         """Every stored outcome, one row per (unit, arm); RunError when a pair is stored twice."""
