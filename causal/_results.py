@@ -28,11 +28,23 @@ EFFECT_COLUMNS = (
     "p_adjusted",
     "n_units",
     "method",
+    "reason",
 )
 
 Analysis = Literal["ate", "cate", "heterogeneity", "observational", "human_pairs", "confounding_gap"]
 Method = Literal[
-    "t", "bootstrap", "exact", "wald_hc3", "naive", "regression", "ipw", "regression_minus_t", "asymptotic_cs"
+    "t",
+    "bootstrap",
+    "exact",
+    "wald_hc3",
+    "naive",
+    "regression",
+    "ipw",
+    "aipw",
+    "matching",
+    "exact_matching",
+    "regression_minus_t",
+    "asymptotic_cs",
 ]
 Correction = Literal["holm", "bh"]
 
@@ -43,7 +55,8 @@ class EffectEstimate:
 
     `contrast` reads "a vs b" and the effect is Y(do a) - Y(do b). `p_value` is nan
     for rows that are not tests (bootstrap and exact rows); `p_adjusted` is filled by
-    `EffectTable.corrected`.
+    `EffectTable.corrected`. A row whose `reason` is set is not estimable: it says why
+    (no document with both arms, no overlap, an estimator's error) and its numbers are nan.
     """
 
     analysis: Analysis
@@ -61,6 +74,47 @@ class EffectEstimate:
     method: Method
     level: float
     p_adjusted: float = math.nan
+    reason: str | None = None
+
+    @classmethod
+    def not_estimable(
+        cls,
+        reason: str,
+        *,
+        analysis: Analysis,
+        estimand: str,
+        treatment: str,
+        contrast: str,
+        method: Method,
+        level: float,
+        moderator: str | None = None,
+        stratum: str | None = None,
+        n_units: int = 0,
+    ) -> EffectEstimate:
+        """A row that keeps its place in the table and says why it has no number."""
+        nan = math.nan
+        return cls(
+            analysis,
+            estimand,
+            treatment,
+            contrast,
+            moderator,
+            stratum,
+            nan,
+            nan,
+            nan,
+            nan,
+            nan,
+            n_units,
+            method,
+            level,
+            reason=reason,
+        )
+
+    @property
+    def estimable(self) -> bool:
+        """False for a row that only records why it could not be estimated."""
+        return self.reason is None
 
     def to_frame(self) -> pd.DataFrame:
         """One-row frame with columns `EFFECT_COLUMNS`."""
@@ -70,6 +124,8 @@ class EffectEstimate:
         """One line of plain text describing the estimate."""
         subject = f"{self.estimand} effect of {self.treatment} ({self.contrast})"
         footer = f"[{self.method}, n={self.n_units}]"
+        if self.reason is not None:
+            return f"{self.analysis.upper()} {subject} [{self.method}]: not estimable: {self.reason}"
         if self.analysis == "heterogeneity":
             return (
                 f"heterogeneity of the {subject} across {self.moderator}: "

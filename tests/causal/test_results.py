@@ -126,4 +126,4 @@ def test_a_p_value_that_underflows_reads_as_a_bound_not_as_zero():
     table = EffectTable((_estimate(0.0), _estimate(0.5))).corrected("holm")
     line = table.estimates[0].summary()
     assert "p < 1e-16, p_adjusted < 1e-16" in line and "p = 0" not in line
-    assert table.summary().splitlines()[2].split()[-4:-2] == ["<1e-16", "<1e-16"]
+    assert table.summary().splitlines()[2].split()[-5:-3] == ["<1e-16", "<1e-16"]
