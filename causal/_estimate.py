@@ -7,12 +7,20 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from numbers import Integral, Real
+from typing import get_args
 
 import numpy as np
 import pandas as pd
 
 from causal._heterogeneity import heterogeneity_wald
-from causal._paired import Interval, bootstrap_interval, exact_interval, t_interval
+from causal._paired import (
+    DEFAULT_BOOTSTRAP_METHOD,
+    BootstrapMethod,
+    Interval,
+    bootstrap_interval,
+    exact_interval,
+    t_interval,
+)
 from causal._results import EffectEstimate, EffectTable
 from causal.errors import EstimationError
 
@@ -25,6 +33,7 @@ class _Settings:
     exact: bool
     level: float
     n_bootstrap: int
+    bootstrap_method: BootstrapMethod
     seed: int
 
 
@@ -45,6 +54,7 @@ def estimate_paired_effects(
     exact: bool = False,
     level: float = 0.95,
     n_bootstrap: int = 2000,
+    bootstrap_method: BootstrapMethod = DEFAULT_BOOTSTRAP_METHOD,
     seed: int = 0,
 ) -> EffectTable:
     """Average and per-stratum effects, with intervals, from paired differences.
@@ -53,12 +63,21 @@ def estimate_paired_effects(
     (used when `exact`) and one column of stratum labels per moderator; it is not
     modified. Sampled units give "t" and "bootstrap" rows for the ATE and every
     stratum, plus one "wald_hc3" heterogeneity row per moderator with two or more
-    strata. Enumerated units (`exact`) give weighted means with no sampling error.
+    strata; `bootstrap_method` says how the "bootstrap" rows' intervals are read off the
+    resamples (see `causal._paired.BootstrapMethod`). Enumerated units (`exact`) give
+    weighted means with no sampling error.
     Each set of units draws its bootstrap from its own stream derived from `seed`, so
     adding a moderator leaves the other rows unchanged.
     """
     settings = _Settings(
-        treatment, contrast, estimand, exact, _check_level(level), _check_n_bootstrap(n_bootstrap), _check_seed(seed)
+        treatment,
+        contrast,
+        estimand,
+        exact,
+        _check_level(level),
+        _check_n_bootstrap(n_bootstrap),
+        _check_bootstrap_method(bootstrap_method),
+        _check_seed(seed),
     )
     units = _read_paired(paired, moderators=moderators, exact=exact)
     rows = _interval_rows(settings, units.differences, units.weights, moderator=None, stratum=None)
@@ -90,7 +109,11 @@ def _interval_rows(
         intervals = {
             "t": t_interval(differences, level=settings.level),
             "bootstrap": bootstrap_interval(
-                differences, level=settings.level, n_bootstrap=settings.n_bootstrap, rng=rng
+                differences,
+                level=settings.level,
+                n_bootstrap=settings.n_bootstrap,
+                rng=rng,
+                bootstrap_method=settings.bootstrap_method,
             ),
         }
     return [
@@ -210,6 +233,12 @@ def _check_n_bootstrap(n_bootstrap: int) -> int:
     if isinstance(n_bootstrap, bool) or not isinstance(n_bootstrap, Integral) or n_bootstrap < 2:
         raise EstimationError(f"n_bootstrap must be an integer >= 2; got {n_bootstrap!r} (e.g. 2000)")
     return int(n_bootstrap)
+
+
+def _check_bootstrap_method(method: BootstrapMethod) -> BootstrapMethod:
+    if method not in get_args(BootstrapMethod):
+        raise EstimationError(f"bootstrap_method must be one of {list(get_args(BootstrapMethod))}; got {method!r}")
+    return method
 
 
 def _check_seed(seed: int) -> int:

@@ -14,6 +14,7 @@ import dataclasses
 import pandas as pd
 
 from causal._estimate import estimate_paired_effects
+from causal._paired import DEFAULT_BOOTSTRAP_METHOD, BootstrapMethod
 from causal._results import EffectTable
 from causal.errors import EstimationError
 
@@ -25,6 +26,7 @@ def estimate_human_pairs(
     *,
     level: float = 0.95,
     n_bootstrap: int = 2000,
+    bootstrap_method: BootstrapMethod = DEFAULT_BOOTSTRAP_METHOD,
     seed: int = 0,
 ) -> EffectTable:
     """Average effect of each kind of edit, with t and bootstrap intervals.
@@ -67,6 +69,7 @@ def estimate_human_pairs(
             contrast=f"{target} vs {source}",
             level=level,
             n_bootstrap=n_bootstrap,
+            bootstrap_method=bootstrap_method,
             seed=seed,
         )
         rows += [dataclasses.replace(estimate, analysis="human_pairs") for estimate in table.estimates]

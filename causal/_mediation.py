@@ -18,10 +18,23 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from causal._estimate import _check_level, _check_n_bootstrap, _check_seed, _finite_column
+from causal._estimate import (
+    _check_bootstrap_method,
+    _check_level,
+    _check_n_bootstrap,
+    _check_seed,
+    _finite_column,
+)
 from causal._format import frame_text
 from causal._multiple_testing import adjust_p_values
-from causal._paired import Interval, bootstrap_intervals, exact_interval, t_interval
+from causal._paired import (
+    DEFAULT_BOOTSTRAP_METHOD,
+    BootstrapMethod,
+    Interval,
+    bootstrap_intervals,
+    exact_interval,
+    t_interval,
+)
 from causal.errors import EstimationError
 
 MEDIATION_COLUMNS = (
@@ -115,6 +128,7 @@ def estimate_mediation(
     exact: bool = False,
     level: float = 0.95,
     n_bootstrap: int = 2000,
+    bootstrap_method: BootstrapMethod = DEFAULT_BOOTSTRAP_METHOD,
     seed: int = 0,
     source: Source = "patch",
 ) -> MediationTable:
@@ -123,9 +137,11 @@ def estimate_mediation(
     `per_unit` has one row per (unit, site, position): columns "unit", the site keys
     "site", "component", "layer", "head", "position", "total" (the unit's total
     effect) and "indirect" (its effect through the site), plus "weight" when `exact`.
-    Every site must cover the same units. The table is not modified.
+    Every site must cover the same units. The table is not modified. `bootstrap_method`
+    says how the "bootstrap" rows' intervals are read off the resamples.
     """
     level, n_bootstrap, seed = _check_level(level), _check_n_bootstrap(n_bootstrap), _check_seed(seed)
+    bootstrap_method = _check_bootstrap_method(bootstrap_method)
     if source not in ("patch", "attribution"):
         raise EstimationError(f"source must be 'patch' or 'attribution'; got {source!r}")
     units, totals, weights, keys, indirect = _read(per_unit, exact=exact)
@@ -136,10 +152,12 @@ def estimate_mediation(
         MediationEstimate(
             **context, **empty_site, effect="total", n_units=units.size, method=prefix + method, **_fields(total)
         )
-        for method, (total,) in _intervals(totals[None, :], weights, exact, level, n_bootstrap, seed).items()
+        for method, (total,) in _intervals(
+            totals[None, :], weights, exact, level, n_bootstrap, bootstrap_method, seed
+        ).items()
     ]
     for effect, values in (("indirect", indirect), ("direct", totals[None, :] - indirect)):
-        intervals = _intervals(values, weights, exact, level, n_bootstrap, seed)
+        intervals = _intervals(values, weights, exact, level, n_bootstrap, bootstrap_method, seed)
         for method, per_site in intervals.items():
             rows += [
                 MediationEstimate(
@@ -156,6 +174,7 @@ def _intervals(
     exact: bool,
     level: float,
     n_bootstrap: int,
+    bootstrap_method: BootstrapMethod,
     seed: int,
 ) -> dict[str, list[Interval]]:
     """Intervals of each row's mean: exact weighted means, or t and bootstrap (shared unit draws)."""
@@ -163,7 +182,13 @@ def _intervals(
         return {"exact": [exact_interval(row, weights) for row in values]}
     return {
         "t": [t_interval(row, level=level) for row in values],
-        "bootstrap": bootstrap_intervals(values, level=level, n_bootstrap=n_bootstrap, rng=np.random.default_rng(seed)),
+        "bootstrap": bootstrap_intervals(
+            values,
+            level=level,
+            n_bootstrap=n_bootstrap,
+            rng=np.random.default_rng(seed),
+            bootstrap_method=bootstrap_method,
+        ),
     }
 
 

@@ -19,6 +19,7 @@ import pandas as pd
 
 from causal import EffectTable, MediationTable
 from experiments.config import Experiment, ExperimentConfig, stored_config
+from experiments.errors import NotEstimable
 from experiments.report import mediation_heatmap, render_summary, write_report
 from experiments.run import (
     EvaluatedUnits,
@@ -145,12 +146,27 @@ def _store_estimates(experiment: Experiment, store: RunStore, manifest: dict[str
     refutations = [] if estimates.refutations is None else estimates.refutations.to_dict("records")
     manifest["data"].update(
         warnings=list(estimates.warnings),
+        positivity=_positivity(estimates.overlap),
         refutations=[
             {key: (None if isinstance(value, float) and math.isnan(value) else value) for key, value in record.items()}
             for record in refutations
         ],
     )
     store.write_manifest(manifest)
+
+
+def _positivity(overlap: pd.DataFrame | None) -> list[dict[str, Any]]:
+    """Per contrast whose adjustment set has a stratum without both arms: how many strata, and which lack one."""
+    if overlap is None:
+        return []
+    records = []
+    for (treatment, contrast), strata in overlap.groupby(["treatment", "contrast"], sort=False):
+        unsupported = strata.loc[~strata["supported"].astype(bool), "stratum"].astype(str).tolist()
+        if unsupported:
+            records.append(
+                {"treatment": treatment, "contrast": contrast, "strata": len(strata), "unsupported": unsupported}
+            )
+    return records
 
 
 def _mediation(
@@ -168,7 +184,18 @@ def _mediation(
     for index, plan in enumerate(experiment.mediation):
         seed = analysis_seed(experiment.config.sampling.seed, MEDIATION + index)
         report = stage(progress, f"patching {plan.treatment} ({plan.contrast})")
-        outcome = run_mediation(experiment, plan, units, adapter, seed=seed, progress=report)
+        try:
+            outcome = run_mediation(experiment, plan, units, adapter, seed=seed, progress=report)
+        except NotEstimable as error:
+            records.append(
+                {
+                    "treatment": plan.treatment,
+                    "contrast": plan.contrast,
+                    "direction": plan.direction,
+                    "not_estimable": str(error),
+                }
+            )
+            continue
         heatmap = mediation_heatmap(
             outcome.table.to_frame(),
             store.folder / f"mediation_{index}_{plan.treatment}.png",
@@ -177,10 +204,12 @@ def _mediation(
         store.record(heatmap)
         tables.append(outcome.table)
         records.append({**outcome.record, "heatmap": heatmap.name})
-    mediation = MediationTable.concat(tables)
-    store.write_table("mediation.parquet", mediation.to_frame())
     manifest["mediation"] = records
     store.write_manifest(manifest)
+    if not tables:
+        return None
+    mediation = MediationTable.concat(tables)
+    store.write_table("mediation.parquet", mediation.to_frame())
     return mediation
 
 
@@ -200,7 +229,12 @@ def _evidence(
     if report is not None:
         report(0, 1)
     seed = analysis_seed(experiment.config.sampling.seed, EVIDENCE)
-    result = run_evidence(experiment, units, effects.to_frame(), adapter, seed=seed)
+    try:
+        result = run_evidence(experiment, units, effects.to_frame(), adapter, seed=seed)
+    except NotEstimable as error:
+        manifest["evidence"] = {"not_estimable": str(error)}
+        store.write_manifest(manifest)
+        return None
     store.write_table("evidence.parquet", result.evidence)
     store.write_table("evidence_links.csv", result.links.to_frame())
     store.write_table("evidence_agreement.csv", result.links.agreement_frame())

@@ -94,7 +94,7 @@ def _check_model(experiment: Experiment) -> str:
     from experiments.demo import resolve_model_path
 
     with _user_errors():
-        return check_model(experiment.config, resolve_model_path(experiment.config.model.id))
+        return check_model(experiment.config, resolve_model_path(experiment.model_spec.path))
 
 
 def _check_run_folder(folder: Path) -> None:
@@ -116,9 +116,10 @@ def validate(config: ConfigArg) -> None:
     experiment = _load(config, {})
     graph = experiment.graph
     source = f"{len(experiment.templates)} template(s)"
+    support: list[str] = []
     if experiment.data is not None:
         with _user_errors():
-            source = _documents_words(experiment)
+            source, support = _documents_words(experiment)
     model = _check_model(experiment)
     _out.print(
         f"[green]valid[/green]: {escape(experiment.config.name)}: {len(graph.factors)} factors, "
@@ -129,12 +130,15 @@ def validate(config: ConfigArg) -> None:
         highlight=False,
         soft_wrap=True,
     )
+    for line in support:
+        _out.print(escape(line), highlight=False, soft_wrap=True)
     _out.print(escape(model), highlight=False, soft_wrap=True)
 
 
-def _documents_words(experiment: Experiment) -> str:
-    """Data mode: how many documents and human pairs would be kept, and why the others would be dropped."""
+def _documents_words(experiment: Experiment) -> tuple[str, list[str]]:
+    """Data mode: documents and human pairs kept (and why others would be dropped); per contrast, each source's support."""
     from experiments.config import load_documents, load_pairs
+    from experiments.run import rewrite_documents, source_support
 
     plan = experiment.data
     values = {name: tuple(factor.values) for name, factor in experiment.config.factors.items()}
@@ -142,12 +146,19 @@ def _documents_words(experiment: Experiment) -> str:
     words = [
         f"{len(documents.frame)} of {documents.n_rows} documents kept{_left_out_words(documents.left_out)}"
         f"{_dropped_words(documents.counts())}",
-        f"rewrite rules for {', '.join(plan.rules)}",
+        f"rewrite rules for {', '.join(plan.rules) or 'no factor'}",
     ]
+    pairs = None
     if plan.pairs is not None:
         pairs = load_pairs(plan.pairs, documents.frame, values, left_out=documents.left_out)
         words.append(f"{len(pairs.frame)} of {pairs.n_rows} human pairs kept{_dropped_words(pairs.counts())}")
-    return ", ".join(words)
+    counterfactuals = rewrite_documents(experiment, documents.frame)
+    support = [
+        f"  {row.treatment} ({row.contrast}), {row.source}: {row.detail}"
+        + ("" if row.estimable else " -> NOT ESTIMABLE (the run will say so in effects.csv)")
+        for row in source_support(experiment, documents.frame, counterfactuals, None if pairs is None else pairs.frame)
+    ]
+    return ", ".join(words), support
 
 
 def _left_out_words(left_out: tuple[str, ...]) -> str:

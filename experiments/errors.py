@@ -4,6 +4,7 @@ Stage: errors. Imports nothing of Paribus; every stage may import it.
 
     ValueError
       ├── ConfigError      a config file or value breaks a rule; carries the YAML path
+      ├── NotEstimable     one part of a run has nothing to compute it from (the run records why, goes on)
       └── RunFolderError   a run folder is not what it must be: not a run, changed after it was
                            written, held by another writer, or written by another model
     RuntimeError
@@ -20,6 +21,13 @@ class ConfigError(ValueError):
         super().__init__(f"{path}: {message}" if path else message)
         self.path = path
         self.reason = message
+
+
+class NotEstimable(ValueError):
+    """One part of a valid run (a patching sweep, the evidence) has no units to work on; the message says why.
+
+    The pipeline records the reason where that part's results would be and carries on.
+    """
 
 
 class RunFolderError(ValueError):

@@ -15,7 +15,13 @@ from experiments.config._compile import (
 )
 from experiments.config._dataset import DROP_COLUMNS, PAIR_COLUMNS, load_documents, load_pairs
 from experiments.config._quote import quoted, shortened
-from experiments.config._schema import DataConfig, ExperimentConfig, MediationConfig, parse_config
+from experiments.config._schema import (
+    DataConfig,
+    ExperimentConfig,
+    MediationConfig,
+    ObservationalConfig,
+    parse_config,
+)
 from experiments.config._tokenizer import check_model
 from experiments.config._yaml import load_yaml
 
@@ -30,6 +36,7 @@ __all__ = [
     "ExperimentConfig",
     "MediationConfig",
     "MediationPlan",
+    "ObservationalConfig",
     "check_model",
     "compile_config",
     "load_documents",

@@ -64,10 +64,25 @@ class _TwoArms:
 
 @dataclass(frozen=True)
 class ContrastPlan(_TwoArms):
-    """One estimate to make: treated arm minus reference arm, overall and per moderator stratum."""
+    """One estimate to make: treated arm minus reference arm, overall and per moderator stratum.
+
+    With data, `sources` are where its estimates come from, in the order asked for, and
+    `directions` adds the effect on the documents at each factual value of the treatment.
+    `sources_given` is False when the sources are the default (every one the data supports):
+    then a source with nothing to estimate from (no human edit of this contrast) gives no
+    rows rather than a row saying so. A templated run has no sources to choose.
+    """
 
     estimand: str
     moderators: tuple[str, ...]
+    sources: tuple[str, ...] = ()
+    directions: bool = False
+    sources_given: bool = False
+
+    @property
+    def interventional(self) -> bool:
+        """True when its units are paired counterfactuals: rendered (templated) or rewritten documents."""
+        return not self.sources or "rewrite" in self.sources
 
 
 @dataclass(frozen=True)
@@ -166,19 +181,19 @@ def _compile(config: ExperimentConfig, base_dir: Path) -> Experiment:
     else:
         structural, templates = None, ()
         data = _data_plan(config, config.data, graph, base_dir)
-    contrasts = tuple(
-        plan for index, effect in enumerate(config.effects) for plan in _plans(index, effect, config, graph)
-    )
     mediation = tuple(_mediation_plan(index, config) for index in range(len(config.mediation)))
     if data is not None:
         _check_data_effects(config, data.config, graph, mediation)
+    contrasts = tuple(
+        plan for index, effect in enumerate(config.effects) for plan in _plans(index, effect, config, graph, data)
+    )
     experiment = Experiment(
         config=config,
         graph=graph,
         model=structural,
         templates=templates,
         model_spec=ModelSpec(
-            path=config.model.id,
+            path=_model_path(config.model.id, base_dir),
             task=config.model.task,
             device=config.model.device,
             dtype=config.model.dtype,
@@ -289,12 +304,14 @@ def _data_plan(config: ExperimentConfig, data: DataConfig, graph: CausalGraph, b
 
 
 def stored_config(experiment: Experiment) -> ExperimentConfig:
-    """The config as a run folder keeps it: data, pairs and rule-file paths absolute, so the copy runs anywhere.
+    """The config as a run folder keeps it: model folder, data, pairs and rule-file paths absolute, so the copy runs anywhere.
 
     `paribus report` and `paribus compare` compile the run folder's copy, which lies
     elsewhere than the config it was written from.
     """
     config, plan = experiment.config, experiment.data
+    if experiment.model_spec.path != config.model.id:
+        config = config.model_copy(update={"model": config.model.model_copy(update={"id": experiment.model_spec.path})})
     if plan is None:
         return config
     return config.model_copy(
@@ -309,6 +326,21 @@ def stored_config(experiment: Experiment) -> ExperimentConfig:
             else config.pairs.model_copy(update={"path": str(plan.pairs.resolve())}),
         }
     )
+
+
+def _model_path(model_id: str, base_dir: Path) -> str:
+    """model.id as loaded: a folder relative to the config file, as data paths are; a built-in or hub id as written.
+
+    A relative id is a folder when it exists next to the config or is written as a path
+    (`./model`, `../models/x`); otherwise it is a hub id (`org/name`), which only a cache
+    or a download can provide.
+    """
+    if model_id.startswith("builtin:") or Path(model_id).is_absolute():
+        return model_id
+    candidate = base_dir / model_id
+    if candidate.exists() or model_id.startswith(("./", "../", ".\\", "..\\")):
+        return str(candidate.resolve())
+    return model_id
 
 
 def _resolve(path: str, base_dir: Path) -> Path:
@@ -342,14 +374,21 @@ def _check_data_effects(
     """
     for index, effect in enumerate(config.effects):
         path = f"effects[{index}]"
-        _check_rewritable(effect.treatment, config, data, f"{path}.treatment")
+        _check_annotated(effect.treatment, data, f"{path}.treatment")
+        rewritten = "rewrite" in (effect.sources or (["rewrite"] if effect.treatment in config.rewrite else []))
+        if effect.moderators and not rewritten:
+            raise ConfigError(
+                "moderators split the rewritten documents' paired differences, and this effect has no rewrite "
+                f"source; add rewrite.{effect.treatment} rules (and rewrite to sources) or remove moderators",
+                path=f"{path}.moderators",
+            )
         for moderator in effect.moderators:
             if moderator not in data.factors:
                 raise ConfigError(
                     f"moderator {quoted(moderator)} is not annotated; add it to data.factors", path=f"{path}.moderators"
                 )
         mediators = graph.mediators(effect.treatment)
-        if effect.estimand == "total" and mediators:
+        if effect.estimand == "total" and mediators and rewritten:
             raise ConfigError(
                 f"a rewrite changes only {effect.treatment}'s words, so its mediators {list(mediators)} keep their "
                 "factual values: that is the direct effect; write estimand: direct",
@@ -360,7 +399,8 @@ def _check_data_effects(
                 f"a rewrite holds every mediator {list(mediators)} at its factual value; omit hold", path=f"{path}.hold"
             )
     for plan in mediation:
-        _check_rewritable(plan.treatment, config, data, f"{plan.path}.treatment")
+        _check_annotated(plan.treatment, data, f"{plan.path}.treatment")
+        _check_rules(plan.treatment, config, f"{plan.path}.treatment")
         if plan.method != "exact":
             raise ConfigError("with data: patching sweeps run exactly; use method: exact", path=f"{plan.path}.method")
         other = [position for position in plan.positions if position not in ("factor", "last", "all")]
@@ -371,11 +411,14 @@ def _check_data_effects(
             )
 
 
-def _check_rewritable(treatment: str, config: ExperimentConfig, data: DataConfig, path: str) -> None:
+def _check_annotated(treatment: str, data: DataConfig, path: str) -> None:
     if treatment not in data.factors:
         raise ConfigError(
             f"treatment {quoted(treatment)} is not annotated in the documents; add it to data.factors", path=path
         )
+
+
+def _check_rules(treatment: str, config: ExperimentConfig, path: str) -> None:
     if treatment not in config.rewrite:
         raise ConfigError(
             f"treatment {quoted(treatment)} has no rewrite rules; add rewrite.{treatment} (builtin:sex or a rules file)",
@@ -407,7 +450,9 @@ def _templates(config: ExperimentConfig, names: list[str]) -> tuple[Template, ..
     return tuple(templates)
 
 
-def _plans(index: int, effect: EffectConfig, config: ExperimentConfig, graph: CausalGraph) -> Iterable[ContrastPlan]:
+def _plans(
+    index: int, effect: EffectConfig, config: ExperimentConfig, graph: CausalGraph, data: DataPlan | None
+) -> Iterable[ContrastPlan]:
     path = f"effects[{index}]"
     names = list(config.factors)
     _check_contrast(path, effect.treatment, effect.contrast, config)
@@ -419,6 +464,7 @@ def _plans(index: int, effect: EffectConfig, config: ExperimentConfig, graph: Ca
                 path=f"{path}.moderators",
             )
     hold = _hold(path, effect, graph)
+    sources = () if data is None else _sources(path, effect, config, data)
     pairs = [tuple(effect.contrast)] if effect.contrast else [(value, values[0]) for value in values[1:]]
     for treated, reference in pairs:
         yield ContrastPlan(
@@ -427,7 +473,39 @@ def _plans(index: int, effect: EffectConfig, config: ExperimentConfig, graph: Ca
             reference=Arm(effect.treatment, reference, hold),
             estimand=effect.estimand,
             moderators=tuple(effect.moderators),
+            sources=sources,
+            directions=effect.directions,
+            sources_given=effect.sources is not None,
         )
+
+
+def _sources(path: str, effect: EffectConfig, config: ExperimentConfig, data: DataPlan) -> tuple[str, ...]:
+    """Where a data-mode effect's estimates come from: those asked for, checked; else every source the data supports."""
+    treatment = effect.treatment
+    available = {
+        "rewrite": treatment in data.rules,
+        "observational": effect.estimand == "total",
+        "human_pairs": data.pairs is not None,
+    }
+    if effect.sources is None:
+        sources = tuple(source for source, usable in available.items() if usable)
+        if not sources:
+            raise ConfigError(
+                f"{treatment} has no source of estimates: no rewrite rules (add rewrite.{treatment}), "
+                "no observational estimate of a direct effect, and no pairs file",
+                path=f"{path}.sources",
+            )
+        return sources
+    why = {
+        "rewrite": f"{treatment} has no rewrite rules; add rewrite.{treatment} (builtin:sex or a rules file)",
+        "observational": "dowhy's backdoor estimate is a total effect, and this effect is direct; "
+        "remove observational or write estimand: total",
+        "human_pairs": "no pairs file is given; add pairs.path",
+    }
+    for source in effect.sources:
+        if not available[source]:
+            raise ConfigError(f"source {source}: {why[source]}", path=f"{path}.sources")
+    return tuple(effect.sources)
 
 
 def _mediation_plan(index: int, config: ExperimentConfig) -> MediationPlan:
@@ -511,19 +589,19 @@ def _hypotheses(config: ExperimentConfig, contrasts: tuple[ContrastPlan, ...]) -
             treatment, contrast = Hypothesis.parse_effect(spec.effect)
         except EstimationError as error:
             raise ConfigError(shortened(str(error)), path=f"{path}.effect") from None
-        estimated = [
-            plan.contrast for plan in contrasts if plan.treatment == treatment and plan.estimand == spec.estimand
-        ]
+        judged = [plan for plan in contrasts if plan.interventional]
+        estimated = [plan.contrast for plan in judged if plan.treatment == treatment and plan.estimand == spec.estimand]
         if not estimated or (contrast is not None and contrast not in estimated):
             known = sorted(
                 {
                     f"{plan.treatment}[{plan.contrast}]" + ("" if plan.estimand == "total" else f" ({plan.estimand})")
-                    for plan in contrasts
+                    for plan in judged
                 }
             )
+            rewritten = " (with data, a hypothesis is judged on an effect's rewrite rows)" if config.data else ""
             raise ConfigError(
-                f"{quoted(spec.effect)} ({spec.estimand}) is not among the effects this config estimates: {listed(known)}; "
-                "name one of them, or add it under effects",
+                f"{quoted(spec.effect)} ({spec.estimand}) is not among the effects this config estimates"
+                f"{rewritten}: {listed(known)}; name one of them, or add it under effects",
                 path=f"{path}.effect",
             )
         hypotheses.append(
@@ -604,9 +682,9 @@ def _outcome_reader(config: OutcomeConfig) -> Outcome:
     if config.type == "answer_prob":
         return AnswerProb(answers=answers, target=config.target or next(iter(answers)))
     if config.type == "class_prob":
-        return ClassProb(label=config.label)
+        return ClassProb(label=config.label if config.label is not None else config.label_index)
     if config.type == "class_logit":
-        return ClassLogit(label=config.label)
+        return ClassLogit(label=config.label if config.label is not None else config.label_index)
     return ContinuationLogProb(continuation=config.continuation)
 
 

@@ -48,7 +48,8 @@ def check_model(config: ExperimentConfig, source: str) -> str:
     outcome = config.outcome
     encode = _tokenizer(folder, trust_remote_code=config.model.trust_remote_code)
     if OUTCOME_TASKS[outcome.type] == "sequence-classifier":
-        return f"model {config.model.id}: tokenizer read; {_check_label(outcome.label, folder)}"
+        label = outcome.label if outcome.label is not None else outcome.label_index
+        return f"model {config.model.id}: tokenizer read; {_check_label(label, folder)}"
     if outcome.type == "continuation_logprob":
         ids, _ = encode(outcome.continuation)
         if not ids:
@@ -85,20 +86,30 @@ def _check_answers(kind: str, answers: dict[str, str], encode: Encode, folder: P
 
 
 def _check_label(label: str | int, folder: Path) -> str:
-    """The label must be one of the classifier's labels (config.json's id2label) or a valid index."""
+    """The label must be one of the classifier's labels (config.json's id2label), or the index one of its classes."""
+    path = "outcome.label" if isinstance(label, str) else "outcome.label_index"
     try:
         labels = json.loads((folder / "config.json").read_text(encoding="utf-8"))["id2label"]
         names = [str(labels[key]) for key in sorted(labels, key=int)]
     except (OSError, ValueError, KeyError, TypeError):
-        return f"label {quoted(label)} not checked ({folder} has no config.json with id2label)"
-    known = label in names if isinstance(label, str) else 0 <= label < len(names)
-    if not known:
+        return (
+            f"{path.removeprefix('outcome.')} {quoted(label)} not checked ({folder} has no config.json with id2label)"
+        )
+    if isinstance(label, str) and label not in names:
         raise ConfigError(
             f"{quoted(label)} is not a label of the classifier in {folder}; its labels are {quoted(names)} "
-            f"(indices 0 to {len(names) - 1})",
-            path="outcome.label",
+            f"(or give label_index: 0 to {len(names) - 1})",
+            path=path,
         )
-    return f"label {quoted(label)} is one of its labels ({', '.join(names)})"
+    if isinstance(label, int) and not label < len(names):
+        raise ConfigError(
+            f"class index {label} is out of range: the classifier in {folder} has {len(names)} classes "
+            f"{quoted(names)} (indices 0 to {len(names) - 1})",
+            path=path,
+        )
+    if isinstance(label, str):
+        return f"label {quoted(label)} is one of its labels ({', '.join(names)})"
+    return f"class index {label} is the label {quoted(names[label])} of {', '.join(names)}"
 
 
 def _tokenizer(folder: Path, *, trust_remote_code: bool) -> Encode:

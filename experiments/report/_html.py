@@ -239,10 +239,19 @@ def _headline(effects: pd.DataFrame, analysis: str) -> pd.DataFrame:
 
 
 def _draw_forest(figure: Any, experiment: Experiment, effects: pd.DataFrame, level: str) -> None:
-    """Each average effect with its interval; the zero line and the negligible band for reference."""
-    rows = _headline(effects, "ate").iloc[::-1]
+    """Each average effect with its interval; the zero line and the negligible band for reference.
+
+    With documents, every source a contrast asks for has its rows, in the config's order;
+    a row that could not be estimated keeps its line, labelled so.
+    """
+    rows = _forest_rows(experiment, effects).iloc[::-1]
     labels = [
-        _plain(f"{row.treatment}: {row.contrast}" + ("" if row.estimand == "total" else f" ({row.estimand})"))
+        _plain(
+            f"{row.treatment}: {row.contrast}"
+            + ("" if row.estimand == "total" else f" ({row.estimand})")
+            + ("" if experiment.data is None else f", {_FOREST_SOURCE.get(row.analysis, row.analysis)} {row.method}")
+            + ("" if isinstance(row.reason, float) or row.reason is None else " (not estimable)")
+        )
         for row in rows.itertuples()
     ]
     figure.set_size_inches(7.5, 1.2 + 0.45 * len(rows))
@@ -254,6 +263,24 @@ def _draw_forest(figure: Any, experiment: Experiment, effects: pd.DataFrame, lev
         axes.axvspan(-negligible, negligible, color="#dddddd", zorder=0, label=f"negligible (±{negligible:g})")
         axes.legend(fontsize=7, loc="best")
     axes.set_xlabel(f"average effect on the outcome, {level} CI", fontsize=8)
+
+
+_FOREST_SOURCE = {"ate": "rewrite", "observational": "observational", "human_pairs": "human pairs"}
+
+
+def _forest_rows(experiment: Experiment, effects: pd.DataFrame) -> pd.DataFrame:
+    """The average-effect rows the forest draws: the headline rows, or each data-mode source's overall rows."""
+    if experiment.data is None:
+        return _headline(effects, "ate")
+    overall = effects[effects["moderator"].isna() & (effects["method"] != "naive")]
+    chosen = []
+    for plan in experiment.contrasts:
+        mine = overall[_plan_rows(overall, plan)]
+        for source in plan.sources:
+            analysis = {"rewrite": "ate", "human_pairs": "human_pairs"}.get(source, "observational")
+            rows = mine[mine["analysis"] == analysis]
+            chosen.append(rows if analysis == "observational" else rows[rows["method"].isin(_HEADLINE)])
+    return pd.concat(chosen) if chosen else effects.iloc[:0]
 
 
 _FINDING, _NEGLIGIBLE, _UNSETTLED = "#c0392b", "#999999", "#34495e"
@@ -331,11 +358,13 @@ def _draw_strata(
 def _mediation(folder: Path, manifest: dict[str, Any]) -> list[dict[str, Any]]:
     """Each patching sweep: its heatmap (the run's PNG) and the sites carrying most of the effect."""
     path = folder / "mediation.parquet"
-    if not path.is_file():
-        return []
-    frame = pd.read_parquet(path)
+    frame = pd.read_parquet(path) if path.is_file() else None
     sweeps = []
     for record in manifest.get("mediation", []):
+        title = f"{record.get('treatment')}: {record.get('contrast')} ({record.get('direction')})"
+        if frame is None or "not_estimable" in record:
+            sweeps.append({"title": title, "png": None, "sites": None, "why": record.get("not_estimable")})
+            continue
         picture = folder / str(record.get("heatmap", ""))
         mine = frame[
             (frame["treatment"] == record.get("treatment"))
@@ -347,7 +376,8 @@ def _mediation(folder: Path, manifest: dict[str, Any]) -> list[dict[str, Any]]:
         top = mine.reindex(mine["estimate"].abs().sort_values(ascending=False).index).head(_TOP_SITES)
         sweeps.append(
             {
-                "title": f"{record.get('treatment')}: {record.get('contrast')} ({record.get('direction')})",
+                "title": title,
+                "why": None,
                 "png": base64.b64encode(picture.read_bytes()).decode("ascii") if picture.is_file() else None,
                 "sites": _frame_table(top[["site", "position", "estimate", "ci_low", "ci_high", "p_adjusted"]]),
             }

@@ -19,8 +19,8 @@ from experiments.steps import EvidenceResult, ReviewResult
 _OUTCOME_WORDS = {
     "logit_diff": "logit difference {positive!r} minus {negative!r} at the decision position",
     "answer_prob": "probability of the answer {target!r}, normalised over the answers",
-    "class_prob": "probability of the classifier label {label!r}",
-    "class_logit": "logit of the classifier label {label!r}",
+    "class_prob": "probability of the classifier's {label}",
+    "class_logit": "logit of the classifier's {label}",
     "continuation_logprob": "log-likelihood of the continuation {continuation!r}",
 }
 
@@ -59,7 +59,8 @@ def render_summary(
         + (
             "exact population values"
             if exact
-            else f"paired t-interval and percentile bootstrap ({config.inference.bootstrap} resamples); "
+            else f"paired t-interval and {_BOOTSTRAP_WORDS[config.inference.bootstrap_method]} "
+            f"({config.inference.bootstrap} resamples); "
             f"p-values adjusted by {_CORRECTION[config.inference.correction]} across all "
             f"{int((frame['p_value'].notna() & (frame['method'] != 'asymptotic_cs')).sum())} fixed-sample tests of the run"
         ),
@@ -76,7 +77,7 @@ def render_summary(
         "",
         "## Effects",
         "",
-        *_overall_table(experiment, frame, level),
+        *(_overall_table(experiment, frame, level) if data is None else _document_effects(experiment, frame, level)),
         "",
         *_graph_checks(experiment, frame),
     ]
@@ -84,22 +85,35 @@ def render_summary(
         if plan.moderators:
             lines += ["", *_strata_section(plan, frame, level, config.inference.negligible, 1 - config.inference.level)]
     if data is not None:
-        lines += ["", *_sources_section(experiment, frame, data, level), "", *_data_section(data)]
-    if mediation is not None:
-        records = manifest.get("mediation", [])
-        for plan, record in zip(experiment.mediation, records, strict=True):
-            lines += ["", *_mediation_section(plan, record, mediation.to_frame(), level)]
+        lines += ["", *_sources_notes(data), "", *_data_section(data)]
+    frame_of_sites = None if mediation is None else mediation.to_frame()
+    for plan, record in zip(experiment.mediation, manifest.get("mediation", []), strict=True):
+        if "not_estimable" in record:
+            lines += ["", f"## Patching {_md(plan.treatment)} ({_md(plan.contrast)})", "", _not_run(record)]
+        else:
+            lines += ["", *_mediation_section(plan, record, frame_of_sites, level)]
     if evidence is not None:
         lines += ["", *_evidence_section(evidence, level)]
+    elif "not_estimable" in manifest.get("evidence", {}):
+        lines += [
+            "",
+            "## Evidence: attention, saliency and probes beside the effects",
+            "",
+            _not_run(manifest["evidence"]),
+        ]
     if review is not None and review.fairness is not None:
         lines += ["", *_fairness_section(review, experiment.config.outcome.type, level)]
     return "\n".join(lines).rstrip() + "\n"
 
 
 _DOCUMENT_EFFECTS = (
-    "Each effect is the mean over documents of outcome(document rewritten to the first value) minus "
-    "outcome(document rewritten to the second value); a document already at a value is its own text there. "
-    "A rewrite changes only the treatment's words, so everything else the document says is held equal."
+    "Each effect reads outcome at the first value minus outcome at the second. Rewrite rows average over the "
+    "documents rewritten to both values (a document already at a value is its own text there; only the "
+    "treatment's words change, so everything else the document says is held equal). Observational rows compare "
+    "the documents as they are, adjusted for the declared graph's backdoor set among the annotated factors. "
+    "Human-pair rows average the edits people made between the two values, an edit the other way counted with "
+    'its sign reversed. Rows on documents that "were X" are those whose factual value is X: for the '
+    "observational estimators, the effect on the treated or on the reference documents."
 )
 
 
@@ -131,46 +145,133 @@ def _documents_line(data: Mapping[str, Any]) -> str:
 
 
 _SOURCE_WORDS = {
-    ("ate", "t"): "interventional: rewritten documents (paired t)",
-    ("observational", "naive"): "observational: plain difference of group means",
-    ("observational", "regression"): "observational: dowhy backdoor, linear regression",
-    ("observational", "ipw"): "observational: dowhy backdoor, propensity weighting",
+    ("ate", "t"): "rewrite (paired t)",
+    ("cate", "t"): "rewrite (paired t)",
+    ("observational", "naive"): "observational: difference of group means (unadjusted)",
+    ("observational", "regression"): "observational: regression with interactions (g-computation)",
+    ("observational", "ipw"): "observational: propensity weighting",
+    ("observational", "aipw"): "observational: augmented propensity weighting (doubly robust)",
+    ("observational", "matching"): "observational: propensity-score matching",
+    ("observational", "exact_matching"): "observational: exact matching on the adjustment set",
     ("human_pairs", "t"): "human-edited pairs (paired t)",
-    ("confounding_gap", "regression_minus_t"): "confounding gap: regression minus interventional",
+    ("confounding_gap", "regression_minus_t"): "confounding gap: regression minus rewrite",
 }
+_SOURCE_ANALYSES = {
+    "rewrite": ("ate", "cate"),
+    "observational": ("observational", "confounding_gap"),
+    "human_pairs": ("human_pairs",),
+}
+_FEW_UNITS = 30
+"""Below this many units an interval leans on its approximation; such rows are marked."""
 
 
-def _sources_section(experiment: Experiment, frame: pd.DataFrame, data: Mapping[str, Any], level: str) -> list[str]:
-    """Per contrast: the interventional, observational and human-pair estimates side by side, then refutations."""
+def _document_effects(experiment: Experiment, frame: pd.DataFrame, level: str) -> list[str]:
+    """Data mode: each contrast's estimates, source by source as the config asks, all documents then each direction.
+
+    Rows of the same documents (all, or those at one factual value) stand together, so the
+    rewrite, the observational estimators and the human pairs line up direction by direction.
+    """
+    negligible = experiment.config.inference.negligible
     lines = [
-        "## Three sources of evidence, side by side",
-        "",
-        "The observational rows read the model's outcome on the documents as they are and adjust by dowhy for the "
-        "backdoor set of the declared graph among the annotated factors; the interventional row rewrites the same "
-        "documents. The confounding gap compares the regression with the interventional estimate on the documents "
-        "of the two compared values; its interval treats the two as independent (approximate: they share documents).",
-        "",
-        f"| treatment | contrast | source | estimate | {level} CI | p adjusted | units |",
-        "|---|---|---|---|---|---|---|",
+        f"| treatment | contrast | documents | source | effect | {level} CI | p adjusted | units | reading |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
-    overall = frame[frame["moderator"].isna()]
+    few = False
+    tests = []
     for plan in experiment.contrasts:
-        rows = overall[(overall["treatment"] == plan.treatment) & (overall["contrast"] == plan.contrast)]
-        for row in rows.itertuples():
-            words = _SOURCE_WORDS.get((row.analysis, row.method))
-            if words is not None:
-                lines.append(
-                    f"| {_md(plan.treatment)} | {_md(plan.contrast)} | {words} | {_number(row.estimate)} "
-                    f"| {_interval(pd.Series(row._asdict()))} | {_p(row.p_adjusted)} | {row.n_units} |"
-                )
-    human = overall[(overall["analysis"] == "human_pairs") & (overall["method"] == "t")]
-    shown = {(plan.treatment, plan.contrast) for plan in experiment.contrasts}
-    for row in human.itertuples():
-        if (row.treatment, row.contrast) not in shown:
+        rows = frame[
+            (frame["treatment"] == plan.treatment)
+            & (frame["contrast"] == plan.contrast)
+            & (frame["estimand"] == plan.estimand)
+        ]
+        for stratum in _directions(plan, rows):
+            for source in plan.sources:
+                for row in _source_rows(rows, source, plan.treatment, stratum):
+                    documents = "all" if stratum is None else f"were {_md(stratum)}"
+                    few |= 0 < row["n_units"] < _FEW_UNITS
+                    lines.append(
+                        f"| {_md(plan.treatment)} | {_md(plan.contrast)} | {documents} "
+                        f"| {_SOURCE_WORDS[(row['analysis'], row['method'])]} | {_effect_cells(row, negligible)} |"
+                    )
+        tests += _direction_tests(plan, rows)
+    if few:
+        lines += ["", f"† rests on fewer than {_FEW_UNITS} units: read its interval as approximate."]
+    return lines + tests
+
+
+def _directions(plan: ContrastPlan, rows: pd.DataFrame) -> list[str | None]:
+    """All documents, then (with directions) each factual value: the reference, the treated, then any other."""
+    if not plan.directions:
+        return [None]
+    present = set(rows.loc[rows["moderator"] == plan.treatment, "stratum"].dropna())
+    first = [value for value in (plan.reference.value, plan.treated.value) if value in present]
+    return [None, *first, *sorted(present - set(first))]
+
+
+def _source_rows(rows: pd.DataFrame, source: str, treatment: str, stratum: str | None) -> list[pd.Series]:
+    """One source's rows on one set of documents: the headline method, or every observational method."""
+    mine = rows[rows["analysis"].isin(_SOURCE_ANALYSES[source])]
+    mine = (
+        mine[mine["moderator"].isna()]
+        if stratum is None
+        else mine[(mine["moderator"] == treatment) & (mine["stratum"] == stratum)]
+    )
+    if source != "observational":
+        mine = mine[mine["method"] == "t"]
+    return [row for _, row in mine.iterrows() if (row["analysis"], row["method"]) in _SOURCE_WORDS]
+
+
+def _effect_cells(row: pd.Series, negligible: float) -> str:
+    """Effect, interval, adjusted p-value, units and reading; a not-estimable row says why instead."""
+    units = f"{int(row['n_units'])}" + (" †" if 0 < row["n_units"] < _FEW_UNITS else "")
+    if isinstance(row.get("reason"), str):
+        return f"not estimable | {_md(row['reason'])} | | {units} | not estimable"
+    return f"{_number(row['estimate'])} | {_interval(row)} | {_p(row['p_adjusted'])} | {units} | {_reading(row, negligible)}"
+
+
+def _direction_tests(plan: ContrastPlan, rows: pd.DataFrame) -> list[str]:
+    """Whether the rewrite's and the human pairs' effects differ between the documents' factual values (Wald)."""
+    if not plan.directions:
+        return []
+    tests = rows[(rows["method"] == "wald_hc3") & (rows["moderator"] == plan.treatment)]
+    lines = []
+    for _, row in tests.iterrows():
+        source = "human-edited pairs" if row["analysis"] == "human_pairs" else "rewritten documents"
+        lines += [
+            "",
+            f"Does the effect of {_md(plan.treatment)} ({_md(plan.contrast)}) on the {source} differ by the "
+            f"documents' factual {_md(plan.treatment)}? Wald test (HC3 robust): statistic {row['estimate']:.2f}, "
+            f"p-value {_p(row['p_value'])} (adjusted {_p(row['p_adjusted'])}).",
+        ]
+    return lines
+
+
+def _sources_notes(data: Mapping[str, Any]) -> list[str]:
+    """Positivity as one table, refutations, and the estimates' notes."""
+    lines = [
+        "## Observational estimates: support and checks",
+        "",
+        "The observational rows read the model's outcome on the documents as they are and adjust for the backdoor "
+        "set of the declared graph among the annotated factors; the rewrite rows change only the treatment's words "
+        "in the same documents. The confounding gap compares the regression with the rewrite on the documents of "
+        "the two compared values; its interval treats the two as independent (approximate: they share documents).",
+    ]
+    positivity = data.get("positivity", [])
+    if positivity:
+        lines += [
+            "",
+            "Strata of the adjustment set without documents in both arms (positivity fails there; overlap.csv "
+            "lists every stratum):",
+            "",
+            "| treatment | contrast | strata | without both arms | which |",
+            "|---|---|---|---|---|",
+        ]
+        for record in positivity:
+            shown = "; ".join(_md(stratum) for stratum in record["unsupported"][:5])
+            more = len(record["unsupported"]) - 5
             lines.append(
-                f"| {_md(row.treatment)} | {_md(row.contrast)} | {_SOURCE_WORDS[('human_pairs', 't')]} "
-                f"| {_number(row.estimate)} | {_interval(pd.Series(row._asdict()))} | {_p(row.p_adjusted)} "
-                f"| {row.n_units} |"
+                f"| {_md(record['treatment'])} | {_md(record['contrast'])} | {record['strata']} "
+                f"| {len(record['unsupported'])} | {shown}{f' and {more} more' if more > 0 else ''} |"
             )
     refutations = data.get("refutations", [])
     if refutations:
@@ -187,8 +288,9 @@ def _sources_section(experiment: Experiment, frame: pd.DataFrame, data: Mapping[
             f"| {_number(r['new_effect'])} | {'' if r['p_value'] is None else _p(r['p_value'])} |"
             for r in refutations
         ]
-    for warning in data.get("warnings", []):
-        lines += ["", f"- warning: {_md(warning)}"]
+    notes = data.get("warnings", [])
+    if notes:
+        lines += ["", "Notes:", "", *(f"- {_md(note)}" for note in notes)]
     return lines
 
 
@@ -201,7 +303,11 @@ def _data_section(data: Mapping[str, Any]) -> list[str]:
             f"| {_md(record['factor'])} | {_md(record['target'])} | {record['rewritten']} | {record['unchanged']} "
             f"| {excluded or 'none'} |"
         )
-    lines += ["", "Excluded documents keep out of that contrast's paired estimate (rewrites.parquet lists each)."]
+    lines += [
+        "",
+        "A document whose rewrite was excluded has no paired difference, so it does not enter that contrast's "
+        "rewrite rows; rewrites.parquet gives the reason for each.",
+    ]
     if "pairs" in data:
         pairs = data["pairs"]
         dropped = ", ".join(f"{count} {reason.replace('_', ' ')}" for reason, count in pairs["dropped"].items())
@@ -300,6 +406,19 @@ _FLAG_WORDS = {
 }
 
 
+def _agreement(value: float) -> str:
+    """A rank correlation; n/a where it is undefined (one factor, or no spread to rank)."""
+    return "n/a" if math.isnan(value) else f"{value:+.2f}"
+
+
+def _agreement_interval(low: float, high: float) -> str:
+    return "n/a" if math.isnan(low) else f"[{low:+.2f}, {high:+.2f}]"
+
+
+def _not_run(record: Mapping[str, Any]) -> str:
+    return f"Not computed: {_md(record['not_estimable'])}."
+
+
 def _method_label(row: Any) -> str:
     """An evidence method with its baseline, when it has one: "integrated_gradients (pad)"."""
     return row.method + (f" ({row.baseline})" if isinstance(row.baseline, str) else "")
@@ -352,7 +471,8 @@ def _evidence_section(evidence: EvidenceResult, level: str) -> list[str]:
     for row in agreement.itertuples():
         scope = "factors" if row.scope == "factors" else f"units of {_md(row.factor)}"
         lines.append(
-            f"| {_method_label(row)} | {scope} | {row.statistic} | {row.estimate:+.2f} | [{row.ci_low:+.2f}, {row.ci_high:+.2f}] |"
+            f"| {_method_label(row)} | {scope} | {row.statistic} | {_agreement(row.estimate)} "
+            f"| {_agreement_interval(row.ci_low, row.ci_high)} |"
         )
     flagged = links[links["flag"].notna()]
     lines += [""]
@@ -381,6 +501,8 @@ def _evidence_section(evidence: EvidenceResult, level: str) -> list[str]:
             f"| {row.majority_baseline:.2f} |"
             for row in best.itertuples()
         ]
+    elif "probe_not_computed" in record:
+        lines += ["", f"Linear probes: not computed: {_md(record['probe_not_computed'])}."]
     return lines
 
 
@@ -438,6 +560,12 @@ def _mediation_section(plan: MediationPlan, record: Mapping[str, Any], frame: pd
 
 
 _CORRECTION = {"holm": "Holm", "bh": "Benjamini-Hochberg"}
+_BOOTSTRAP_WORDS = {
+    "symmetric_studentized": "symmetric studentized bootstrap",
+    "studentized": "studentized bootstrap",
+    "bca": "BCa bootstrap",
+    "percentile": "percentile bootstrap",
+}
 
 
 def _outcome_words(experiment: Experiment) -> str:
@@ -447,7 +575,7 @@ def _outcome_words(experiment: Experiment) -> str:
         positive=answers.get("positive"),
         negative=answers.get("negative"),
         target=outcome.target or next(iter(answers), None),
-        label=outcome.label,
+        label=f"label {outcome.label!r}" if outcome.label is not None else f"class index {outcome.label_index}",
         continuation=outcome.continuation,
     )
 
@@ -545,6 +673,25 @@ def _overall_table(experiment: Experiment, frame: pd.DataFrame, level: str) -> l
     return lines
 
 
+def _lead_row(plan: ContrastPlan, frame: pd.DataFrame) -> pd.Series | None:
+    """The row that states a contrast's effect: the headline row, or with documents the first source's first estimate.
+
+    The first source is the first the config asks for; the unadjusted difference of means never leads.
+    """
+    if not plan.sources:
+        return _headline(_rows(frame, plan, "ate"))
+    rows = frame[
+        (frame["treatment"] == plan.treatment)
+        & (frame["contrast"] == plan.contrast)
+        & (frame["estimand"] == plan.estimand)
+    ]
+    for source in plan.sources:
+        for row in _source_rows(rows, source, plan.treatment, None):
+            if row["method"] not in ("naive", "regression_minus_t") and not isinstance(row.get("reason"), str):
+                return row
+    return None
+
+
 def _graph_checks(experiment: Experiment, frame: pd.DataFrame) -> list[str]:
     """Compare each total effect with what the declared graph allows."""
     graph = experiment.graph
@@ -552,10 +699,13 @@ def _graph_checks(experiment: Experiment, frame: pd.DataFrame) -> list[str]:
     for plan in experiment.contrasts:
         if plan.estimand != "total":
             continue
-        head = _headline(_rows(frame, plan, "ate"))
+        head = _lead_row(plan, frame)
+        name = f"{_md(plan.treatment)} ({_md(plan.contrast)})"
+        if head is None:
+            lines.append(f"- {name}: not estimable from any of its sources (see the effects above).")
+            continue
         reading = _reading(head, experiment.config.inference.negligible)
         has_path = graph.outcome in graph.descendants(plan.treatment)
-        name = f"{_md(plan.treatment)} ({_md(plan.contrast)})"
         outcome = _md(graph.outcome)
         if not has_path and reading in ("increases", "decreases"):
             lines.append(

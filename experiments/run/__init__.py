@@ -7,22 +7,58 @@ loads and rewrites documents (`evaluate_documents`), evaluates every text throug
 executor, stores units and outcomes, and returns `EvaluatedUnits` for the steps.
 `RunStore` is the folder's one writer (a lock) and lists every file with its sha256 in the
 manifest; `verify_checksums` checks a folder against that list, `read_table` reads a table
-back as the run computed it (CSV formula prefixes undone).
+back as the run computed it (CSV formula prefixes undone). Public names load with their
+module on first use, so `paribus validate` can count rewrites without importing torch.
 """
 
-from experiments.run._checksums import verify_checksums
-from experiments.run._csv_cells import read_table
-from experiments.run._documents import evaluate_documents
-from experiments.run._evaluated import EvaluatedUnits
-from experiments.run._executor import LocalExecutor, RayExecutor, import_ray
-from experiments.run._lock import LockHolder
-from experiments.run._model import load_model
-from experiments.run._progress import Progress, Report, counting, stage
-from experiments.run._rewriting import rewritten_pair
-from experiments.run._shards import ShardStore
-from experiments.run._store import RunStore, base_manifest, config_hash, read_outcomes, utc_now
-from experiments.run._templated import TemplatedUnits, evaluate_templated_units, stored_outcomes
-from experiments.run._units import arm_texts, draw_units, realize_arms
+from graphs._lazy import lazy_exports
+
+_EXPORTS = {
+    "_checksums": ("verify_checksums",),
+    "_csv_cells": ("read_table",),
+    "_documents": ("evaluate_documents",),
+    "_evaluated": ("EvaluatedUnits",),
+    "_executor": (
+        "LocalExecutor",
+        "RayExecutor",
+        "import_ray",
+    ),
+    "_lock": ("LockHolder",),
+    "_model": ("load_model",),
+    "_progress": (
+        "Progress",
+        "Report",
+        "counting",
+        "stage",
+    ),
+    "_rewriting": (
+        "rewrite_documents",
+        "rewritten_pair",
+    ),
+    "_shards": ("ShardStore",),
+    "_store": (
+        "RunStore",
+        "base_manifest",
+        "config_hash",
+        "read_outcomes",
+        "utc_now",
+    ),
+    "_support": (
+        "SourceSupport",
+        "source_support",
+    ),
+    "_templated": (
+        "TemplatedUnits",
+        "evaluate_templated_units",
+        "stored_outcomes",
+    ),
+    "_units": (
+        "arm_texts",
+        "draw_units",
+        "realize_arms",
+    ),
+}
+_MODULE_OF, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
 
 __all__ = [
     "EvaluatedUnits",
@@ -33,6 +69,7 @@ __all__ = [
     "Report",
     "RunStore",
     "ShardStore",
+    "SourceSupport",
     "TemplatedUnits",
     "arm_texts",
     "base_manifest",
@@ -46,7 +83,9 @@ __all__ = [
     "read_outcomes",
     "read_table",
     "realize_arms",
+    "rewrite_documents",
     "rewritten_pair",
+    "source_support",
     "stage",
     "stored_outcomes",
     "utc_now",

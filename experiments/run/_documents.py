@@ -19,12 +19,19 @@ import numpy as np
 import pandas as pd
 
 from experiments.config import DROP_COLUMNS, Arm, ContrastPlan, Experiment, MediationPlan, load_documents, load_pairs
-from experiments.errors import ConfigError
+from experiments.errors import NotEstimable
 from experiments.run._evaluated import EvidenceTexts
 from experiments.run._executor import evaluate_texts
 from experiments.run._model import load_run_model
 from experiments.run._progress import Progress
-from experiments.run._rewriting import Counterfactuals, arm_frame, rewrite_counts, rewrite_documents, rewritten_pair
+from experiments.run._rewriting import (
+    Counterfactuals,
+    arm_frame,
+    rewritable_to_both,
+    rewrite_counts,
+    rewrite_documents,
+    rewritten_pair,
+)
 from experiments.run._store import RunStore
 from interventions import AlignedPair, ModelAdapter, RenderedText, align
 
@@ -64,17 +71,13 @@ class DocumentUnits:
         counterfactuals = self.counterfactuals
         treated = counterfactuals.rewrites[(plan.treatment, plan.treated.value)]
         reference = counterfactuals.rewrites[(plan.treatment, plan.reference.value)]
-        usable = [
-            row
-            for row in range(len(self.documents))
-            if counterfactuals.texts[(plan.treatment, plan.treated.value)][row] is not None
-            and counterfactuals.texts[(plan.treatment, plan.reference.value)][row] is not None
-        ]
+        usable = np.flatnonzero(
+            rewritable_to_both(counterfactuals, plan.treatment, plan.treated.value, plan.reference.value)
+        ).tolist()
         if not usable:
-            raise ConfigError(
+            raise NotEstimable(
                 f"no document could be rewritten to both {plan.treated.value} and {plan.reference.value}, "
-                "so there is nothing to patch",
-                path=f"{plan.path}.contrast",
+                "so there is nothing to patch (rewrites.parquet says why for each)"
             )
         rng = np.random.default_rng(seed)
         chosen = sorted(rng.choice(usable, size=min(plan.units, len(usable)), replace=False).tolist())
@@ -102,10 +105,9 @@ class DocumentUnits:
         arms = {arm: (plan.treatment, arm.value) for plan in plans.values() for arm in (plan.treated, plan.reference)}
         usable = [row for row in range(len(documents)) if all(rewrites[key][row] is not None for key in arms.values())]
         if not usable:
-            raise ConfigError(
+            raise NotEstimable(
                 "no document can be rewritten to both arms of every factor's contrast, so evidence has "
-                "no texts; rewrites.parquet in the run folder says why for each",
-                path="evidence",
+                "no texts; rewrites.parquet in the run folder says why for each"
             )
         chosen = sorted(
             np.random.default_rng(seed).choice(usable, size=min(count, len(usable)), replace=False).tolist()

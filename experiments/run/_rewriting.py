@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from experiments.config import Arm, Experiment
@@ -32,11 +33,12 @@ class Counterfactuals:
 
 
 def rewrite_documents(experiment: Experiment, documents: pd.DataFrame) -> Counterfactuals:
-    """Each document in every arm the contrasts and patching sweeps need; exclusions kept with their reason."""
+    """Each document in every arm the rewritten contrasts and patching sweeps need; exclusions kept with their reason."""
     plan = experiment.data
+    rewritten = [contrast for contrast in experiment.contrasts if contrast.interventional]
     needed = dict.fromkeys(
         (two.treatment, arm.value)
-        for two in (*experiment.contrasts, *experiment.mediation)
+        for two in (*rewritten, *experiment.mediation)
         for arm in (two.treated, two.reference)
     )
     texts, rewrites, rows = {}, {}, []
@@ -74,6 +76,19 @@ def rewrite_documents(experiment: Experiment, documents: pd.DataFrame) -> Counte
         texts[(factor, target)] = arm_texts
         rewrites[(factor, target)] = arm_rewrites
     return Counterfactuals(texts, rewrites, pd.DataFrame(rows, columns=list(REWRITE_COLUMNS)))
+
+
+def rewritable_to_both(counterfactuals: Counterfactuals, factor: str, treated: str, reference: str) -> np.ndarray:
+    """Per document, whether it has a text at both values of `factor` (rewritten, or already there)."""
+    return np.array(
+        [
+            first is not None and second is not None
+            for first, second in zip(
+                counterfactuals.texts[(factor, treated)], counterfactuals.texts[(factor, reference)], strict=True
+            )
+        ],
+        dtype=bool,
+    )
 
 
 def rewritten_pair(

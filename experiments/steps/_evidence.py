@@ -5,6 +5,7 @@ Stage: steps. May import interventions, causal, the config and run stages.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -14,8 +15,10 @@ import pandas as pd
 
 from causal import EvidenceLinks, link_evidence
 from experiments.config import Arm, ContrastPlan, Experiment
+from experiments.errors import NotEstimable
 from experiments.run import EvaluatedUnits
 from interventions import (
+    InterventionError,
     ModelAdapter,
     RenderedText,
     attention_evidence,
@@ -54,6 +57,11 @@ def run_evidence(
     """
     headline = "exact" if units.exact else "t"
     plans = _representative_plans(experiment, effects, headline)
+    if not plans:
+        raise NotEstimable(
+            "evidence is read on the rendered or rewritten texts of an estimated total effect, and no contrast "
+            "has one (see effects.csv)"
+        )
     drawn = units.evidence_texts(plans, experiment.config.evidence.units, seed=seed)
     return _read_evidence(
         experiment,
@@ -123,20 +131,27 @@ def _read_evidence(
     )
     probes = None
     if "probe" in methods:
-        probes = probe_factors(adapter, factual, values, seed=seed, level=experiment.config.inference.level).to_frame()
+        try:
+            probes = probe_factors(
+                adapter, factual, values, seed=seed, level=experiment.config.inference.level
+            ).to_frame()
+        except InterventionError as error:  # too few texts per value to cross-validate: say so, keep the rest
+            record["probe_not_computed"] = str(error)
     tokens, html = _token_view(experiment, adapter, texts, plans, factors, config.token_view_units)
     return EvidenceResult(evidence, links, probes, tokens, html, record)
 
 
 def _representative_plans(experiment: Experiment, effects: pd.DataFrame, method: str) -> dict[str, ContrastPlan]:
-    """Per factor, the total-effect contrast with the largest |effect|; largest effects first."""
+    """Per factor, the estimated interventional total-effect contrast with the largest |effect|; largest first."""
     ate = effects[(effects["analysis"] == "ate") & (effects["method"] == method) & (effects["estimand"] == "total")]
     chosen: dict[str, tuple[float, ContrastPlan]] = {}
     for plan in experiment.contrasts:
-        if plan.estimand != "total":
+        if plan.estimand != "total" or not plan.interventional:
             continue
         row = ate[(ate["treatment"] == plan.treatment) & (ate["contrast"] == plan.contrast)]
         size = abs(float(row["estimate"].iloc[0]))
+        if math.isnan(size):
+            continue
         if plan.treatment not in chosen or size > chosen[plan.treatment][0]:
             chosen[plan.treatment] = (size, plan)
     ranked = sorted(chosen.items(), key=lambda item: -item[1][0])

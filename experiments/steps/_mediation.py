@@ -57,6 +57,7 @@ def run_mediation(
         direction=plan.direction,
         level=inference.level,
         n_bootstrap=inference.bootstrap,
+        bootstrap_method=inference.bootstrap_method,
         seed=seed,
     )
     record: dict[str, Any] = {

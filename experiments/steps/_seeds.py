@@ -15,6 +15,7 @@ EVIDENCE = 2_000
 OBSERVATIONAL = 3_000
 """Stream of contrast i's observational estimate: OBSERVATIONAL + i; the review's surrogates use it too."""
 HUMAN_PAIRS = 4_000
+"""Stream of contrast i's human-pair estimate: HUMAN_PAIRS + i."""
 
 
 def analysis_seed(seed: int, stream: int) -> int:

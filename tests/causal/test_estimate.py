@@ -184,8 +184,26 @@ def test_level_outside_unit_interval_raises(level):
         ({"n_bootstrap": 1}, "n_bootstrap must be an integer >= 2; got 1"),
         ({"n_bootstrap": 10.5}, "n_bootstrap must be an integer"),
         ({"seed": -1}, "seed must be a non-negative integer; got -1"),
+        (
+            {"bootstrap_method": "BCa"},
+            r"bootstrap_method must be one of \['symmetric_studentized', 'studentized', 'bca', 'percentile'\]; got 'BCa'",
+        ),
     ],
 )
 def test_bad_options_raise(options, match):
     with pytest.raises(EstimationError, match=match):
         _estimate(pd.DataFrame({"difference": [1.0, 2.0]}), **options)
+
+
+def test_bootstrap_method_changes_only_the_bootstrap_rows_and_keeps_their_label():
+    paired = _planted(1.0, seed=4)
+    tables = {
+        method: _estimate(paired, moderators=["age"], bootstrap_method=method, n_bootstrap=300)
+        for method in ("percentile", "studentized")
+    }
+    percentile, studentized = (table.estimates for table in tables.values())
+    assert [e.method for e in percentile] == [e.method for e in studentized]
+    assert "bootstrap" in {e.method for e in studentized}
+    for ours, theirs in zip(percentile, studentized, strict=True):
+        same = (ours.estimate, ours.ci_low, ours.ci_high) == (theirs.estimate, theirs.ci_low, theirs.ci_high)
+        assert same == (ours.method != "bootstrap"), ours

@@ -36,10 +36,18 @@ def test_each_kind_of_edit_is_one_group_with_hand_computed_t_rows():
     }
 
 
-def test_rows_equal_estimate_paired_effects_on_each_group_apart_from_the_analysis():
-    table = estimate_human_pairs(PAIRS, n_bootstrap=300, seed=11)
+@pytest.mark.parametrize("bootstrap_method", ["symmetric_studentized", "percentile"])
+def test_rows_equal_estimate_paired_effects_on_each_group_apart_from_the_analysis(bootstrap_method):
+    table = estimate_human_pairs(PAIRS, n_bootstrap=300, bootstrap_method=bootstrap_method, seed=11)
     group = PAIRS[(PAIRS["factor"] == "sex") & (PAIRS["source"] == "female")][["difference"]]
-    reference = estimate_paired_effects(group, treatment="sex", contrast="male vs female", n_bootstrap=300, seed=11)
+    reference = estimate_paired_effects(
+        group,
+        treatment="sex",
+        contrast="male vs female",
+        n_bootstrap=300,
+        bootstrap_method=bootstrap_method,
+        seed=11,
+    )
     mine = [e for e in table.estimates if e.contrast == "male vs female"]
     assert [e.method for e in mine] == ["t", "bootstrap"]
     for ours, theirs in zip(mine, reference.estimates, strict=True):

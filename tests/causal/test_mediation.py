@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import get_args
 
 import numpy as np
 import pandas as pd
@@ -10,7 +11,7 @@ import pytest
 from statsmodels.stats.multitest import multipletests
 
 from causal import MEDIATION_COLUMNS, EstimationError, estimate_mediation
-from causal._paired import bootstrap_interval, bootstrap_intervals
+from causal._paired import BootstrapMethod, bootstrap_interval, bootstrap_intervals
 
 SITES = [("resid_pre.0", "resid_pre", 0, None), ("head.1.2", "head", 1, 2), ("mlp_out.1", "mlp_out", 1, None)]
 SHARE = {"resid_pre.0": 1.0, "head.1.2": 0.6, "mlp_out.1": 0.0}
@@ -82,12 +83,32 @@ def test_bh_within_each_family_matches_statsmodels() -> None:
     assert frame.loc[frame["method"] == "bootstrap", "p_adjusted"].isna().all()
 
 
-def test_shared_draw_bootstrap_equals_one_row_at_a_time() -> None:
+@pytest.mark.parametrize("method", get_args(BootstrapMethod))
+def test_shared_draw_bootstrap_equals_one_row_at_a_time(method) -> None:
     rows = np.random.default_rng(4).standard_normal((3, 40))
-    shared = bootstrap_intervals(rows, level=0.9, n_bootstrap=500, rng=np.random.default_rng(9))
+    shared = bootstrap_intervals(
+        rows, level=0.9, n_bootstrap=500, rng=np.random.default_rng(9), bootstrap_method=method
+    )
     for row, interval in zip(rows, shared):
-        alone = bootstrap_interval(row, level=0.9, n_bootstrap=500, rng=np.random.default_rng(9))
-        assert dataclasses.astuple(interval)[:4] == pytest.approx(dataclasses.astuple(alone)[:4], rel=1e-12)
+        assert interval == bootstrap_interval(
+            row, level=0.9, n_bootstrap=500, rng=np.random.default_rng(9), bootstrap_method=method
+        )
+
+
+def test_bootstrap_method_reaches_the_bootstrap_rows_only() -> None:
+    table = per_unit_table(30, seed=8)
+    frames = {method: estimate(table, bootstrap_method=method) for method in ("percentile", "studentized")}
+    t_rows = [frame[frame["method"] == "t"].reset_index(drop=True) for frame in frames.values()]
+    pd.testing.assert_frame_equal(*t_rows)
+    percentile, studentized = (frame[frame["method"] == "bootstrap"] for frame in frames.values())
+    assert not np.allclose(percentile["ci_low"], studentized["ci_low"])
+    site = per_unit_table(30, seed=8).query("site == 'head.1.2' and position == 'last'")["indirect"].to_numpy()
+    expected = bootstrap_interval(
+        site, level=0.95, n_bootstrap=300, rng=np.random.default_rng(0), bootstrap_method="studentized"
+    )
+    row = studentized[(studentized["site"] == "head.1.2") & (studentized["position"] == "last")]
+    row = row[row["effect"] == "indirect"].iloc[0]
+    assert (row["ci_low"], row["ci_high"]) == (expected.ci_low, expected.ci_high)
 
 
 def test_exact_mode_gives_weighted_means_without_sampling_error() -> None:
@@ -136,3 +157,5 @@ def test_bad_tables_are_rejected_with_the_problem_named() -> None:
         estimate(inconsistent)
     with pytest.raises(EstimationError, match="source must be 'patch' or 'attribution'"):
         estimate(table, source="gradients")
+    with pytest.raises(EstimationError, match=r"bootstrap_method must be one of \[.*'bca'.*\]; got 'bca_t'"):
+        estimate(table, bootstrap_method="bca_t")

@@ -66,6 +66,13 @@ def test_validate_reads_the_tokenizer_and_names_the_labels(tokenizer_folder: Pat
     assert f"model {tokenizer_folder}: tokenizer read; label 'yes' is one of its labels (no, yes)" in _said(result)
 
 
+def test_validate_names_the_label_a_class_index_reads(tokenizer_folder: Path, tmp_path: Path) -> None:
+    config = _config_file(tmp_path, tokenizer_folder, {"outcome": {"type": "class_prob", "label_index": 1}})
+    result = _invoke("validate", str(config))
+    assert result.exit_code == 0, result.output
+    assert "class index 1 is the label 'yes' of no, yes" in _said(result)
+
+
 def test_validate_checks_single_token_answers(tokenizer_folder: Path, tmp_path: Path) -> None:
     result = _invoke("validate", str(_causal_file(tmp_path, tokenizer_folder, {"positive": " yes", "negative": " no"})))
     assert result.exit_code == 0, result.output
@@ -104,6 +111,19 @@ def test_validate_refuses_answers_the_outcome_cannot_read(
             "outcome.label: 'maybe' is not a label of the classifier in {folder}; its labels are ['no', 'yes']",
         ),
         (
+            {"outcome": {"type": "class_prob", "label_index": 2}},
+            "outcome.label_index: class index 2 is out of range: the classifier in {folder} has 2 classes ['no', 'yes']",
+        ),
+        (
+            {"outcome": {"type": "class_prob", "label": 1}},
+            "outcome.label: label 1 is a number, which could mean the label named 1 or class index 1: "
+            "write label: '1' for the name, or label_index: 1 for the index",
+        ),
+        (
+            {"outcome": {"type": "class_prob", "label": "yes", "label_index": 1}},
+            "outcome: class_prob needs exactly one of label (the class's name) or label_index (its position)",
+        ),
+        (
             {"model": {"id": "builtin:no-such-demo", "task": "sequence-classifier"}},
             "model.id: unknown built-in model 'builtin:no-such-demo'; built-in models: builtin:triage-demo",
         ),
@@ -112,7 +132,7 @@ def test_validate_refuses_answers_the_outcome_cannot_read(
             "model.id: model folder '/no/such/model/folder' does not exist",
         ),
     ],
-    ids=["unknown-label", "unknown-builtin", "missing-folder"],
+    ids=["unknown-label", "index-out-of-range", "bare-number", "name-and-index", "unknown-builtin", "missing-folder"],
 )
 def test_validate_refuses_a_model_that_cannot_serve_the_config(
     tokenizer_folder: Path, tmp_path: Path, sections: dict, message: str

@@ -97,7 +97,46 @@ def test_the_shipped_example_compiles() -> None:
             "rewrite.symptom",
             "'symptom' is not an annotated factor",
         ),
-        ({"rewrite": {"sex": "builtin:sex"}}, "effects[0].treatment", "'insurance' has no rewrite rules"),
+        (
+            {"rewrite": {"sex": "builtin:sex"}, "effects": [{"treatment": "insurance", "sources": ["rewrite"]}]},
+            "effects[0].sources",
+            "source rewrite: insurance has no rewrite rules",
+        ),
+        (
+            {"rewrite": {"sex": "builtin:sex"}},
+            "effects[0].moderators",
+            "this effect has no rewrite source; add rewrite.insurance rules",
+        ),
+        (
+            {"effects": [{"treatment": "insurance", "sources": ["human_pairs"]}]},
+            "effects[0].sources",
+            "source human_pairs: no pairs file is given",
+        ),
+        (
+            {"effects": [{"treatment": "insurance", "sources": ["rewrite", "rewrite"]}]},
+            "effects[0].sources",
+            "sources must be distinct",
+        ),
+        (
+            {
+                "data": None,
+                "rewrite": {},
+                "prompt": {"template": "{age} {sex} {insurance} {symptom}"},
+                "effects": [{"treatment": "insurance", "directions": True}],
+            },
+            "<config>",
+            r"effects\[0\].directions is only used with data",
+        ),
+        (
+            {
+                "data": None,
+                "rewrite": {},
+                "prompt": {"template": "{age} {sex} {insurance} {symptom}"},
+                "observational": {"propensity": "logistic_l2"},
+            },
+            "<config>",
+            "observational is only used with data",
+        ),
         (
             {"effects": [{"treatment": "symptom", "contrast": ["severe", "mild"]}]},
             "effects[0].treatment",
