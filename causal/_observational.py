@@ -476,7 +476,8 @@ def _overlap_warnings(overlap: pd.DataFrame, methods: tuple[str, ...]) -> list[s
             consequences.append(f"{_and(weighted)} cannot balance them")
         matched = [m for m in _MATCHED if m in methods]
         if matched:
-            consequences.append(f"{_and(matched)} give no estimate for a population that needs the missing arm")
+            verb = "give" if len(matched) > 1 else "gives"
+            consequences.append(f"{_and(matched)} {verb} no estimate for a population that needs the missing arm")
         notes.append(
             f"positivity fails in {unsupported} of {len(overlap)} strata (one arm has no document there; "
             f"see overlap){': ' if consequences else ''}{'; '.join(consequences)}"

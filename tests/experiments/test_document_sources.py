@@ -318,3 +318,40 @@ def test_sources_default_to_what_the_data_supports_and_keep_the_order_asked(tmp_
                 ],
             )
         )
+
+
+def test_an_effect_with_only_observational_estimates_runs_with_directions(tmp_path: Path) -> None:
+    service = ["good", "good", "bad", "good", "bad", "bad", "good", "bad", "good", "bad"]
+    _corpus(tmp_path, service=service)
+    config = _config(
+        tmp_path,
+        [
+            {
+                "treatment": "food",
+                "contrast": ["Positive", "Negative"],
+                "sources": ["observational"],
+                "directions": True,
+            }
+        ],
+        rules=False,
+        observational={"estimators": ["regression", "exact_matching"]},
+    )
+    folder, effects = _run(tmp_path, config)
+    assert set(effects["analysis"]) == {"observational"}
+    methods = effects.groupby("method")["stratum"].apply(lambda s: sorted(s.fillna("all")))
+    assert methods.to_dict() == {
+        "exact_matching": ["Negative", "Positive", "all"],
+        "naive": ["all"],
+        "regression": ["Negative", "Positive", "all"],
+    }
+    # Exact matching's effect on the Positive documents, by hand: per service stratum, the difference of the
+    # arms' mean outcomes, weighted by the stratum's Positive documents.
+    documents = pd.read_parquet(folder / "documents.parquet").set_index("doc_id")
+    factual = _by_arm(folder)["factual"]
+    kept = documents[documents["food"].isin(["Positive", "Negative"])].assign(outcome=factual)
+    means = kept.groupby(["service", "food"])["outcome"].mean().unstack()
+    weights = kept[kept["food"] == "Positive"].groupby("service").size()
+    by_hand = float(((means["Positive"] - means["Negative"]) * weights).sum() / weights.sum())
+    row = _row(effects, method="exact_matching", stratum="Positive")
+    assert row["estimate"] == pytest.approx(by_hand, abs=1e-9)
+    assert row["n_units"] == weights.sum()
