@@ -1,20 +1,25 @@
-"""Benchmark: a full resid_pre layer x position sweep, engine against a plain loop.
+"""Benchmark: patching sweeps, the stacked engine against a plain loop, side by side.
 
-A randomly initialised GPT-2-architecture model (6 layers, width 256) reads 16 units of
-64-token prompts. Every layer's resid_pre is patched at every token position, one at a
-time, from the unit's counterfactual prompt. Three ways, timed side by side in this
-process:
+A randomly initialised GPT-2-architecture model (6 layers, width 256, 8 heads) reads
+units of 64-token prompts, patched from the unit's counterfactual prompt. Three sweeps,
+each timed in this process against a plain loop (one full forward per patch, the patch
+applied by a hook):
 
-- plain loop: one full forward per patch, the patch applied by a hook;
-- `patch_effects`: the stacked, layer- and position-skipping engine;
-- `attribution_effects`: the first-order screen of the same sweep.
+- resid_pre: every layer's residual stream at every token position, one at a time
+  (`--units` units), also screened by `attribution_effects`;
+- heads, all positions: every head's output (`head.L.H`) at every aligned position at
+  once (`--units` units);
+- heads, per position: every head's output at every `--head-stride`-th token position,
+  one at a time (`--head-units` units).
 
-Printed: wall time, speed-up over the plain loop, layer-forwards (one prompt through one
-block, however many positions), block positions computed, and the peak memory above the
-start of each phase (process RSS on CPU, allocated CUDA memory on GPU). The engine must
-agree with the plain loop to 1e-4.
+Printed per sweep: wall time and speed-up over the plain loop, the same in CPU time of
+this process (steadier when other processes share the machine), layer-forwards (one
+prompt through one block, however many positions), block positions computed, and the
+peak memory above the start of each phase (process RSS on CPU, allocated CUDA memory on
+GPU).
+The engine must agree with the plain loop to 1e-4.
 
-    python benchmarks/patching.py [--device cpu|cuda] [--units 16]
+    python benchmarks/patching.py [--device cpu|cuda] [--units 16] [--head-units 2] [--head-stride 4]
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from interventions import (
     LogitDiff,
     ModelAdapter,
     ModelSpec,
+    Site,
     Template,
     align,
     architecture_of,
@@ -72,46 +78,76 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument("--units", type=int, default=16)
+    parser.add_argument("--head-units", type=int, default=2)
+    parser.add_argument("--head-stride", type=int, default=4)
     arguments = parser.parse_args()
+    every_token = [f"token:{index}" for index in range(PROMPT_TOKENS)]
     with tempfile.TemporaryDirectory() as folder:
         adapter = _model(Path(folder), arguments.device)
         pairs = _pairs(adapter, arguments.units)
-        sites = model_sites(adapter, ["resid_pre"])
-        positions = [f"token:{index}" for index in range(PROMPT_TOKENS)]
-        print(
-            f"device {adapter.device}, {LAYERS} layers x {PROMPT_TOKENS} positions x "
-            f"{len(pairs)} units = {len(sites) * len(positions) * len(pairs)} patches"
-        )
-        (plain, plain_work), plain_time, plain_memory = _measure(
-            adapter, lambda: _plain_loop(adapter, pairs, sites, positions)
-        )
-        result, engine_time, engine_memory = _measure(
-            adapter, lambda: patch_effects(adapter, OUTCOME, pairs, sites, positions)
-        )
-        estimates, screen_time, screen_memory = _measure(
-            adapter, lambda: attribution_effects(adapter, OUTCOME, pairs, sites, positions)
-        )
+        print(f"device {adapter.device}, {LAYERS} layers, {HEADS} heads, {PROMPT_TOKENS}-token prompts")
+        errors = [
+            _sweep(
+                adapter,
+                "resid_pre, per position",
+                pairs,
+                model_sites(adapter, ["resid_pre"]),
+                every_token,
+                screen=True,
+            ),
+            _sweep(adapter, "heads, all positions", pairs, model_sites(adapter, ["head"]), ["all"]),
+            _sweep(
+                adapter,
+                "heads, per position",
+                pairs[: arguments.head_units],
+                model_sites(adapter, ["head"]),
+                every_token[:: arguments.head_stride],
+            ),
+        ]
+    if max(errors) > 1e-4:
+        raise SystemExit(f"engine disagrees with the plain loop by {max(errors):.2e}")
+
+
+def _sweep(
+    adapter: ModelAdapter,
+    title: str,
+    pairs: list[AlignedPair],
+    sites: list[Site],
+    positions: list[str],
+    *,
+    screen: bool = False,
+) -> float:
+    """Time one sweep three (or two) ways side by side, print the table; the engine's largest error."""
+    print(
+        f"\n{title}: {len(sites)} sites x {len(positions)} positions x {len(pairs)} units = "
+        f"{len(sites) * len(positions) * len(pairs)} patches"
+    )
+    (plain, plain_work), plain_times, plain_memory = _measure(
+        adapter, lambda: _plain_loop(adapter, pairs, sites, positions)
+    )
+    result, engine_times, engine_memory = _measure(
+        adapter, lambda: patch_effects(adapter, OUTCOME, pairs, sites, positions)
+    )
     error = float(np.abs(result.patched["outcome"].to_numpy() - plain).max())
-    change = result.patched["outcome"].to_numpy() - result.destination[result.patched["unit"]]
-    estimate = estimates["estimate"].to_numpy()
-    moved = estimate != 0  # patches that write a different activation
-    agreement = stats.spearmanr(estimate[moved], change[moved]).statistic
     work = result.work
     rows = [
-        ("plain loop", plain_time, plain_work["layer_forwards"], plain_work["position_layers"], plain_memory),
-        ("patch_effects", engine_time, work["layer_forwards"], work["position_layers"], engine_memory),
-        (
-            "attribution_effects",
-            screen_time,
-            2 * len(pairs) * LAYERS,
-            2 * len(pairs) * LAYERS * PROMPT_TOKENS,
-            screen_memory,
-        ),
+        ("plain loop", plain_times, plain_work["layer_forwards"], plain_work["position_layers"], plain_memory),
+        ("patch_effects", engine_times, work["layer_forwards"], work["position_layers"], engine_memory),
     ]
-    print(f"{'method':<20} {'seconds':>9} {'speed-up':>9} {'layer-fwd':>10} {'pos-layers':>11} {'peak MiB':>9}")
-    for name, seconds, layers, positions_done, memory in rows:
+    if screen:
+        estimates, screen_times, screen_memory = _measure(
+            adapter, lambda: attribution_effects(adapter, OUTCOME, pairs, sites, positions)
+        )
+        forwards = 2 * len(pairs) * LAYERS
+        rows.append(("attribution_effects", screen_times, forwards, forwards * PROMPT_TOKENS, screen_memory))
+    print(
+        f"{'method':<20} {'seconds':>9} {'speed-up':>9} {'cpu s':>8} {'cpu speed-up':>13} "
+        f"{'layer-fwd':>10} {'pos-layers':>11} {'peak MiB':>9}"
+    )
+    for name, (seconds, cpu), layers, positions_done, memory in rows:
         print(
-            f"{name:<20} {seconds:>9.2f} {plain_time / seconds:>8.1f}x {layers:>10} "
+            f"{name:<20} {seconds:>9.2f} {plain_times[0] / seconds:>8.1f}x {cpu:>8.2f} "
+            f"{plain_times[1] / cpu:>12.1f}x {layers:>10} "
             f"{positions_done:>11} {memory / 2**20:>9.1f}"
         )
     print(
@@ -119,13 +155,17 @@ def main() -> None:
         f"identical {work['patches_skipped_identical']} of {work['patches']}; "
         f"{work['batches']} stacked batches"
     )
-    print(
-        f"attribution vs exact: Spearman rank correlation {agreement:.3f} over the "
-        f"{int(moved.sum())} patches that change an activation"
-    )
-    print("(attribution's layer-forwards count its forward passes; it also runs one backward pass per destination)")
-    if error > 1e-4:
-        raise SystemExit(f"engine disagrees with the plain loop by {error:.2e}")
+    if screen:
+        change = result.patched["outcome"].to_numpy() - result.destination[result.patched["unit"]]
+        estimate = estimates["estimate"].to_numpy()
+        moved = estimate != 0  # patches that write a different activation
+        agreement = stats.spearmanr(estimate[moved], change[moved]).statistic
+        print(
+            f"attribution vs exact: Spearman rank correlation {agreement:.3f} over the "
+            f"{int(moved.sum())} patches that change an activation"
+        )
+        print("(attribution's layer-forwards count its forward passes; it also runs one backward pass per destination)")
+    return error
 
 
 def _model(folder: Path, device: str) -> ModelAdapter:
@@ -173,11 +213,12 @@ def _pairs(adapter: ModelAdapter, count: int) -> list[AlignedPair]:
 
 
 def _plain_loop(
-    adapter: ModelAdapter, pairs: list[AlignedPair], sites, positions: list[str]
+    adapter: ModelAdapter, pairs: list[AlignedPair], sites: list[Site], positions: list[str]
 ) -> tuple[np.ndarray, dict[str, int]]:
     """The reference: one full forward per (unit, site, position), patched by a hook."""
     architecture = architecture_of(adapter.model)
     reader = _bind_outcome(adapter, OUTCOME)
+    d_head = architecture.d_head
 
     def forward(ids: list[int], edits) -> float:
         with torch.inference_mode(), site_hooks(adapter.model, architecture, edits):
@@ -190,16 +231,19 @@ def _plain_loop(
         destination = adapter.tokenizer(pair.destination.text)["input_ids"]
         source = adapter.tokenizer(pair.source.text)["input_ids"]
         captured = {}
-        forward(source, {site.point: _keep(captured, site.point) for site in sites})
+        forward(source, {point: _keep(captured, point) for point in {site.point for site in sites}})
         forwards += 1
         for site in sites:
+            width = slice(None) if site.head is None else slice(site.head * d_head, (site.head + 1) * d_head)
             for position in positions:
-                ((d, s),) = pair.positions[position]
-                replacement = captured[site.point][:, s]
+                aligned = pair.positions[position]
 
-                def patch(activation: torch.Tensor, d=d, replacement=replacement) -> torch.Tensor:
+                def patch(
+                    activation: torch.Tensor, aligned=aligned, width=width, source=captured[site.point]
+                ) -> torch.Tensor:
                     activation = activation.clone()
-                    activation[:, d] = replacement
+                    for d, s in aligned:
+                        activation[:, d, width] = source[:, s, width]
                     return activation
 
                 values.append(forward(destination, {site.point: patch}))
@@ -217,13 +261,16 @@ def _keep(store: dict, point) -> Callable[[torch.Tensor], None]:
     return edit
 
 
-def _measure(adapter: ModelAdapter, run: Callable[[], Any]) -> tuple[Any, float, int]:
-    """(result, seconds, peak bytes above the phase's start) of one phase."""
+def _measure(adapter: ModelAdapter, run: Callable[[], Any]) -> tuple[Any, tuple[float, float], int]:
+    """(result, (wall seconds, CPU seconds of this process), peak bytes above the phase's start).
+
+    CPU seconds stay comparable when other processes share the machine; wall seconds do not.
+    """
     with _peak_memory(adapter.device) as peak:
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         result = run()
-        seconds = time.perf_counter() - start
-    return result, seconds, peak()
+        seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+    return result, (seconds, cpu), peak()
 
 
 @contextmanager

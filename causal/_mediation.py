@@ -38,6 +38,7 @@ from causal._paired import (
 from causal.errors import EstimationError
 
 MEDIATION_COLUMNS = (
+    "sweep",
     "treatment",
     "contrast",
     "direction",
@@ -46,6 +47,7 @@ MEDIATION_COLUMNS = (
     "layer",
     "head",
     "position",
+    "receiver",
     "effect",
     "estimate",
     "ci_low",
@@ -58,6 +60,8 @@ MEDIATION_COLUMNS = (
 )
 SITE_KEYS = ("site", "component", "layer", "head", "position")
 """The columns that name one patched site and position."""
+RECEIVER = "receiver"
+"""The optional column that makes a site and position an edge: the receivers the site's change reaches (path patching)."""
 
 Effect = Literal["total", "indirect", "direct"]
 Source = Literal["patch", "attribution"]
@@ -68,7 +72,10 @@ class MediationEstimate:
     """One row of `mediation.parquet`: an effect through (or around) one site at one position.
 
     `total` rows have no site. `method` is the interval method, prefixed
-    `attribution_` when the per-unit values are first-order approximations.
+    `attribution_` when the per-unit values are first-order approximations. With
+    `receiver` set the row is an edge of path patching: the effect of the site's change
+    reaching only that receiver ("indirect"), and the rest of the total ("direct").
+    `sweep` numbers the run's patching sweeps (None outside a run).
     """
 
     treatment: str
@@ -89,6 +96,8 @@ class MediationEstimate:
     method: str
     level: float
     p_adjusted: float = math.nan
+    receiver: str | None = None
+    sweep: int | None = None
 
 
 @dataclass(frozen=True)
@@ -101,7 +110,7 @@ class MediationTable:
         """One row per estimate, columns exactly `MEDIATION_COLUMNS`."""
         records = [{column: getattr(e, column) for column in MEDIATION_COLUMNS} for e in self.estimates]
         frame = pd.DataFrame(records, columns=list(MEDIATION_COLUMNS))
-        return frame.astype({"layer": "Int64", "head": "Int64"})
+        return frame.astype({"sweep": "Int64", "layer": "Int64", "head": "Int64"})
 
     def summary(self) -> str:
         """Plain text: the total effect and the sites with the largest indirect effects."""
@@ -117,6 +126,10 @@ class MediationTable:
     @classmethod
     def concat(cls, tables: Sequence[MediationTable]) -> MediationTable:
         return cls(tuple(estimate for table in tables for estimate in table.estimates))
+
+    def numbered(self, sweep: int) -> MediationTable:
+        """The same estimates labelled as sweep `sweep` of a run, so sweeps of one contrast stay apart."""
+        return MediationTable(tuple(dataclasses.replace(estimate, sweep=sweep) for estimate in self.estimates))
 
 
 def estimate_mediation(
@@ -136,8 +149,9 @@ def estimate_mediation(
 
     `per_unit` has one row per (unit, site, position): columns "unit", the site keys
     "site", "component", "layer", "head", "position", "total" (the unit's total
-    effect) and "indirect" (its effect through the site), plus "weight" when `exact`.
-    Every site must cover the same units. The table is not modified. `bootstrap_method`
+    effect) and "indirect" (its effect through the site), plus "weight" when `exact`;
+    with a "receiver" column, one row per (unit, edge) and the rows are path effects.
+    Every site (or edge) must cover the same units. The table is not modified. `bootstrap_method`
     says how the "bootstrap" rows' intervals are read off the resamples.
     """
     level, n_bootstrap, seed = _check_level(level), _check_n_bootstrap(n_bootstrap), _check_seed(seed)
@@ -147,7 +161,7 @@ def estimate_mediation(
     units, totals, weights, keys, indirect = _read(per_unit, exact=exact)
     context = dict(treatment=treatment, contrast=contrast, direction=direction, level=level)
     prefix = "attribution_" if source == "attribution" else ""
-    empty_site = dict.fromkeys(SITE_KEYS)
+    empty_site = dict.fromkeys((*SITE_KEYS, RECEIVER))
     rows = [
         MediationEstimate(
             **context, **empty_site, effect="total", n_units=units.size, method=prefix + method, **_fields(total)
@@ -241,6 +255,7 @@ def _read(per_unit: pd.DataFrame, *, exact: bool):
             "layer": _int_or_none(row.layer),
             "head": _int_or_none(row.head),
             "position": row.position,
+            RECEIVER: getattr(row, RECEIVER, None),
         }
         for row in first.itertuples()
     ]
@@ -248,7 +263,8 @@ def _read(per_unit: pd.DataFrame, *, exact: bool):
 
 
 def _key_labels(per_unit: pd.DataFrame) -> pd.Series:
-    return per_unit["site"].astype(str) + "@" + per_unit["position"].astype(str)
+    labels = per_unit["site"].astype(str) + "@" + per_unit["position"].astype(str)
+    return labels + "->" + per_unit[RECEIVER].astype(str) if RECEIVER in per_unit.columns else labels
 
 
 def _int_or_none(value: object) -> int | None:

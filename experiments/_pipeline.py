@@ -20,7 +20,7 @@ import pandas as pd
 from causal import EffectTable, MediationTable
 from experiments.config import Experiment, ExperimentConfig, stored_config
 from experiments.errors import NotEstimable
-from experiments.report import mediation_heatmap, render_summary, write_report
+from experiments.report import edge_graph, mediation_heatmap, render_summary, write_report
 from experiments.run import (
     EvaluatedUnits,
     LockHolder,
@@ -196,13 +196,14 @@ def _mediation(
                 }
             )
             continue
-        heatmap = mediation_heatmap(
-            outcome.table.to_frame(),
+        draw = edge_graph if plan.edges else mediation_heatmap
+        heatmap = draw(
+            outcome.table.numbered(index).to_frame(),
             store.folder / f"mediation_{index}_{plan.treatment}.png",
             title=f"indirect effect of {plan.treatment} ({plan.contrast}), {plan.direction}",
         )
         store.record(heatmap)
-        tables.append(outcome.table)
+        tables.append(outcome.table.numbered(index))
         records.append({**outcome.record, "heatmap": heatmap.name})
     manifest["mediation"] = records
     store.write_manifest(manifest)

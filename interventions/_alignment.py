@@ -8,6 +8,7 @@ token, each slot's span as a whole, special tokens from either end.
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Mapping
 from dataclasses import KW_ONLY, dataclass
 from types import MappingProxyType
@@ -83,6 +84,30 @@ def align(
         "all": tuple(sorted(every.items())),
     }
     return AlignedPair(destination=destination, source=source, positions=positions)
+
+
+def mass_targets(pairs: Pairs, source_length: int) -> tuple[int, ...]:
+    """For each source position, the destination position its attention mass moves to.
+
+    A source attention row patched into the destination run is laid over the destination's
+    keys by the alignment `pairs` (a pair's "all" positions): an aligned key's mass goes to
+    its partner; an unaligned key's to the partner of the nearest aligned key after it, else
+    before it. So a slot span paired by its last token moves its mass as a whole onto the
+    other span's last token, and a row keeps summing to 1. Raises InterventionError when
+    nothing is aligned.
+    """
+    partner: dict[int, int] = {}
+    for d, s in pairs:
+        partner.setdefault(s, d)
+    if not partner:
+        raise InterventionError("no position of the pair is aligned, so attention rows cannot be moved across it")
+    aligned = sorted(partner)
+    targets = []
+    for position in range(source_length):
+        after = bisect.bisect_left(aligned, position)
+        nearest = aligned[after] if after < len(aligned) else aligned[-1]
+        targets.append(partner[nearest])
+    return tuple(targets)
 
 
 @dataclass(frozen=True)

@@ -11,10 +11,11 @@ import torch
 from interventions._adapter import ModelAdapter
 from interventions._alignment import AlignedPair
 from interventions._backoff import halving
-from interventions._capture import Trace, capture
+from interventions._capture import capture
 from interventions._outcomes import Outcome
 from interventions._sites import Point, Site
 from interventions._sweep import (
+    PairValues,
     Plan,
     Sweep,
     as_index,
@@ -51,9 +52,7 @@ def attribution_effects(
 
 def _bytes_per_unit(sweep: Sweep) -> int:
     """Memory of one unit's activations and gradients (three copies of each point)."""
-    hidden = sweep.adapter.model.config.hidden_size
-    element = torch.finfo(sweep.adapter.dtype).bits // 8
-    return 3 * element * sweep.max_length * hidden * len(sweep.site_points)
+    return 3 * sweep.max_length * sweep.position_bytes(sweep.site_points)
 
 
 def _estimate_chunk(sweep: Sweep, units: np.ndarray, estimates: np.ndarray) -> None:
@@ -83,26 +82,22 @@ def _estimate_chunk(sweep: Sweep, units: np.ndarray, estimates: np.ndarray) -> N
         np.array([dest_row[sweep.destination_ids[unit]] for unit in units], dtype=np.int64),
         np.array([src_row[sweep.source_ids[unit]] for unit in units], dtype=np.int64),
     )
+    targets = None
+    if any(kind == "pattern" for kind, _ in points):
+        targets = as_index(sweep.key_targets(units, int(source.lengths.max())), sweep.adapter.device)
+    values = PairValues(sweep.architecture, destination.activations, source.activations, targets)
+    gradients = PairValues(sweep.architecture, destination.gradients, destination.gradients)
     with torch.inference_mode():
         for number, point in enumerate(points):
             for rows in plan.pieces(np.flatnonzero(plan.point == number)):
-                estimates[plan.result[rows]] = _first_order(sweep, plan, rows, point, destination, source)
+                estimates[plan.result[rows]] = _first_order(plan, rows, point, values, gradients)
 
 
-def _first_order(
-    sweep: Sweep, plan: Plan, rows: np.ndarray, point: Point, destination: Trace, source: Trace
-) -> np.ndarray:
+def _first_order(plan: Plan, rows: np.ndarray, point: Point, values: PairValues, gradients: PairValues) -> np.ndarray:
     """Sum over each row's pairs of (source - destination activation) . gradient."""
-    device = sweep.adapter.device
     owner, pair = plan.pairs_of(rows)
-    at_dest = (as_index(plan.destination[rows][owner], device), as_index(plan.d[pair], device))
-    at_src = (as_index(plan.source[rows][owner], device), as_index(plan.s[pair], device))
-    change = source.activations[point][at_src].double() - destination.activations[point][at_dest].double()
-    terms = change * destination.gradients[point][at_dest].double()
-    if point[0] == "z":
-        by_head = terms.view(len(pair), sweep.architecture.n_heads, -1).sum(-1)
-        per_pair = by_head.gather(1, as_index(plan.head[rows][owner], device)[:, None])[:, 0]
-    else:
-        per_pair = terms.sum(-1)
-    totals = torch.zeros(len(rows), dtype=torch.float64, device=device)
-    return totals.index_add_(0, as_index(owner, device), per_pair).cpu().numpy()
+    change = values.read(plan, rows, owner, pair, point, "source").double()
+    change -= values.read(plan, rows, owner, pair, point, "destination").double()
+    per_pair = (change * gradients.read(plan, rows, owner, pair, point, "destination").double()).sum(-1)
+    totals = torch.zeros(len(rows), dtype=torch.float64, device=per_pair.device)
+    return totals.index_add_(0, as_index(owner, per_pair.device), per_pair).cpu().numpy()

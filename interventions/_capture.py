@@ -19,8 +19,9 @@ from interventions._sites import Architecture, Point
 class Trace:
     """Activations of some token sequences at some points, right-padded to one length.
 
-    `activations[point]` is (texts, positions, width) in the model's dtype; `gradients`
-    holds d outcome / d activation at the same points when captured with gradients.
+    `activations[point]` is (texts, positions, width) in the model's dtype, for a "pattern"
+    point (texts, query positions, heads, key positions); `gradients` holds d outcome /
+    d activation at the same points when captured with gradients.
     """
 
     lengths: np.ndarray
@@ -60,7 +61,7 @@ def capture(
             [list(token_ids[row]) for row in rows], adapter.tokenizer.pad_token_id, adapter.device
         )
         live: dict[Point, torch.Tensor] = {}
-        edits = {point: _keeper(live, point, root=gradients and point == ("stream", 0)) for point in wanted}
+        edits = {point: _keeper(live, point, gradients=gradients) for point in wanted}
         with torch.enable_grad() if gradients else torch.inference_mode():
             with site_hooks(adapter.model, architecture, edits):
                 logits = adapter.model(input_ids=input_ids, attention_mask=attention_mask).logits
@@ -76,14 +77,18 @@ def capture(
     return Trace(lengths=lengths, activations=stored, gradients=stored_gradients, outcomes=outcomes)
 
 
-def _keeper(live: dict[Point, torch.Tensor], point: Point, *, root: bool):
-    """An edit that keeps the activation at `point`; as `root`, a leaf that gradients reach."""
+def _keeper(live: dict[Point, torch.Tensor], point: Point, *, gradients: bool):
+    """An edit that keeps the activation at `point`.
+
+    With `gradients` it hands the activation back, so that one a hook derived (a slice of a
+    fused projection) is the one the forward goes on with; the embeddings become a leaf.
+    """
 
     def edit(activation: torch.Tensor) -> torch.Tensor | None:
-        if root:
+        if gradients and point == ("stream", 0):
             activation = activation.detach().requires_grad_(True)
         live[point] = activation
-        return activation if root else None
+        return activation if gradients else None
 
     return edit
 
@@ -96,7 +101,12 @@ def _store(
     n_texts: int,
     width: int,
 ) -> None:
-    """Copy one batch's (rows, positions, width) activation into the padded store."""
+    """Copy one batch's (rows, positions, ...) activation into the padded store."""
+    if point[0] == "pattern":  # (rows, queries, heads, keys): keys are positions too
+        if point not in stored:
+            stored[point] = batch.new_zeros((n_texts, width, batch.shape[2], width))
+        stored[point][index, : batch.shape[1], :, : batch.shape[3]] = batch
+        return
     if point not in stored:
         stored[point] = batch.new_zeros((n_texts, width, batch.shape[-1]))
     stored[point][index, : batch.shape[1]] = batch

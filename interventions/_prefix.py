@@ -3,19 +3,25 @@
 The arms of one unit are equal up to the first slot the arm changes, so a causal LM's
 keys and values over that prefix are equal too. Texts are grouped by a common token
 prefix; each group's prefix runs once, and every member continues from a copy of its
-keys and values with explicit positions, giving the logits of a full forward.
+keys and values with explicit positions, giving the logits of a full forward. The same
+continuation (`continue_cache`) runs option strings after a whole text's keys and values.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from interventions._adapter import ModelAdapter
 from interventions.errors import InterventionError
+
+if TYPE_CHECKING:
+    from transformers import Cache
 
 # Prefixes shorter than this are not shared: each group adds a row to a prefix forward and
 # a copy of its keys and values per member, which a few tokens saved do not repay.
@@ -120,29 +126,56 @@ def continue_prefixes(
     offset: torch.Tensor,
     input_ids: torch.Tensor,
     attention_mask: torch.Tensor,
-) -> torch.Tensor:
+) -> tuple[torch.Tensor, Cache, torch.Tensor]:
     """Logits of continuations (right-padded `input_ids`), each after its prefix.
 
     Prefixes (right-padded rows of `prefix_ids`) run once through the base model; row r
     continues from prefix `owner[r]`, whose first `offset[r]` tokens it keeps (0: none, the
     row is a whole text). Positions of row r count on from `offset[r]`; padding sits at 0.
+    Returns (logits, the cache grown by the continuations, its mask), as `continue_cache`.
     """
     cache = adapter.model.base_model(input_ids=prefix_ids, attention_mask=prefix_mask, use_cache=True).past_key_values
-    _check_cache(adapter, cache)
+    check_cache(adapter, cache)
+    kept = torch.arange(prefix_ids.shape[1], device=owner.device)[None, :] < offset[:, None]
+    return continue_cache(adapter, cache, kept, owner, offset, input_ids, attention_mask)
+
+
+def continue_cache(
+    adapter: ModelAdapter,
+    cache: Cache,
+    kept: torch.Tensor,
+    owner: torch.Tensor,
+    start: torch.Tensor,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+) -> tuple[torch.Tensor, Cache, torch.Tensor]:
+    """(logits, cache, mask): right-padded `input_ids` run after rows of a cache of keys and values.
+
+    Row r continues from cache row `owner[r]`, attending to the slots `kept[r]` marks, at
+    positions counting on from `start[r]`. The cache is cut to the owners' rows and grown by
+    the input in place; the mask marks what each of its rows may attend to.
+    """
     cache.batch_select_indices(owner)
-    width = prefix_ids.shape[1]
-    kept = torch.arange(width, device=owner.device)[None, :] < offset[:, None]
-    positions = offset[:, None] + torch.arange(input_ids.shape[1], device=owner.device)
+    positions = start[:, None] + torch.arange(input_ids.shape[1], device=owner.device)
     # Padding after a long prefix could count past the model's last position; it is masked
     # and never read, so any position in range does.
     positions = positions.masked_fill(attention_mask == 0, 0)
-    return adapter.model(
+    mask = torch.cat([kept.to(attention_mask.dtype), attention_mask], dim=1)
+    logits = adapter.model(
         input_ids=input_ids,
-        attention_mask=torch.cat([kept.to(attention_mask.dtype), attention_mask], dim=1),
+        attention_mask=mask,
         position_ids=positions,
-        past_key_values=cache,
         use_cache=True,
+        **{_cache_keyword(adapter): cache},
     ).logits
+    return logits, cache, mask
+
+
+def _cache_keyword(adapter: ModelAdapter) -> str:
+    """The keyword a model's forward takes its key/value cache by: `cache` from transformers 5.24, before it
+    `past_key_values` (still accepted there, with a deprecation warning on every call)."""
+    parameters = inspect.signature(adapter.model.forward).parameters
+    return "cache" if "cache" in parameters else "past_key_values"
 
 
 def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
@@ -153,7 +186,7 @@ def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     return min(len(a), len(b))
 
 
-def _check_cache(adapter: ModelAdapter, cache: object) -> None:
+def check_cache(adapter: ModelAdapter, cache: object) -> None:
     """Raise unless `cache` holds plain per-layer keys and values that rows can be picked from."""
     from transformers import DynamicCache
     from transformers.cache_utils import DynamicLayer

@@ -1,12 +1,20 @@
 """Named activation sites and the per-architecture table that maps them onto modules.
 
-A site is a component at one layer (`resid_pre.3`, `attn_out.3`, `mlp_out.3`,
-`resid_post.3`) or one attention head's input slice to the output projection
-(`head.3.5`). Which modules hold them is data: one `Layout` row per family of
-architectures in `ARCHITECTURES`, one `Readout` row per kind of model head in
-`READOUTS`. A model is matched by its config's `model_type`, then every module
-the row names is checked to exist, so a renamed module fails loudly here and not
-as a wrong number later.
+A site is a component at one layer (`resid_pre.3`, `resid_mid.3`, `attn_out.3`,
+`mlp_out.3`, `resid_post.3`) or a part of one attention head: its input slice to the
+output projection (`head.3.5`), its query, key or value vectors before any rotary
+embedding (`head_q.3.5`, `head_k.3.1`, `head_v.3.1`) or its attention probabilities
+(`head_pattern.3.5`, one row per query position). Queries and patterns are indexed by
+query head; keys and values by key/value head, which under grouped-query attention
+several query heads share (`Architecture.kv_head_of`). `resid_mid` is the stream between
+a block's attention and its MLP: input + attention output in pre-norm blocks (a parallel
+block's MLP reads its input instead, so there only the block's output reads it), the
+attention norm's output in post-norm ones.
+
+Which modules hold them is data: one `Layout` row per family of architectures in
+`ARCHITECTURES`, one `Readout` row per kind of model head in `READOUTS`. A model is
+matched by its config's `model_type`, then every module the row names is checked to
+exist, so a renamed module fails loudly here and not as a wrong number later.
 """
 
 from __future__ import annotations
@@ -24,19 +32,65 @@ if TYPE_CHECKING:
 
     from interventions._adapter import ModelAdapter
 
-Component = Literal["resid_pre", "resid_post", "attn_out", "mlp_out", "head"]
-COMPONENTS: tuple[str, ...] = ("resid_pre", "resid_post", "attn_out", "mlp_out", "head")
+Component = Literal[
+    "resid_pre",
+    "resid_mid",
+    "resid_post",
+    "attn_out",
+    "mlp_out",
+    "head",
+    "head_q",
+    "head_k",
+    "head_v",
+    "head_pattern",
+]
+COMPONENTS: tuple[str, ...] = (
+    "resid_pre",
+    "resid_mid",
+    "resid_post",
+    "attn_out",
+    "mlp_out",
+    "head",
+    "head_q",
+    "head_k",
+    "head_v",
+    "head_pattern",
+)
+HEAD_COMPONENTS: tuple[str, ...] = ("head", "head_q", "head_k", "head_v", "head_pattern")
+"""Components whose sites name one head: a query head, or a key/value head for head_k and head_v."""
+KV_COMPONENTS: tuple[str, ...] = ("head_k", "head_v")
 # Where a site lives in a forward pass: ("stream", l) is the residual stream entering block l
-# (l = n_layers: leaving the last block); ("z", l) the input of block l's attention output
-# projection; ("attn_out", l) that projection's output; ("mlp_out", l) the MLP's output.
+# (l = n_layers: leaving the last block); ("mid", l) block l's stream between attention and
+# MLP (`BlockRunner.mlp_input`'s middle); ("q", l), ("k", l), ("v", l) its query, key and
+# value projections before any rotary embedding, head-major; ("pattern", l) its attention
+# probabilities, presented as (batch, query, head, key); ("z", l) the input of its attention
+# output projection; ("attn_out", l) that projection's output; ("mlp_out", l) the MLP's
+# output; ("mlp_in", l) the MLP's input (no site: edge attribution reads its gradient).
 Point = tuple[str, int]
+HEAD_KINDS: tuple[str, ...] = ("z", "q", "k", "v", "pattern")
+"""Point kinds a head site takes one head's slice of."""
+IN_ATTENTION: tuple[str, ...] = ("q", "k", "v", "pattern")
+"""Point kinds computed inside a block's attention (a patch there reruns that attention)."""
+AFTER_ATTENTION: tuple[str, ...] = ("z", "attn_out", "mid", "mlp_out")
+"""Point kinds computed after a block's attention mixed its values (a patch there reuses it)."""
+_POINT_KIND = {
+    "resid_pre": "stream",
+    "resid_mid": "mid",
+    "attn_out": "attn_out",
+    "mlp_out": "mlp_out",
+    "head": "z",
+    "head_q": "q",
+    "head_k": "k",
+    "head_v": "v",
+    "head_pattern": "pattern",
+}
 
 _SITE_NAME = re.compile(r"([a-z_]+)\.(\d+)(?:\.(\d+))?")
 
 
 @dataclass(frozen=True)
 class Site:
-    """One activation site: a component at a layer, and for `head` the head index.
+    """One activation site: a component at a layer, and for head components the head index.
 
     >>> Site.parse("head.3.5")
     Site(component='head', layer=3, head=5)
@@ -54,17 +108,17 @@ class Site:
             )
         if not isinstance(self.layer, int) or self.layer < 0:
             raise InterventionError(f"site layer must be an int >= 0, got {self.layer!r}")
-        if (self.component == "head") != (self.head is not None):
+        if (self.component in HEAD_COMPONENTS) != (self.head is not None):
             raise InterventionError(
                 f"site {self.component}.{self.layer} with head={self.head!r}: a head index is "
-                "given exactly for the 'head' component, e.g. Site('head', 3, 5)"
+                f"given exactly for the head components {list(HEAD_COMPONENTS)}, e.g. Site('head', 3, 5)"
             )
         if self.head is not None and (not isinstance(self.head, int) or self.head < 0):
             raise InterventionError(f"site head must be an int >= 0, got {self.head!r}")
 
     @property
     def name(self) -> str:
-        """The dotted name, e.g. "resid_pre.3" or "head.3.5"."""
+        """The dotted name, e.g. "resid_pre.3" or "head_q.3.5"."""
         suffix = "" if self.head is None else f".{self.head}"
         return f"{self.component}.{self.layer}{suffix}"
 
@@ -74,7 +128,8 @@ class Site:
         match = _SITE_NAME.fullmatch(name) if isinstance(name, str) else None
         if match is None:
             raise InterventionError(
-                f"site name {name!r} is not COMPONENT.LAYER or head.LAYER.HEAD, e.g. 'resid_pre.3' or 'head.3.5'"
+                f"site name {name!r} is not COMPONENT.LAYER or head.LAYER.HEAD, e.g. 'resid_pre.3', "
+                "'head.3.5' or 'head_k.3.1'"
             )
         component, layer, head = match.groups()
         return cls(component, int(layer), None if head is None else int(head))
@@ -82,13 +137,9 @@ class Site:
     @property
     def point(self) -> Point:
         """Where in the forward pass this site's activation lives (see `Point`)."""
-        if self.component == "resid_pre":
-            return ("stream", self.layer)
         if self.component == "resid_post":
             return ("stream", self.layer + 1)
-        if self.component == "head":
-            return ("z", self.layer)
-        return (self.component, self.layer)
+        return (_POINT_KIND[self.component], self.layer)
 
 
 @dataclass(frozen=True)
@@ -256,11 +307,25 @@ class Architecture:
                 f"site {site.name!r}: layer {site.layer} is out of range; this "
                 f"{self.model_type} model has layers 0 to {self.n_layers - 1}"
             )
-        if site.head is not None and site.head >= self.n_heads:
+        if site.head is not None and site.head >= self.point_heads(site.point[0]):
+            if site.component in KV_COMPONENTS:
+                raise InterventionError(
+                    f"site {site.name!r}: key/value head {site.head} is out of range; this "
+                    f"{self.model_type} model has key/value heads 0 to {self.n_kv_heads - 1}, each "
+                    f"shared by {self.n_heads // self.n_kv_heads} query heads (see kv_head_of)"
+                )
             raise InterventionError(
                 f"site {site.name!r}: head {site.head} is out of range; this "
                 f"{self.model_type} model has heads 0 to {self.n_heads - 1}"
             )
+
+    def point_heads(self, kind: str) -> int:
+        """How many heads a point's activation is sliced into: key/value heads for "k" and "v"."""
+        return self.n_kv_heads if kind in ("k", "v") else self.n_heads
+
+    def kv_head_of(self, head: int) -> int:
+        """The key/value head that query head `head` reads (grouped-query attention)."""
+        return head // (self.n_heads // self.n_kv_heads)
 
 
 def architecture_of(model: nn.Module) -> Architecture:
@@ -339,8 +404,8 @@ def model_sites(
 ) -> tuple[Site, ...]:
     """Every site of `components` in the adapter's model, layer-major, heads expanded.
 
-    `layers` narrows the sweep (default: all layers). Raises InterventionError for an
-    unknown component or a layer out of range.
+    `layers` narrows the sweep (default: all layers); head_k and head_v expand over the
+    key/value heads. Raises InterventionError for an unknown component or a layer out of range.
 
     >>> model_sites(adapter, ["resid_pre", "head"], layers=[0])  # doctest: +SKIP
     (Site('resid_pre', 0), Site('head', 0, 0), Site('head', 0, 1), ...)
@@ -368,8 +433,8 @@ def model_sites(
         for layer in chosen
         for component in components
         for site in (
-            [Site("head", layer, head) for head in range(architecture.n_heads)]
-            if component == "head"
+            [Site(component, layer, head) for head in range(architecture.point_heads(_POINT_KIND[component]))]
+            if component in HEAD_COMPONENTS
             else [Site(component, layer)]
         )
     )

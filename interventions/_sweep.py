@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import KW_ONLY, dataclass
+from typing import Literal
 
 import numpy as np
 import pandas as pd
 import torch
 
 from interventions._adapter import ModelAdapter
-from interventions._alignment import AlignedPair
+from interventions._alignment import AlignedPair, mass_targets
 from interventions._backoff import cuda_budget
 from interventions._evaluate import _bind_outcome, _tokenize
 from interventions._outcomes import Outcome, _Reader
-from interventions._sites import Architecture, Point, Site, architecture_of
+from interventions._sites import HEAD_KINDS, Architecture, Point, Site, architecture_of
 from interventions.errors import InterventionError
 
 # Memory that patching may fill on a CPU (no free-memory query there).
@@ -48,6 +50,13 @@ class Sweep:
     def site_points(self) -> tuple[Point, ...]:
         """The distinct points the configurations' sites live at."""
         return tuple(dict.fromkeys(site.point for site, _ in self.configurations))
+
+    def position_bytes(self, points: Sequence[Point]) -> int:
+        """Bytes one token of one text takes at `points` (a pattern holds a row over the keys)."""
+        hidden = self.adapter.model.config.hidden_size
+        element = torch.finfo(self.adapter.dtype).bits // 8
+        heads = self.architecture.n_heads
+        return element * sum(heads * self.max_length if kind == "pattern" else hidden for kind, _ in points)
 
     @property
     def max_length(self) -> int:
@@ -85,6 +94,19 @@ class Sweep:
         source = np.array([index[self.source_ids[u]] for u in units], dtype=np.int64)
         return list(index), destination, source
 
+    def key_targets(self, units: np.ndarray, width: int) -> np.ndarray:
+        """(units, width): where each source key's attention mass lands among the destination's
+        keys (`mass_targets` over the "all" positions and the appended suffix); -1 past a
+        source text's end."""
+        targets = np.full((len(units), width), -1, dtype=np.int64)
+        for row, unit in enumerate(units):
+            pair = self.pairs[unit]
+            dest_length, source_length = len(self.destination_ids[unit]), len(self.source_ids[unit])
+            suffix = len(self.reader.suffix)
+            appended = tuple((dest_length - suffix + k, source_length - suffix + k) for k in range(suffix))
+            targets[row, :source_length] = mass_targets(tuple(pair.positions["all"]) + appended, source_length)
+        return targets
+
     def plan(self, units: np.ndarray, destination: np.ndarray, source: np.ndarray) -> Plan:
         """Every (unit, configuration) of `units` as a patch row with its flattened pairs."""
         positions = list(dict.fromkeys(position for _, position in self.configurations))
@@ -107,6 +129,8 @@ class Sweep:
         )
         return Plan(
             result=(units[:, None] * n_configs + np.arange(n_configs)).ravel(),
+            member=np.repeat(np.arange(len(units), dtype=np.int64), n_configs),
+            config=np.tile(np.arange(n_configs, dtype=np.int64), len(units)),
             destination=np.repeat(destination, n_configs),
             source=np.repeat(source, n_configs),
             point=np.tile(config_point, len(units)),
@@ -124,12 +148,15 @@ class Sweep:
 class Plan:
     """Patch rows of one chunk of units; pairs of row r are d, s[offsets[r]:+counts[r]].
 
-    `result` is each row's index in the sweep's output, `destination`/`source` its texts in
-    the chunk's trace, `point` an index into `points`, `head` -1 for whole-point sites,
-    `start` the earliest patched destination position.
+    `result` is each row's index in the sweep's output, `member` its unit's index in the
+    chunk, `config` its configuration's, `destination`/`source` its texts in the chunk's
+    trace, `point` an index into `points`, `head` -1 for whole-point sites, `start` the
+    earliest patched destination position.
     """
 
     result: np.ndarray
+    member: np.ndarray
+    config: np.ndarray
     destination: np.ndarray
     source: np.ndarray
     point: np.ndarray
@@ -140,6 +167,16 @@ class Plan:
     s: np.ndarray
     start: np.ndarray
     points: tuple[Point, ...]
+
+    def keeping(self, kept: np.ndarray) -> Plan:
+        """The plan with only the pairs where `kept` (one flag per pair) holds; a row may keep none."""
+        counts = np.add.reduceat(kept.astype(np.int64), self.offsets) if len(kept) else self.counts
+        offsets = (np.cumsum(counts) - counts).astype(np.int64)
+        d, s = self.d[kept], self.s[kept]
+        start = np.zeros_like(counts)
+        some = counts > 0
+        start[some] = np.minimum.reduceat(d, offsets[some]) if some.any() else start[some]
+        return dataclasses.replace(self, counts=counts, offsets=offsets, d=d, s=s, start=start)
 
     def pieces(self, rows: np.ndarray) -> Iterator[np.ndarray]:
         """`rows` in consecutive pieces of a bounded number of pairs (at least one row each)."""
@@ -157,6 +194,55 @@ class Plan:
         owner = np.repeat(np.arange(len(rows)), counts)
         first = np.repeat(np.cumsum(counts) - counts, counts)
         return owner, np.arange(int(counts.sum())) - first + np.repeat(self.offsets[rows], counts)
+
+
+@dataclass(frozen=True)
+class PairValues:
+    """A chunk's captured activations read pair by pair, for a plan's rows.
+
+    `destination` and `source` map points to (texts, positions, ...) activations (the same
+    mapping when both runs share one trace); `targets` are `Sweep.key_targets` of the
+    chunk's units, needed to lay source attention rows over destination keys.
+    """
+
+    architecture: Architecture
+    destination: Mapping[Point, torch.Tensor]
+    source: Mapping[Point, torch.Tensor]
+    targets: torch.Tensor | None = None
+
+    def read(
+        self,
+        plan: Plan,
+        rows: np.ndarray,
+        owner: np.ndarray,
+        pair: np.ndarray,
+        point: Point,
+        run: Literal["destination", "source"],
+    ) -> torch.Tensor:
+        """One value per pair (`Plan.pairs_of(rows)`): the run's activation at its token there.
+
+        A head point gives the row's head slice (pairs, d_head); a pattern the row's head's
+        attention row over destination keys (pairs, keys), a source row moved onto them.
+        """
+        activations = (self.destination if run == "destination" else self.source)[point]
+        device = activations.device
+        texts = (plan.destination if run == "destination" else plan.source)[rows][owner]
+        at = (as_index(texts, device), as_index((plan.d if run == "destination" else plan.s)[pair], device))
+        kind = point[0]
+        if kind not in HEAD_KINDS:
+            return activations[at]
+        head = as_index(plan.head[rows][owner], device)
+        if kind != "pattern":
+            heads = self.architecture.point_heads(kind)
+            return activations.view(*activations.shape[:2], heads, -1)[(*at, head)]
+        row = activations[(*at, head)]
+        if run == "destination":
+            return row
+        width = self.destination[point].shape[-1]
+        targets = self.targets[as_index(plan.member[rows][owner], device)]
+        targets = torch.where(targets < 0, width, targets)
+        moved = row.new_zeros((len(pair), width + 1))
+        return moved.scatter_add_(1, targets, row)[:, :width]
 
 
 def configurations(sites: Sequence[Site], positions: Sequence[str]) -> list[Configuration]:
@@ -205,6 +291,13 @@ def prepare(
                 raise InterventionError(
                     f"position {position!r} is not aligned in pairs[{number}]; its positions "
                     f"are {sorted(name for name, found in pair.positions.items() if found)}"
+                )
+    if any(site.component == "head_pattern" for site, _ in configurations):
+        for number, pair in enumerate(pairs):
+            if not pair.positions.get("all"):
+                raise InterventionError(
+                    f"pairs[{number}] has no 'all' positions; a patched attention pattern lays the "
+                    "source's keys over the destination's by them; build pairs with align(...)"
                 )
     texts = [text for pair in pairs for text in (pair.destination.text, pair.source.text)]
     token_ids = [tuple(ids) for ids in _tokenize(adapter, texts)]

@@ -12,17 +12,27 @@ from pathlib import Path
 from typing import Any
 
 from causal import EstimationError, Hypothesis
+from experiments.config._chat import chat_templates
 from experiments.config._quote import MESSAGE_LIMIT, QUOTE_LIMIT, listed, quoted, shortened
 from experiments.config._resources import check_resources, physical_memory
-from experiments.config._schema import DataConfig, EffectConfig, ExperimentConfig, OutcomeConfig, parse_config
+from experiments.config._schema import (
+    DataConfig,
+    EffectConfig,
+    ExperimentConfig,
+    OutcomeConfig,
+    PromptConfig,
+    parse_config,
+)
 from experiments.config._yaml import load_yaml
 from experiments.errors import ConfigError
 from graphs import CausalGraph, Factor, GraphError, StructuralModel
 from interventions import (
     AnswerProb,
+    ChoiceProb,
     ClassLogit,
     ClassProb,
     ContinuationLogProb,
+    ExpectedValue,
     InterventionError,
     LogitDiff,
     ModelSpec,
@@ -97,6 +107,13 @@ class MediationPlan(_TwoArms):
     verify_top: int
     units: int
     path: str
+    senders: tuple[str, ...] = ()
+    receivers: tuple[str, ...] = ()
+
+    @property
+    def edges(self) -> bool:
+        """True for path patching (sender -> receiver edges), False for a sweep over sites."""
+        return bool(self.senders)
 
 
 @dataclass(frozen=True)
@@ -175,7 +192,9 @@ def _compile(config: ExperimentConfig, base_dir: Path) -> Experiment:
     graph = _with_path("graph", lambda: CausalGraph.from_edges(names, config.graph.outcome, config.graph.edges))
     if config.data is None:
         factors = [_factor(name, config, graph) for name in names]
-        templates = _templates(config, names)
+        model_path = _model_path(config.model.id, base_dir)
+        templates = chat_templates(config, model_path) if config.prompt.conversations else ()
+        templates = _templates(config, names, templates)
         structural = _with_path("factors", lambda: StructuralModel(graph, factors, n_templates=len(templates)))
         data = None
     else:
@@ -306,10 +325,16 @@ def _data_plan(config: ExperimentConfig, data: DataConfig, graph: CausalGraph, b
 def stored_config(experiment: Experiment) -> ExperimentConfig:
     """The config as a run folder keeps it: model folder, data, pairs and rule-file paths absolute, so the copy runs anywhere.
 
+    A chat prompt is kept as the templates the tokenizer rendered, so the copy needs no tokenizer.
+
     `paribus report` and `paribus compare` compile the run folder's copy, which lies
     elsewhere than the config it was written from.
     """
     config, plan = experiment.config, experiment.data
+    if config.prompt is not None and config.prompt.conversations:
+        rendered = [template.text for template in experiment.templates]
+        prompt = PromptConfig(templates=rendered) if len(rendered) > 1 else PromptConfig(template=rendered[0])
+        config = config.model_copy(update={"prompt": prompt})
     if experiment.model_spec.path != config.model.id:
         config = config.model_copy(update={"model": config.model.model_copy(update={"id": experiment.model_spec.path})})
     if plan is None:
@@ -426,11 +451,15 @@ def _check_rules(treatment: str, config: ExperimentConfig, path: str) -> None:
         )
 
 
-def _templates(config: ExperimentConfig, names: list[str]) -> tuple[Template, ...]:
-    key = "template" if config.prompt.template is not None else "templates"
+def _templates(config: ExperimentConfig, names: list[str], rendered: tuple[Template, ...]) -> tuple[Template, ...]:
+    """The prompt's templates (`rendered`: those of a chat prompt), with every slot a factor and every factor a slot."""
+    prompt = config.prompt
+    single = prompt.template is not None or prompt.chat is not None
+    key = "chat" if prompt.conversations else "template"
+    texts = [template.text for template in rendered] or list(prompt.variants)
     templates = []
-    for index, text in enumerate(config.prompt.variants):
-        path = "prompt.template" if key == "template" else f"prompt.templates[{index}]"
+    for index, text in enumerate(texts):
+        path = f"prompt.{key}" if single else f"prompt.{key}s[{index}]"
         try:
             template = Template.parse(text)
         except TemplateError as error:
@@ -439,9 +468,9 @@ def _templates(config: ExperimentConfig, names: list[str]) -> tuple[Template, ..
             if slot not in names:
                 raise ConfigError(f"slot {{{slot}}} is not a factor{_suggest(slot, names)}", path=path)
         templates.append(template)
-    rendered = {slot for template in templates for slot in template.slots}
+    slots = {slot for template in templates for slot in template.slots}
     for name in names:
-        if name not in rendered:
+        if name not in slots:
             raise ConfigError(
                 f"factor {quoted(name)} appears in no template, so no intervention on it can change the text; "
                 f"add {{{name}}} to the prompt",
@@ -532,6 +561,8 @@ def _mediation_plan(index: int, config: ExperimentConfig) -> MediationPlan:
         verify_top=spec.verify_top,
         units=spec.units,
         path=path,
+        senders=() if spec.paths is None else tuple(spec.paths.senders),
+        receivers=() if spec.paths is None else tuple(spec.paths.receivers),
     )
 
 
@@ -652,21 +683,31 @@ def _decision_threshold(config: ExperimentConfig) -> float | None:
 OUTCOME_TASKS = {
     "logit_diff": "causal-lm",
     "answer_prob": "causal-lm",
+    "choice_prob": "causal-lm",
+    "expected_value": "causal-lm",
     "continuation_logprob": "causal-lm",
     "class_prob": "sequence-classifier",
     "class_logit": "sequence-classifier",
 }
-"""The model task each outcome type reads."""
+"""The model task each outcome type reads (expected_value without options: a classifier's; see outcome_task)."""
+
+
+def outcome_task(spec: OutcomeConfig) -> str:
+    """The model task an outcome reads: expected_value over options reads a causal LM, over labels a classifier."""
+    if spec.type == "expected_value" and spec.options is None:
+        return "sequence-classifier"
+    return OUTCOME_TASKS[spec.type]
 
 
 def _outcome(config: ExperimentConfig) -> Outcome:
     """The outcome reader; its type must suit model.task, and its answers must differ."""
     spec, task = config.outcome, config.model.task
-    if OUTCOME_TASKS[spec.type] != task:
+    needed = outcome_task(spec)
+    if needed != task:
         fitting = ", ".join(name for name, needed in OUTCOME_TASKS.items() if needed == task)
         raise ConfigError(
-            f"{spec.type} reads a {OUTCOME_TASKS[spec.type]} model, but model.task is {task}; "
-            f"use one of {fitting}, or set model.task: {OUTCOME_TASKS[spec.type]}",
+            f"{spec.type} reads a {needed} model, but model.task is {task}; "
+            f"use one of {fitting}, or set model.task: {needed}",
             path="outcome.type",
         )
     try:
@@ -681,6 +722,10 @@ def _outcome_reader(config: OutcomeConfig) -> Outcome:
         return LogitDiff(positive=answers["positive"], negative=answers["negative"])
     if config.type == "answer_prob":
         return AnswerProb(answers=answers, target=config.target or next(iter(answers)))
+    if config.type == "choice_prob":
+        return ChoiceProb(options=config.options, target=config.target)
+    if config.type == "expected_value":
+        return ExpectedValue(values=config.values, options=config.options)
     if config.type == "class_prob":
         return ClassProb(label=config.label if config.label is not None else config.label_index)
     if config.type == "class_logit":

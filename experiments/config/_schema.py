@@ -101,13 +101,25 @@ class ModelConfig(_Section):
 class OutcomeConfig(_Section):
     """How the model's output becomes the measured outcome.
 
-    A classifier's class is named by `label` (always text, as in the model's id2label)
+    `choice_prob` and `expected_value` read `options` (name -> the strings that give it,
+    of any token length); `expected_value` weighs each option (or, without options, each
+    classifier label) by its `values` number. A classifier's class is named by `label` (always text, as in the model's id2label)
     or by its position, `label_index`; a bare number as `label` could mean either, so it
     is refused with both readings spelled out.
     """
 
-    type: Literal["logit_diff", "answer_prob", "class_prob", "class_logit", "continuation_logprob"]
+    type: Literal[
+        "logit_diff",
+        "answer_prob",
+        "choice_prob",
+        "expected_value",
+        "class_prob",
+        "class_logit",
+        "continuation_logprob",
+    ]
     answers: dict[str, str] | None = None
+    options: dict[str, list[str]] | None = None
+    values: dict[str, float] | None = None
     target: str | None = None
     label: str | None = None
     label_index: int | None = Field(default=None, ge=0)
@@ -135,6 +147,27 @@ class OutcomeConfig(_Section):
                 raise ValueError(
                     f"target {quoted(self.target)} is not one of the answers {quoted(sorted(self.answers))}"
                 )
+        elif self.type == "choice_prob":
+            if self.options is None or len(self.options) < 2:
+                raise ValueError(
+                    "choice_prob needs at least two options, each a list of strings, e.g. "
+                    "{yes: [' yes', ' Yes'], no: [' no', ' No']}"
+                )
+            if self.target not in self.options:
+                raise ValueError(
+                    f"choice_prob needs target: one of the options {quoted(sorted(self.options))}; got {quoted(self.target)}"
+                )
+        elif self.type == "expected_value":
+            if not self.values:
+                raise ValueError(
+                    "expected_value needs values: a number per option (with options, a causal LM) or per classifier "
+                    "label (without options)"
+                )
+            if self.options is not None and set(self.options) != set(self.values):
+                raise ValueError(
+                    f"expected_value's values must name exactly the options {quoted(sorted(self.options))}; "
+                    f"got {quoted(sorted(self.values))}"
+                )
         elif self.type in ("class_prob", "class_logit"):
             if (self.label is None) == (self.label_index is None):
                 raise ValueError(
@@ -145,23 +178,51 @@ class OutcomeConfig(_Section):
         return self
 
 
+class ChatMessage(_Section):
+    """One message of a chat prompt; `content` holds `{factor}` slots like a template."""
+
+    role: str = Field(min_length=1)
+    content: str
+
+
 class PromptConfig(_Section):
-    """The prompt template, or several variants drawn per unit."""
+    """The prompt: a template, several variants drawn per unit, or chat messages.
+
+    `chat` (one list of messages) or `chats` (variants, e.g. differing system messages) are
+    rendered by the model tokenizer's own chat template, with a generation prompt, then
+    `assistant_prefix` (the text the assistant's turn starts with, e.g. "Answer:").
+    """
 
     template: str | None = None
     templates: list[str] | None = None
+    chat: list[ChatMessage] | None = None
+    chats: list[list[ChatMessage]] | None = None
+    assistant_prefix: str = ""
 
     @model_validator(mode="after")
     def _one_of(self) -> PromptConfig:
-        if (self.template is None) == (self.templates is None):
-            raise ValueError("give exactly one of template (one string) or templates (a list of variants)")
-        if self.templates is not None and not self.templates:
-            raise ValueError("templates is empty; give at least one template")
+        given = [key for key in ("template", "templates", "chat", "chats") if getattr(self, key) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                "give exactly one of template (one string), templates (a list of variants), chat (a list of "
+                "messages) or chats (a list of message lists)" + (f"; got {', '.join(given)}" if given else "")
+            )
+        for key in ("templates", "chat", "chats"):
+            if getattr(self, key) == []:
+                raise ValueError(f"{key} is empty; give at least one")
+        if self.assistant_prefix and self.chat is None and self.chats is None:
+            raise ValueError("assistant_prefix belongs to a chat prompt; end the template with the text instead")
         return self
 
     @property
     def variants(self) -> tuple[str, ...]:
+        """The plain template variants (none for a chat prompt, which the tokenizer renders)."""
         return (self.template,) if self.template is not None else tuple(self.templates or ())
+
+    @property
+    def conversations(self) -> tuple[list[ChatMessage], ...]:
+        """The chat variants (none for a plain template)."""
+        return (self.chat,) if self.chat is not None else tuple(self.chats or ())
 
 
 class FactorConfig(_Section):
@@ -230,14 +291,45 @@ class EffectConfig(_Section):
         return value if value is None else _distinct_pair(value)
 
 
+class PathsConfig(_Section):
+    """Path patching: each sender's counterfactual change reaching only one receiver at a time.
+
+    `senders` are site names, `*` matching any index (`head.0.*`, `attn_out.*`, `mlp_out.1`,
+    `resid_pre.0`); `receivers` read the residual stream: a head's query, key or value
+    input (`head_q.1.*`, `head_k.1.*`, `head_v.1.0`; key and value heads by their own
+    index), an MLP's input (`mlp_in.1`), or the stream the outcome is read from
+    (`resid_post.last`).
+    """
+
+    senders: list[str] = Field(min_length=1)
+    receivers: list[str] = Field(min_length=1)
+
+
 class MediationConfig(_Section):
-    """An activation-patching sweep: the indirect effect of a contrast through each model site."""
+    """An activation-patching sweep: the indirect effect of a contrast through each model site, or along each edge.
+
+    With `paths`, the sweep patches edges (sender -> receiver) instead of sites, and
+    `components` and `layers` are not used; `method: attribution` then screens every edge
+    by edge attribution patching and verifies the `verify_top` strongest exactly.
+    """
 
     treatment: str
     contrast: list[str]
-    components: list[Literal["resid_pre", "resid_post", "attn_out", "mlp_out", "head"]] = Field(
-        default_factory=lambda: ["resid_pre", "attn_out", "mlp_out"], min_length=1
-    )
+    components: list[
+        Literal[
+            "resid_pre",
+            "resid_mid",
+            "resid_post",
+            "attn_out",
+            "mlp_out",
+            "head",
+            "head_q",
+            "head_k",
+            "head_v",
+            "head_pattern",
+        ]
+    ] = Field(default_factory=lambda: ["resid_pre", "attn_out", "mlp_out"], min_length=1)
+    paths: PathsConfig | None = None
     layers: list[int] | None = None
     positions: list[str] = Field(default_factory=lambda: ["factor", "last"], min_length=1)
     direction: Literal["noise", "denoise"] = "noise"
@@ -249,6 +341,13 @@ class MediationConfig(_Section):
     @classmethod
     def _two_values(cls, value: list[str]) -> list[str]:
         return _distinct_pair(value)
+
+    @model_validator(mode="after")
+    def _sites_or_paths(self) -> MediationConfig:
+        default = MediationConfig.model_fields["components"].default_factory()
+        if self.paths is not None and (self.layers is not None or self.components != default):
+            raise ValueError("with paths, the senders name the sites; remove components and layers")
+        return self
 
     @field_validator("positions")
     @classmethod

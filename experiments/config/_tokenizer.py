@@ -14,7 +14,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from experiments.config._compile import OUTCOME_TASKS
+from experiments.config._compile import outcome_task
 from experiments.config._quote import quoted, shortened
 from experiments.config._schema import ExperimentConfig
 from experiments.errors import ConfigError
@@ -47,9 +47,17 @@ def check_model(config: ExperimentConfig, source: str) -> str:
         )
     outcome = config.outcome
     encode = _tokenizer(folder, trust_remote_code=config.model.trust_remote_code)
-    if OUTCOME_TASKS[outcome.type] == "sequence-classifier":
+    if outcome_task(outcome) == "sequence-classifier":
+        if outcome.type == "expected_value":
+            labels = "; ".join(_check_label(label, folder) for label in outcome.values)
+            return f"model {config.model.id}: tokenizer read; {labels}"
         label = outcome.label if outcome.label is not None else outcome.label_index
         return f"model {config.model.id}: tokenizer read; {_check_label(label, folder)}"
+    if outcome.options is not None:
+        counts = ", ".join(
+            f"{quoted(text)} {len(encode(text)[0])}" for strings in outcome.options.values() for text in strings
+        )
+        return f"model {config.model.id}: option strings tokenized (tokens each: {counts})"
     if outcome.type == "continuation_logprob":
         ids, _ = encode(outcome.continuation)
         if not ids:

@@ -265,6 +265,8 @@ def _draw_forest(figure: Any, experiment: Experiment, effects: pd.DataFrame, lev
     axes.set_xlabel(f"average effect on the outcome, {level} CI", fontsize=8)
 
 
+_SWEEP_COLUMNS = ["site", "position", "estimate", "ci_low", "ci_high", "p_adjusted"]
+_EDGE_COLUMNS = ["site", "receiver", "position", "estimate", "ci_low", "ci_high", "p_adjusted"]
 _FOREST_SOURCE = {"ate": "rewrite", "observational": "observational", "human_pairs": "human pairs"}
 
 
@@ -360,26 +362,20 @@ def _mediation(folder: Path, manifest: dict[str, Any]) -> list[dict[str, Any]]:
     path = folder / "mediation.parquet"
     frame = pd.read_parquet(path) if path.is_file() else None
     sweeps = []
-    for record in manifest.get("mediation", []):
+    for index, record in enumerate(manifest.get("mediation", [])):
         title = f"{record.get('treatment')}: {record.get('contrast')} ({record.get('direction')})"
         if frame is None or "not_estimable" in record:
             sweeps.append({"title": title, "png": None, "sites": None, "why": record.get("not_estimable")})
             continue
         picture = folder / str(record.get("heatmap", ""))
-        mine = frame[
-            (frame["treatment"] == record.get("treatment"))
-            & (frame["contrast"] == record.get("contrast"))
-            & (frame["direction"] == record.get("direction"))
-            & (frame["effect"] == "indirect")
-            & frame["method"].isin(_HEADLINE)
-        ]
+        mine = frame[(frame["sweep"] == index) & (frame["effect"] == "indirect") & frame["method"].isin(_HEADLINE)]
         top = mine.reindex(mine["estimate"].abs().sort_values(ascending=False).index).head(_TOP_SITES)
         sweeps.append(
             {
                 "title": title,
                 "why": None,
                 "png": base64.b64encode(picture.read_bytes()).decode("ascii") if picture.is_file() else None,
-                "sites": _frame_table(top[["site", "position", "estimate", "ci_low", "ci_high", "p_adjusted"]]),
+                "sites": _frame_table(top[_SWEEP_COLUMNS if "senders" not in record else _EDGE_COLUMNS]),
             }
         )
     return sweeps

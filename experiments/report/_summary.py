@@ -14,11 +14,15 @@ import pandas as pd
 
 from causal import EffectTable, MediationTable, format_fairness_estimate, format_p_value
 from experiments.config import ContrastPlan, Experiment, MediationPlan
+from experiments.report._figures import significant_edges
 from experiments.steps import EvidenceResult, ReviewResult
 
 _OUTCOME_WORDS = {
     "logit_diff": "logit difference {positive!r} minus {negative!r} at the decision position",
     "answer_prob": "probability of the answer {target!r}, normalised over the answers",
+    "choice_prob": "probability of the option {target!r} among {options} (each option's strings' "
+    "continuation probabilities summed, normalised over the options)",
+    "expected_value": "expected value {values} under the model's probabilities of {over}",
     "class_prob": "probability of the classifier's {label}",
     "class_logit": "logit of the classifier's {label}",
     "continuation_logprob": "log-likelihood of the continuation {continuation!r}",
@@ -87,11 +91,11 @@ def render_summary(
     if data is not None:
         lines += ["", *_sources_notes(data), "", *_data_section(data)]
     frame_of_sites = None if mediation is None else mediation.to_frame()
-    for plan, record in zip(experiment.mediation, manifest.get("mediation", []), strict=True):
+    for index, (plan, record) in enumerate(zip(experiment.mediation, manifest.get("mediation", []), strict=True)):
         if "not_estimable" in record:
             lines += ["", f"## Patching {_md(plan.treatment)} ({_md(plan.contrast)})", "", _not_run(record)]
         else:
-            lines += ["", *_mediation_section(plan, record, frame_of_sites, level)]
+            lines += ["", *_mediation_section(plan, record, frame_of_sites[frame_of_sites["sweep"] == index], level)]
     if evidence is not None:
         lines += ["", *_evidence_section(evidence, level)]
     elif "not_estimable" in manifest.get("evidence", {}):
@@ -510,16 +514,13 @@ _TOP_SITES = 10
 
 
 def _mediation_section(plan: MediationPlan, record: Mapping[str, Any], frame: pd.DataFrame, level: str) -> list[str]:
-    """The total effect and the sites that carry most of it, for one patching sweep."""
-    mine = frame[
-        (frame["treatment"] == plan.treatment)
-        & (frame["contrast"] == plan.contrast)
-        & (frame["direction"] == plan.direction)
-    ]
-    headline = mine["method"].isin(["t", "exact"])
-    total = mine[headline & (mine["effect"] == "total")]
-    indirect = mine[headline & (mine["effect"] == "indirect")]
+    """The total effect and the sites (or edges) that carry most of it, from one patching sweep's rows."""
+    headline = frame["method"].isin(["t", "exact"])
+    total = frame[headline & (frame["effect"] == "total")]
+    indirect = frame[headline & (frame["effect"] == "indirect")]
     top = indirect.reindex(indirect["estimate"].abs().sort_values(ascending=False).index).head(_TOP_SITES)
+    if plan.edges:
+        return _edges_section(plan, record, total, top, significant_edges(frame), level)
     lines = [
         f"## Inside the model: {_md(plan.treatment)}, do({_md(plan.treated.value)}) vs do({_md(plan.reference.value)})",
         "",
@@ -559,6 +560,59 @@ def _mediation_section(plan: MediationPlan, record: Mapping[str, Any], frame: pd
     return lines
 
 
+def _edges_section(
+    plan: MediationPlan,
+    record: Mapping[str, Any],
+    total: pd.DataFrame,
+    top: pd.DataFrame,
+    significant: pd.DataFrame,
+    level: str,
+) -> list[str]:
+    """Path patching: the total effect, the strongest edges, and the share of the total the significant edges carry."""
+    lines = [
+        f"## Paths inside the model: {_md(plan.treatment)}, do({_md(plan.treated.value)}) vs "
+        f"do({_md(plan.reference.value)})",
+        "",
+        f"Path patching ({plan.direction}) on {record['units']} units: each sender's counterfactual change "
+        f"reaching only one receiver, every other path frozen; {len(record['senders'])} senders x "
+        f"{len(record['receivers'])} receivers x {len(plan.positions)} positions. p-values are Benjamini-Hochberg "
+        "adjusted across the edges.",
+        "",
+    ]
+    if len(total):
+        row = total.iloc[0]
+        lines += [f"Total effect on these units: {_number(row['estimate'])} {_interval(row)}.", ""]
+        carried = float(significant["estimate"].sum())
+        if len(significant) and row["estimate"] != 0:
+            lines += [
+                f"The {len(significant)} edge(s) whose interval excludes zero carry {_number(carried)}, "
+                f"{carried / row['estimate']:.0%} of the total (edges can overlap: a share is not a partition).",
+                "",
+            ]
+        else:
+            lines += ["No edge's interval excludes zero.", ""]
+    if plan.method == "attribution":
+        agreement = record.get("rank_agreement", {})
+        lines += [
+            f"Edges were screened by edge attribution patching and the top {record.get('verified')} path patched "
+            f"exactly; rank agreement (Spearman): {agreement.get('spearman', float('nan')):.2f} over "
+            f"{agreement.get('edges', 0)} edges.",
+            "",
+        ]
+    lines += [
+        f"| sender | receiver | position | path effect | {level} CI (t) | p adjusted |",
+        "|---|---|---|---|---|---|",
+        *(
+            f"| {row['site']} | {_md(row['receiver'])} | {_md(row['position'])} | {_number(row['estimate'])} "
+            f"| {_interval(row)} | {_p(row['p_adjusted'])} |"
+            for _, row in top.iterrows()
+        ),
+        "",
+        f"![edges whose interval excludes zero]({_md(record['heatmap'])})",
+    ]
+    return lines
+
+
 _CORRECTION = {"holm": "Holm", "bh": "Benjamini-Hochberg"}
 _BOOTSTRAP_WORDS = {
     "symmetric_studentized": "symmetric studentized bootstrap",
@@ -576,6 +630,9 @@ def _outcome_words(experiment: Experiment) -> str:
         negative=answers.get("negative"),
         target=outcome.target or next(iter(answers), None),
         label=f"label {outcome.label!r}" if outcome.label is not None else f"class index {outcome.label_index}",
+        options=", ".join(f"{name} {strings}" for name, strings in (outcome.options or {}).items()),
+        values=", ".join(f"{name}={value:g}" for name, value in (outcome.values or {}).items()),
+        over="the options" if outcome.options else "the classifier's labels named",
         continuation=outcome.continuation,
     )
 

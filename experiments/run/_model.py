@@ -11,7 +11,7 @@ from typing import Any
 from experiments.config import Experiment
 from experiments.demo import resolve_model_path
 from experiments.run._store import RunStore, package_versions
-from interventions import AnswerProb, ContinuationLogProb, LogitDiff, ModelAdapter, Outcome
+from interventions import AnswerProb, ChoiceProb, ContinuationLogProb, ExpectedValue, LogitDiff, ModelAdapter, Outcome
 
 
 def load_model(experiment: Experiment) -> tuple[ModelAdapter, dict[str, Any]]:
@@ -61,6 +61,8 @@ def outcome_definition(outcome: Outcome, adapter: ModelAdapter) -> dict[str, Any
         answers = tuple(outcome.answers.values())
     elif isinstance(outcome, ContinuationLogProb):
         answers = (outcome.continuation,)
+    elif isinstance(outcome, (ChoiceProb, ExpectedValue)) and outcome.options is not None:
+        answers = tuple(text for strings in outcome.options.values() for text in strings)
     definition: dict[str, Any] = {"spec": repr(outcome)}
     if answers:
         definition["answer_tokens"] = {

@@ -5,6 +5,7 @@ Stage: steps. May import interventions, causal, experiments.errors, the config a
 
 from __future__ import annotations
 
+import fnmatch
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,18 +14,26 @@ import pandas as pd
 from scipy import stats
 
 from causal import SITE_KEYS, MediationTable, estimate_mediation
+from causal._mediation import RECEIVER
 from experiments.config import Experiment, MediationPlan
 from experiments.errors import ConfigError
 from experiments.run import EvaluatedUnits, Report, counting
 from interventions import (
+    AlignedPair,
     InterventionError,
     ModelAdapter,
     PatchResult,
+    PathResult,
+    Site,
     attribution_effects,
     evaluate_outcomes,
+    model_receivers,
     model_sites,
     patch_effects,
+    path_patch,
+    screen_edges,
 )
+from interventions._paths import SENDERS
 
 
 @dataclass(frozen=True)
@@ -44,22 +53,15 @@ def run_mediation(
     seed: int,
     progress: Report | None = None,
 ) -> MediationOutcome:
-    """Patch every site of the plan on a draw of units and estimate indirect effects with intervals."""
+    """Patch every site (or edge) of the plan on a draw of units and estimate indirect effects with intervals."""
     pairs, drawn = units.patch_pairs(plan, adapter.tokenizer, seed=seed)
+    if plan.edges:
+        return _run_paths(experiment, plan, pairs, drawn, adapter, seed=seed, progress=progress)
     try:
         sites = model_sites(adapter, plan.components, layers=plan.layers)
     except InterventionError as error:
         raise ConfigError(str(error), path=f"{plan.path}.layers") from None
-    inference = experiment.config.inference
-    options = dict(
-        treatment=plan.treatment,
-        contrast=plan.contrast,
-        direction=plan.direction,
-        level=inference.level,
-        n_bootstrap=inference.bootstrap,
-        bootstrap_method=inference.bootstrap_method,
-        seed=seed,
-    )
+    options = _options(experiment, plan, seed)
     record: dict[str, Any] = {
         "treatment": plan.treatment,
         "contrast": plan.contrast,
@@ -91,8 +93,123 @@ def run_mediation(
     return MediationOutcome(MediationTable.concat([approximate, exact]), record)
 
 
+def _run_paths(
+    experiment: Experiment,
+    plan: MediationPlan,
+    pairs: list[AlignedPair],
+    drawn: dict[str, Any],
+    adapter: ModelAdapter,
+    *,
+    seed: int,
+    progress: Report | None,
+) -> MediationOutcome:
+    """Path patching of every sender -> receiver edge (exact), or edge attribution verified on the strongest."""
+    senders = _senders(adapter, plan)
+    receivers = _receivers(adapter, plan)
+    options = _options(experiment, plan, seed)
+    record: dict[str, Any] = {
+        "treatment": plan.treatment,
+        "contrast": plan.contrast,
+        "direction": plan.direction,
+        "method": plan.method,
+        "units": len(pairs),
+        "senders": [site.name for site in senders],
+        "receivers": list(receivers),
+        "positions": list(plan.positions),
+        **drawn,
+    }
+    try:
+        if plan.method == "exact":
+            advance = counting(progress, len(pairs) * len(senders) * len(receivers) * len(plan.positions))
+            result = path_patch(
+                adapter, experiment.outcome, pairs, senders, receivers, plan.positions, progress=advance
+            )
+            record["work"] = dict(result.work)
+            return MediationOutcome(estimate_mediation(_path_per_unit(plan, result), **options), record)
+        screen = screen_edges(
+            adapter, experiment.outcome, pairs, senders, receivers, plan.positions, top=plan.verify_top
+        )
+    except InterventionError as error:
+        raise ConfigError(str(error), path=f"{plan.path}.paths") from None
+    exact = screen.exact
+    approximate = screen.estimates.rename(columns={"estimate": "outcome"})
+    approximate["outcome"] += exact.destination[approximate["unit"].to_numpy()]
+    record.update(
+        work=dict(exact.work),
+        verified=int(screen.edges["effect"].notna().sum()),
+        rank_agreement={"spearman": screen.spearman, "edges": int(screen.edges["effect"].notna().sum())},
+    )
+    return MediationOutcome(
+        MediationTable.concat(
+            [
+                estimate_mediation(_path_per_unit(plan, exact, approximate), source="attribution", **options),
+                estimate_mediation(_path_per_unit(plan, exact), **options),
+            ]
+        ),
+        record,
+    )
+
+
+def _senders(adapter: ModelAdapter, plan: MediationPlan) -> tuple[Site, ...]:
+    """The sites the senders' patterns name (`*` matching any index), in the model's site order."""
+    sites = model_sites(adapter, SENDERS)
+    chosen = []
+    for pattern in plan.senders:
+        matched = [site for site in sites if fnmatch.fnmatchcase(site.name, pattern)]
+        if not matched:
+            raise ConfigError(
+                f"sender {pattern!r} names no site of this model; senders are {', '.join(SENDERS)} sites such as "
+                f"{sites[0].name} or {sites[-1].name}, '*' matching any index",
+                path=f"{plan.path}.paths.senders",
+            )
+        chosen += matched
+    return tuple(dict.fromkeys(chosen))
+
+
+def _receivers(adapter: ModelAdapter, plan: MediationPlan) -> tuple[str, ...]:
+    """Each receiving unit the receivers' patterns name, one edge each (`head_q.1.*` is every query head of layer 1)."""
+    units = model_receivers(adapter)
+    chosen = []
+    for pattern in plan.receivers:
+        matched = [name for name in units if fnmatch.fnmatchcase(name, pattern)]
+        if not matched:
+            raise ConfigError(
+                f"receiver {pattern!r} names no receiving unit of this model; receivers are head_q.L.H, "
+                f"head_k.L.H, head_v.L.H, mlp_in.L or resid_post.last, '*' matching any index",
+                path=f"{plan.path}.paths.receivers",
+            )
+        chosen += matched
+    return tuple(dict.fromkeys(chosen))
+
+
+def _path_per_unit(plan: MediationPlan, result: PathResult, rows: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Each (unit, edge)'s effect on the treated-minus-reference scale; `rows` replaces the exact outcomes."""
+    rows = result.patched if rows is None else rows
+    change = rows["outcome"].to_numpy() - result.destination[rows["unit"].to_numpy()]
+    return _per_unit(plan, rows, change, result.destination, result.source, keys=(*SITE_KEYS, RECEIVER))
+
+
+def _options(experiment: Experiment, plan: MediationPlan, seed: int) -> dict[str, Any]:
+    inference = experiment.config.inference
+    return dict(
+        treatment=plan.treatment,
+        contrast=plan.contrast,
+        direction=plan.direction,
+        level=inference.level,
+        n_bootstrap=inference.bootstrap,
+        bootstrap_method=inference.bootstrap_method,
+        seed=seed,
+    )
+
+
 def _per_unit(
-    plan: MediationPlan, rows: pd.DataFrame, change: np.ndarray, destination: np.ndarray, source: np.ndarray
+    plan: MediationPlan,
+    rows: pd.DataFrame,
+    change: np.ndarray,
+    destination: np.ndarray,
+    source: np.ndarray,
+    *,
+    keys: tuple[str, ...] = SITE_KEYS,
 ) -> pd.DataFrame:
     """Total and indirect effect of each (unit, site, position), on the treated-minus-reference scale.
 
@@ -103,7 +220,7 @@ def _per_unit(
         total, indirect = source[units] - destination[units], change
     else:
         total, indirect = destination[units] - source[units], -change
-    return rows[["unit", *SITE_KEYS]].assign(total=total, indirect=indirect)
+    return rows[["unit", *keys]].assign(total=total, indirect=indirect)
 
 
 def _exact_per_unit(plan: MediationPlan, result: PatchResult) -> pd.DataFrame:

@@ -36,7 +36,11 @@ from transformers import (
     RobertaForSequenceClassification,
 )
 
-from interventions import AlignedPair, ModelAdapter, ModelSpec, Template, align
+from interventions import AlignedPair, ModelAdapter, ModelSpec, Template, align, architecture_of
+from interventions._evaluate import _bind_outcome
+from interventions._hooks import site_hooks
+from interventions._paths import parse_receiver
+from interventions._sites import module_at
 
 _CORPUS = [
     f"Patient: {age} year old {sex} with {insurance} insurance. Symptom: {symptom}. Refer for CT? Answer: {answer}"
@@ -320,3 +324,168 @@ def patch_case() -> PatchCase:
             ({"age": "24", "sex": "male", "insurance": "no"}, {"age": "31", "sex": "male", "insurance": "private"}),
         ),
     )
+
+
+def _project(adapter, layer, attention_input):
+    """(q, k, v), each (1, positions, heads * d_head), from the attention's input, unrotated.
+
+    Modules are called through `forward`, so the hooks on them do not run again."""
+    architecture = architecture_of(adapter.model)
+    block = module_at(adapter.model.base_model, architecture.layout.blocks)[layer]
+    modules = [module_at(block, path) for path in architecture.layout.qkv]
+    if architecture.layout.qkv_layout == "separate":
+        return [module.forward(attention_input) for module in modules]
+    fused = modules[0].forward(attention_input)
+    if architecture.layout.qkv_layout == "split":
+        return list(fused.chunk(3, dim=-1))
+    per_head = fused.view(*fused.shape[:-1], architecture.n_heads, 3, architecture.d_head)
+    return [per_head[..., part, :].flatten(-2) for part in range(3)]
+
+
+def _plain_path(adapter, outcome, pair, sender, receiver, position, *, scale=1.0) -> float:
+    """The reference: hooks add the sender's change (times `scale`) to each receiving intake's read."""
+    architecture = architecture_of(adapter.model)
+    reader = _bind_outcome(adapter, outcome)
+    layout, d_head = architecture.layout, architecture.d_head
+    blocks = module_at(adapter.model.base_model, layout.blocks)
+    intakes = [intake for intake in parse_receiver(receiver, architecture) if _reached(sender, intake, architecture)]
+    destination, source = (
+        adapter.tokenizer(text)["input_ids"] + list(reader.suffix) for text in (pair.destination.text, pair.source.text)
+    )
+
+    def forward(ids, edits, extra=()):
+        handles = [module.register_forward_pre_hook(hook) for module, hook in extra]
+        try:
+            with torch.inference_mode(), site_hooks(adapter.model, architecture, edits):
+                logits = adapter.model(input_ids=torch.tensor([ids])).logits
+                return reader.read(logits.double(), torch.tensor([len(ids) - 1])).item()
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    kept = {}
+    for name, ids in (("source", source), ("destination", destination)):
+        forward(ids, {sender.point: lambda activation, name=name: kept.__setitem__(name, activation[0].clone())})
+    change = torch.zeros(len(destination), adapter.model.config.hidden_size, dtype=adapter.model.dtype)
+    o_proj = module_at(blocks[sender.layer], layout.o_proj)
+    for d, s in pair.positions[position]:
+        difference = kept["source"][s] - kept["destination"][d]
+        if sender.component == "head":
+            z = torch.zeros_like(difference)
+            z[sender.head * d_head : (sender.head + 1) * d_head] = difference[
+                sender.head * d_head : (sender.head + 1) * d_head
+            ]
+            difference = o_proj(z[None])[0] - o_proj(torch.zeros_like(z)[None])[0]
+        change[d] = scale * difference
+
+    inputs, edits, extra = {}, {}, []
+    for layer in {intake.layer for intake in intakes if intake.kind in "qkv"}:
+        extra.append((blocks[layer], lambda module, args, layer=layer: inputs.__setitem__(layer, args[0])))
+        for part, kind in enumerate("qkv"):
+            heads = [intake.head for intake in intakes if intake.kind == kind and intake.layer == layer]
+            if heads:
+
+                def receive(activation, layer=layer, part=part, heads=heads):
+                    norm = module_at(blocks[layer], layout.attention_norm)
+                    moved = _project(adapter, layer, norm.forward(inputs[layer] + change))[part]
+                    activation = activation.clone()
+                    for head in heads:
+                        activation[..., head * d_head : (head + 1) * d_head] = moved[
+                            ..., head * d_head : (head + 1) * d_head
+                        ]
+                    return activation
+
+                edits[(kind, layer)] = receive
+    for intake in intakes:
+        if intake.kind == "mlp":
+            extra.append((module_at(blocks[intake.layer], layout.mlp_norm), lambda module, args: (args[0] + change,)))
+        if intake.kind == "final":
+            edits[("stream", architecture.n_layers)] = lambda activation: activation + change
+    with torch.inference_mode():
+        return forward(destination, edits, extra)
+
+
+def _reached(sender, intake, architecture):
+    """Whether an intake reads the stream after the sender writes into it."""
+    if intake.kind == "final":
+        return True
+    entering = sender.layer + (sender.component != "resid_pre")  # the first block whose input holds it
+    if intake.layer >= entering:
+        return True
+    # Within the sender's own block only a sequential MLP reads what attention wrote.
+    return (
+        intake.kind == "mlp"
+        and intake.layer == sender.layer
+        and sender.component in ("head", "attn_out")
+        and architecture.residual == "sequential"
+    )
+
+
+@pytest.fixture(scope="session")
+def plain_path() -> Callable[..., float]:
+    """Path patching by hooks on the model's own forward: the reference the engine is held to.
+
+    Called as plain_path(adapter, outcome, pair, sender, receiver, position, scale=1.0).
+    """
+    return _plain_path
+
+
+# Chat templates in the style of Llama 3 (writes the BOS token, trims contents) and of
+# Qwen2 (ChatML: contents as they are, a default system message when none is given).
+_LLAMA3_CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% set content = '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n'"
+    " + message['content'] | trim + '<|eot_id|>' %}"
+    "{% if loop.index0 == 0 %}{% set content = bos_token + content %}{% endif %}"
+    "{{ content }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{% endif %}"
+)
+_CHATML_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if loop.first and messages[0]['role'] != 'system' %}"
+    "{{ '<|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n' }}"
+    "{% endif %}"
+    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+
+
+def _chat_tokenizer(markers: list[str], chat_template: str, *, bos: bool) -> PreTrainedTokenizerFast:
+    """The byte-level BPE tokenizer with a chat template and its turn markers as special tokens;
+    without `bos` it prepends nothing (as Qwen2's), with it the BOS token (as Llama 3's)."""
+    tokenizer = _build_bpe_tokenizer(trim_offsets=True)
+    if not bos:
+        tokenizer.backend_tokenizer.post_processor = processors.ByteLevel(trim_offsets=True)
+    tokenizer.add_special_tokens({"additional_special_tokens": markers})
+    tokenizer.chat_template = chat_template
+    return tokenizer
+
+
+@pytest.fixture(scope="session")
+def llama_chat(tmp_path_factory: pytest.TempPathFactory) -> ModelAdapter:
+    """A tiny Llama whose tokenizer (BOS-prepending) carries a Llama-3-style chat template."""
+    tokenizer = _chat_tokenizer(
+        ["<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"], _LLAMA3_CHAT_TEMPLATE, bos=True
+    )
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        **{**_TINY, "max_position_embeddings": 128},
+    )
+    return _load_tiny(tmp_path_factory, LlamaForCausalLM, config, tokenizer)
+
+
+@pytest.fixture(scope="session")
+def qwen2_chat(tmp_path_factory: pytest.TempPathFactory) -> ModelAdapter:
+    """A tiny Qwen2 with a ChatML template; loaded back as a Qwen2Tokenizer, it adds no BOS."""
+    tokenizer = _chat_tokenizer(["<|im_start|>", "<|im_end|>"], _CHATML_TEMPLATE, bos=False)
+    config = Qwen2Config(
+        vocab_size=len(tokenizer) + 8,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        **{**_TINY, "max_position_embeddings": 128},
+    )
+    return _load_tiny(tmp_path_factory, Qwen2ForCausalLM, config, tokenizer)

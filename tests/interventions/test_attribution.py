@@ -43,7 +43,9 @@ def directional_derivative(adapter, outcome, pair, site, position, step=1e-2) ->
     reader = _bind_outcome(adapter, outcome)
     d_head = architecture.d_head
     width = slice(None)
-    if site.head is not None:
+    if site.component == "head_pattern":
+        width = site.head  # (query, head, key) rows; arms of equal length lay keys in place
+    elif site.head is not None:
         width = slice(site.head * d_head, (site.head + 1) * d_head)
 
     def run(text, edit):
@@ -96,6 +98,20 @@ def test_estimates_are_the_directional_derivative_of_the_patch(model, tolerance,
     ]
     np.testing.assert_allclose(estimates["estimate"], expected, rtol=0, atol=tolerance)
     assert np.abs(expected).max() > 1e-2
+
+
+@pytest.mark.parametrize("model, tolerance", [("gpt2", 1e-6), ("llama", 2e-4), ("neox", 1e-6), ("classifier", 1e-6)])
+def test_estimates_inside_attention_are_the_directional_derivative_of_the_patch(model, tolerance, request, patch_case):
+    adapter = in_float64(request.getfixturevalue(model))
+    outcome = LogitDiff(" yes", " no") if adapter.spec.task == "causal-lm" else ClassLogit("yes")
+    pairs = patch_case.pairs(adapter, patch_case.units[1:])  # equal lengths: attention rows move in place
+    sites = [Site.parse(name) for name in ["resid_mid.0", "head_q.1.1", "head_k.0.0", "head_v.1.0", "head_pattern.0.1"]]
+    estimates = attribution_effects(adapter, outcome, pairs, sites, POSITIONS)
+    expected = [
+        directional_derivative(adapter, outcome, pairs[0], site, position) for site in sites for position in POSITIONS
+    ]
+    np.testing.assert_allclose(estimates["estimate"], expected, rtol=0, atol=tolerance)
+    assert (estimates.groupby("component")["estimate"].agg(lambda values: np.abs(values).max()) > 1e-3).all()
 
 
 def test_unchanged_activations_get_zero_estimates(gpt2, patch_case):

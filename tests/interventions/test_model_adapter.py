@@ -1,5 +1,8 @@
 """Loading models through ModelSpec: devices, dtypes, padding, errors, fingerprints."""
 
+import pickle
+from dataclasses import replace
+
 import pytest
 import torch
 import transformers
@@ -87,11 +90,32 @@ def test_absent_cuda_device_is_named(gpt2_folder):
         ({"device": "cuda:x"}, "device 'cuda:x' is not one of"),
         ({"dtype": "float64"}, "dtype 'float64' is not one of"),
         ({"task": "seq2seq"}, "task 'seq2seq' is not one of"),
+        ({"device_map": "balanced"}, "device_map 'balanced' is neither 'auto' nor a mapping"),
+        ({"device_map": {}}, "device_map {} is not a non-empty mapping"),
+        ({"device_map": {"transformer.h.0": "tpu"}}, r"device_map\['transformer.h.0'\] is 'tpu'; map module names"),
+        ({"device_map": {"": True}}, r"device_map\[''\] is True"),
+        ({"device_map": "auto", "device": "cpu"}, "device 'cpu' and device_map both place the model"),
+        ({"max_memory": {"cpu": "1GiB"}}, "max_memory applies only to a model split by device_map"),
+        ({"offload_folder": "offload"}, "offload_folder applies only to a model split by device_map"),
+        ({"device_map": {"": "cpu"}, "max_memory": {"cpu": 1}}, "max_memory caps what device_map 'auto' puts"),
+        ({"device_map": "auto", "max_memory": {"tpu": 1}}, "max_memory device 'tpu' is not a GPU index"),
+        ({"device_map": "auto", "max_memory": {"cpu": "1TB"}}, r"max_memory\['cpu'\] is '1TB'; give a number of bytes"),
+        ({"quantization": "3bit"}, r"quantization '3bit' is not one of \['8bit', '4bit'\]"),
+        ({"quantization": "8bit", "device": "cpu"}, "quantization '8bit' runs on CUDA .*, not on device 'cpu'"),
     ],
 )
 def test_bad_spec_values_are_named(gpt2_folder, options, message):
     with pytest.raises(ModelLoadError, match=message):
         ModelAdapter.load(ModelSpec(str(gpt2_folder), **options))
+
+
+def test_a_device_map_is_kept_as_sorted_pairs_so_the_spec_stays_immutable_and_picklable():
+    spec = ModelSpec("m", device_map={"lm_head": "disk", "": 0}, offload_folder="off")
+    assert spec.device_map == (("", "cuda:0"), ("lm_head", "disk"))
+    assert ModelSpec("m", device_map=spec.device_map, offload_folder="off") == spec
+    assert pickle.loads(pickle.dumps(spec)) == spec and hash(spec) == hash(replace(spec))
+    limited = ModelSpec("m", device_map="auto", max_memory={"cpu": "60GiB", "cuda:1": 2**30, 0: "20GB"})
+    assert limited.max_memory == ((0, "20GB"), (1, 2**30), ("cpu", "60GiB"))
 
 
 def test_load_errors_are_value_errors():

@@ -7,11 +7,15 @@ import torch
 from interventions import (
     AnswerProb,
     AnswerTokenError,
+    ChoiceProb,
     ClassLogit,
     ClassProb,
     ContinuationLogProb,
+    ExpectedValue,
     InterventionError,
     LogitDiff,
+    ModelAdapter,
+    ModelSpec,
     evaluate_outcomes,
 )
 
@@ -122,7 +126,7 @@ def test_unknown_class_label_lists_the_labels(classifier, label):
     "model, outcome, message",
     [
         ("classifier", LogitDiff(" yes", " no"), "LogitDiff needs a causal-lm model"),
-        ("classifier", ContinuationLogProb(" yes"), "use ClassProb or ClassLogit"),
+        ("classifier", ContinuationLogProb(" yes"), "use ClassProb, ClassLogit or ExpectedValue without options"),
         ("gpt2", ClassProb("yes"), "ClassProb needs a sequence-classifier model"),
     ],
 )
@@ -157,3 +161,92 @@ def test_evaluate_outcomes_rejects_bad_arguments_and_accepts_no_texts(gpt2):
         evaluate_outcomes(gpt2, [" yes" * 64], outcome)
     empty = evaluate_outcomes(gpt2, [], outcome)
     assert empty.shape == (0,) and empty.dtype == np.float64
+
+
+def capture_logits(adapter) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], object]:
+    """(logits, attention mask) of every forward of the model, as the model returned them."""
+    seen: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def keep(module, args, kwargs, output) -> None:
+        seen.append((output.logits.detach().clone(), kwargs["attention_mask"]))
+
+    return seen, adapter.model.register_forward_hook(keep, with_kwargs=True)
+
+
+def test_half_precision_causal_outcomes_are_computed_in_float32(gpt2_folder):
+    adapter = ModelAdapter.load(ModelSpec(str(gpt2_folder), device="cpu", dtype="bfloat16"))
+    answers = {"yes": " yes", "no": " no", "private": " private"}
+    outcomes = {
+        "gap": LogitDiff(" yes", " no"),
+        "answer": AnswerProb(answers, "no"),
+        "choice": ChoiceProb({"yes": [" yes", " Refer"], "no": [" no"]}, "yes"),
+        "expected": ExpectedValue({"yes": 1.0, "no": -3.0}, options={"yes": [" yes", " Refer"], "no": [" no"]}),
+        "continuation": ContinuationLogProb(" yes it"),
+    }
+    ids = {name: token_id(adapter, answer) for name, answer in answers.items()} | {"refer": token_id(adapter, " Refer")}
+    prompts = sorted(PROMPTS, key=lambda text: len(adapter.tokenizer(text)["input_ids"]))  # in the batch's order
+    found, references, in_bfloat16 = {}, {}, {}
+    for name, outcome in outcomes.items():
+        seen, handle = capture_logits(adapter)
+        try:
+            found[name] = evaluate_outcomes(adapter, prompts, outcome, share_prefix=False)
+        finally:
+            handle.remove()
+        ((logits, mask),) = seen  # one forward over the three prompts
+        assert logits.dtype == torch.bfloat16
+        references[name], in_bfloat16[name] = (
+            reference(name, logits.to(dtype), mask, ids, adapter) for dtype in (torch.float32, torch.bfloat16)
+        )
+    for name in outcomes:
+        np.testing.assert_allclose(found[name], references[name], atol=1e-6, rtol=1e-6)
+    # Computed in bfloat16 instead, the probabilities would be off by far more.
+    assert max(np.abs(in_bfloat16[name] - found[name]).max() for name in ("answer", "choice", "expected")) > 1e-4
+
+
+def reference(name: str, logits: torch.Tensor, mask: torch.Tensor, ids: dict[str, int], adapter) -> np.ndarray:
+    """Each outcome computed by hand from one batch's logits, in the logits' own dtype."""
+    rows = torch.arange(len(logits))
+    last = logits[rows, mask.sum(dim=1) - 1]
+    if name == "gap":
+        value = last[:, ids["yes"]] - last[:, ids["no"]]
+    elif name == "answer":
+        value = torch.softmax(last[:, [ids["yes"], ids["no"], ids["private"]]], dim=-1)[:, 1]
+    elif name in ("choice", "expected"):
+        probabilities = torch.softmax(last, dim=-1)
+        yes = probabilities[:, ids["yes"]] + probabilities[:, ids["refer"]]
+        share = yes / (yes + probabilities[:, ids["no"]])
+        value = share if name == "choice" else share - 3.0 * (1 - share)
+    else:
+        continuation = adapter.tokenizer(" yes it", add_special_tokens=False)["input_ids"]
+        ends = mask.sum(dim=1) - 1
+        log_probs = torch.log_softmax(logits, dim=-1)
+        value = sum(log_probs[rows, ends - len(continuation) + k, token] for k, token in enumerate(continuation))
+    return value.double().numpy()
+
+
+def test_half_precision_classifier_outcomes_are_computed_in_float32(classifier_folder):
+    adapter = ModelAdapter.load(
+        ModelSpec(str(classifier_folder), task="sequence-classifier", device="cpu", dtype="bfloat16")
+    )
+    texts = ["24 year old", "no insurance at all, aged 31", "67 year old with Medicaid insurance, pain"]  # by length
+    outcomes = {
+        "prob": ClassProb("yes"),
+        "logit": ClassLogit("no"),
+        "expected": ExpectedValue({"yes": 2.0, "no": -1.0}),
+    }
+    for name, outcome in outcomes.items():
+        seen, handle = capture_logits(adapter)
+        try:
+            values = evaluate_outcomes(adapter, texts, outcome)
+        finally:
+            handle.remove()
+        ((logits, _),) = seen
+        assert logits.dtype == torch.bfloat16
+        upcast = logits.float()
+        probabilities = torch.softmax(upcast, dim=-1)
+        expected = {
+            "prob": probabilities[:, 1],
+            "logit": upcast[:, 0],
+            "expected": 2.0 * probabilities[:, 1] - probabilities[:, 0],
+        }[name]
+        np.testing.assert_allclose(values, expected.double().numpy(), atol=1e-6, rtol=1e-6)

@@ -23,6 +23,7 @@ CAUSAL = ["gpt2", "llama", "neox", "qwen2", "mistral"]
 CLASSIFIERS = ["classifier", "gpt2_classifier", "roberta", "distilbert"]
 POSITIONS = ["last", "factor", "all", "factor:age"]
 COMPONENTS = ["resid_pre", "resid_post", "attn_out", "mlp_out", "head"]
+NEW_COMPONENTS = ["resid_mid", "head_q", "head_k", "head_v", "head_pattern"]
 
 
 def outcome_for(adapter):
@@ -49,17 +50,36 @@ def plain_loop(adapter, outcome, pairs, sites, positions) -> np.ndarray:
         for site in sites:
             captured = []
             run(source, {site.point: lambda act, into=captured: into.append(act[0].clone())})
-            width = slice(None) if site.head is None else slice(site.head * d_head, (site.head + 1) * d_head)
+            if site.component == "head_pattern":
+                moved = moved_rows(captured[0][:, site.head], pair, len(destination), len(source), len(reader.suffix))
+                width, captured[0] = site.head, moved
+            else:
+                width = slice(None) if site.head is None else slice(site.head * d_head, (site.head + 1) * d_head)
             for position in positions:
 
                 def patch(activation, pairs=pair.positions[position], width=width, source=captured[0]):
                     activation = activation.clone()
                     for d, s in pairs:
-                        activation[0, d, width] = source[s, width]
+                        activation[0, d, width] = source[s] if isinstance(width, int) else source[s, width]
                     return activation
 
                 values.append(run(destination, {site.point: patch}))
     return np.array(values)
+
+
+def moved_rows(rows, pair, dest_length, source_length, suffix):
+    """Source attention rows (queries, source keys) laid over the destination's keys.
+
+    An aligned key keeps its mass at its partner; an unaligned one gives it to the first
+    aligned key after it (or the last aligned key when none follows).
+    """
+    aligned = {s: d for d, s in reversed(pair.positions["all"])}
+    aligned.update({source_length - suffix + k: dest_length - suffix + k for k in range(suffix)})
+    moved = rows.new_zeros((rows.shape[0], dest_length))
+    for key in range(source_length):
+        later = [other for other in aligned if other >= key]
+        moved[:, aligned[min(later) if later else max(aligned)]] += rows[:, key]
+    return moved
 
 
 @pytest.mark.parametrize("model", CAUSAL + CLASSIFIERS)
@@ -78,6 +98,25 @@ def test_engine_equals_the_plain_hook_loop_at_every_site_and_position(model, req
     assert str(frame["head"].dtype) == "Int64"
     assert frame.loc[frame["component"] == "head", "head"].notna().all()
     assert frame.loc[frame["component"] != "head", "head"].isna().all()
+
+
+@pytest.mark.parametrize("model", CAUSAL + CLASSIFIERS)
+def test_engine_equals_the_plain_hook_loop_at_the_middle_stream_and_inside_attention(model, request, patch_case):
+    adapter = request.getfixturevalue(model)
+    outcome, pairs = outcome_for(adapter), patch_case.pairs(adapter)
+    sites = model_sites(adapter, NEW_COMPONENTS)
+    result = patch_effects(adapter, outcome, pairs, sites, POSITIONS)
+    expected = plain_loop(adapter, outcome, pairs, sites, POSITIONS)
+    np.testing.assert_allclose(result.patched["outcome"], expected, atol=1e-5, rtol=0)
+    change = result.patched.assign(change=expected - result.destination[result.patched["unit"]])
+    acting = change.groupby("component")["change"].agg(np.ptp) > 1e-3
+    # Mistral's 5-token windows keep every changed token out of the last query's reach, so
+    # its queries do not move the outcome; every other kind of patch acts everywhere.
+    assert acting.drop("head_q" if model == "mistral" else []).all()
+    architecture = architecture_of(adapter.model)
+    heads = change.groupby("component")["head"].max()
+    assert heads["head_k"] == heads["head_v"] == architecture.n_kv_heads - 1
+    assert heads["head_q"] == heads["head_pattern"] == architecture.n_heads - 1
 
 
 @pytest.mark.parametrize(
@@ -164,6 +203,23 @@ def test_work_counts_skips_and_progress(gpt2, patch_case):
     assert work["layer_forwards"] < plain_layers
 
 
+def test_tokens_before_the_first_difference_are_left_out_of_a_patch(gpt2, patch_case):
+    """A head's output before the texts' first differing token is the same in both runs, so a
+    patch at every position runs from that token on."""
+    pairs = patch_case.pairs(gpt2)
+    sites = model_sites(gpt2, ["head"])
+    result = patch_effects(gpt2, outcome_for(gpt2), pairs, sites, ["all"])
+    prefixes = []
+    for pair in pairs:
+        destination, source = (gpt2.tokenizer(text)["input_ids"] for text in (pair.destination.text, pair.source.text))
+        prefixes.append(next(index for index, (a, b) in enumerate(zip(destination, source)) if a != b))
+    assert result.work["pairs_skipped_identical"] == len(sites) * sum(prefixes)
+    assert result.work["patches_skipped_identical"] == 0
+    np.testing.assert_allclose(
+        result.patched["outcome"], plain_loop(gpt2, outcome_for(gpt2), pairs, sites, ["all"]), atol=1e-5, rtol=0
+    )
+
+
 def test_a_factor_spanning_unequal_token_counts_patches_its_last_tokens(classifier, patch_case):
     (pair,) = patch_case.pairs(classifier, patch_case.units[:1])
     dest_tokens = classifier.tokenizer(pair.destination.text).tokens()
@@ -227,7 +283,7 @@ def test_engine_on_cuda_equals_the_plain_loop(gpt2_folder, patch_case):
 
     adapter = ModelAdapter.load(ModelSpec(str(gpt2_folder), device="cuda", dtype="float32"))
     outcome, pairs = outcome_for(adapter), patch_case.pairs(adapter)
-    sites = model_sites(adapter, COMPONENTS)
+    sites = model_sites(adapter, COMPONENTS + NEW_COMPONENTS)
     result = patch_effects(adapter, outcome, pairs, sites, POSITIONS)
     cpu = patch_effects(ModelAdapter.load(ModelSpec(str(gpt2_folder), device="cpu")), outcome, pairs, sites, POSITIONS)
     np.testing.assert_allclose(result.patched["outcome"], cpu.patched["outcome"], atol=1e-4)
