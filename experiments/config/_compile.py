@@ -211,14 +211,7 @@ def _compile(config: ExperimentConfig, base_dir: Path) -> Experiment:
         graph=graph,
         model=structural,
         templates=templates,
-        model_spec=ModelSpec(
-            path=_model_path(config.model.id, base_dir),
-            task=config.model.task,
-            device=config.model.device,
-            dtype=config.model.dtype,
-            trust_remote_code=config.model.trust_remote_code,
-            revision=config.model.revision,
-        ),
+        model_spec=_model_spec(config, base_dir),
         outcome=_outcome(config),
         contrasts=contrasts,
         mediation=mediation,
@@ -335,8 +328,9 @@ def stored_config(experiment: Experiment) -> ExperimentConfig:
         rendered = [template.text for template in experiment.templates]
         prompt = PromptConfig(templates=rendered) if len(rendered) > 1 else PromptConfig(template=rendered[0])
         config = config.model_copy(update={"prompt": prompt})
-    if experiment.model_spec.path != config.model.id:
-        config = config.model_copy(update={"model": config.model.model_copy(update={"id": experiment.model_spec.path})})
+    if experiment.model_spec.path != config.model.id or config.model.offload_folder is not None:
+        placed = {"id": experiment.model_spec.path, "offload_folder": experiment.model_spec.offload_folder}
+        config = config.model_copy(update={"model": config.model.model_copy(update=placed)})
     if plan is None:
         return config
     return config.model_copy(
@@ -351,6 +345,51 @@ def stored_config(experiment: Experiment) -> ExperimentConfig:
             else config.pairs.model_copy(update={"path": str(plan.pairs.resolve())}),
         }
     )
+
+
+def _model_spec(config: ExperimentConfig, base_dir: Path) -> ModelSpec:
+    """How to load the model; ModelSpec's own checks (a device_map beside a device, quantization on CPU) name model."""
+    spec = dict(
+        path=_model_path(config.model.id, base_dir),
+        task=config.model.task,
+        device=config.model.device,
+        dtype=config.model.dtype,
+        trust_remote_code=config.model.trust_remote_code,
+        revision=config.model.revision,
+        device_map=config.model.device_map,
+        max_memory=_gpu_indices(config.model.max_memory),
+        offload_folder=None
+        if config.model.offload_folder is None
+        else str(_resolve(config.model.offload_folder, base_dir)),
+        quantization=config.model.quantization,
+    )
+    if config.model.quantization is not None and not _cuda_available():
+        raise ConfigError(
+            f"{config.model.quantization} weights are loaded by bitsandbytes on CUDA, and this machine has no CUDA; "
+            "remove quantization, or run on a machine with a GPU",
+            path="model.quantization",
+        )
+    try:
+        return ModelSpec(**spec)
+    except InterventionError as error:
+        raise ConfigError(shortened(str(error)), path="model") from None
+
+
+def _cuda_available() -> bool:
+    """Whether torch sees a GPU; torch is imported only for a config that asks for quantization."""
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _gpu_indices(max_memory: Mapping[str, str | int] | None) -> dict[str | int, str | int] | None:
+    """max_memory as accelerate reads it: GPU keys ("0", "cuda:1") as indices, cpu and disk as named."""
+    if max_memory is None:
+        return None
+    return {
+        int(key.removeprefix("cuda:")) if key.removeprefix("cuda:").isdigit() else key: value
+        for key, value in max_memory.items()
+    }
 
 
 def _model_path(model_id: str, base_dir: Path) -> str:

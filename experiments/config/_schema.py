@@ -72,7 +72,10 @@ class ModelConfig(_Section):
     """Which model to audit and where to run it.
 
     `batch_size` is texts per forward pass, or `auto` to fit free GPU memory (32 on CPU);
-    a batch that runs out of memory is halved and retried either way.
+    a batch that runs out of memory is halved and retried either way. A model larger than
+    one device is split by `device_map` (`auto`, or module -> cpu | disk | cuda:N), capped
+    per device by `max_memory`, with disk weights in `offload_folder` (relative to the
+    config file); `quantization` loads 8-bit or 4-bit weights (bitsandbytes, CUDA only).
     """
 
     id: str = Field(min_length=1)
@@ -82,6 +85,10 @@ class ModelConfig(_Section):
     trust_remote_code: bool = False
     revision: str | None = None
     batch_size: int | Literal["auto"] = "auto"
+    device_map: Literal["auto"] | dict[str, str | int] | None = None
+    max_memory: dict[str, str | int] | None = None
+    offload_folder: str | None = None
+    quantization: Literal["8bit", "4bit"] | None = None
 
     @field_validator("batch_size", mode="before")
     @classmethod
