@@ -25,10 +25,9 @@ from interventions._backoff import halving
 from interventions._capture import Trace, capture
 from interventions._outcomes import Outcome
 from interventions._paths import (
-    Edge,
     Intake,
     PathResult,
-    _distinct_receivers,
+    all_edges,
     parse_receiver,
     path_effects,
     prepare_paths,
@@ -38,7 +37,7 @@ from interventions._paths import (
 )
 from interventions._sites import Point, Site, architecture_of
 from interventions._steps import StepRunner
-from interventions._sweep import PairValues, Sweep, as_index, configurations, token_budget
+from interventions._sweep import PairValues, Sweep, as_index, token_budget
 from interventions.errors import InterventionError
 
 EDGE_KEYS = ("site", "position", "receiver")
@@ -90,21 +89,7 @@ def edge_attribution_effects(
     position's aligned tokens of the sender's change . the outcome's gradient at the
     receiver's read of the stream (summed over a receiver's intakes it reaches).
     """
-    configurations(senders, positions)
-    _distinct_receivers(receivers)
-    edges = [(sender, receiver, position) for sender in senders for receiver in receivers for position in positions]
-    return edge_estimates(adapter, outcome, pairs, edges, batch_size=batch_size)
-
-
-def edge_estimates(
-    adapter: ModelAdapter,
-    outcome: Outcome,
-    pairs: Sequence[AlignedPair],
-    edges: Sequence[Edge],
-    *,
-    batch_size: int | None = None,
-) -> pd.DataFrame:
-    """`edge_attribution_effects` for a list of (sender, receiver, position) edges."""
+    edges = all_edges(senders, receivers, positions)
     sweep, intakes = prepare_paths(adapter, outcome, pairs, edges, batch_size=batch_size)
     estimates = np.zeros(len(sweep.pairs) * len(sweep.configurations))
     runner = StepRunner(adapter.model, sweep.architecture)
@@ -162,15 +147,15 @@ def screen_edges(
 
 
 def _points(sweep: Sweep, intakes: tuple[tuple[Intake, ...], ...]) -> tuple[Point, ...]:
-    """What the destination capture needs: the senders, and per intake the stream it
-    reads and the outcome's gradient where that read goes in."""
+    """What the destination capture needs: the senders, the final stream (whose gradient is the
+    final read's), and per intake the stream it reads and the gradient where that read goes in."""
     n_layers = sweep.architecture.n_layers
     sequential = sweep.architecture.residual == "sequential"
     points: list[Point] = [*sweep.site_points, ("stream", n_layers)]
-    for intake in {intake for each in intakes for intake in each}:
+    for intake in dict.fromkeys(intake for each in intakes for intake in each):
         if intake.kind == "final":
-            points.append(("stream", n_layers))
-        elif intake.kind == "mlp":
+            continue
+        if intake.kind == "mlp":
             points += [("mid" if sequential else "stream", intake.layer), ("mlp_in", intake.layer)]
         else:
             points += [("stream", intake.layer), (intake.kind, intake.layer)]

@@ -361,9 +361,10 @@ class _Engine:
         runner = self.runner
         if kind in ("mid", "mlp_out"):
             middle = given
+            x = runner.mlp_read(layer, resid, middle) if kind == "mid" else None
         else:
-            middle = runner.mlp_input(layer, resid, runner.o_proj(layer, given) if kind == "z" else given)[1]
-        mlp_out = patched if kind == "mlp_out" else runner.mlp(layer, runner.mlp_read(layer, resid, middle))
+            x, middle = runner.mlp_input(layer, resid, runner.o_proj(layer, given) if kind == "z" else given)
+        mlp_out = patched if kind == "mlp_out" else runner.mlp(layer, x)
         return runner.combine(layer, middle, mlp_out)
 
     def _block(

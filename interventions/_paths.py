@@ -93,12 +93,9 @@ def path_patch(
     loop of hooked forwards up to float rounding; `batch_size` and `progress` as in
     `patch_effects`.
 
-    >>> path_patch(adapter, outcome, pairs, [Site("head", 0, 1)], ["head_v.1.*", "resid_post.last"], ["factor"])
-    ... # doctest: +SKIP
+    >>> path_patch(adapter, outcome, pairs, senders, ["head_v.1.*", "mlp_in.1+resid_post.last"], ["factor"])  # doctest: +SKIP
     """
-    configurations(senders, positions)
-    _distinct_receivers(receivers)
-    edges = [(sender, receiver, position) for sender in senders for receiver in receivers for position in positions]
+    edges = all_edges(senders, receivers, positions)
     return path_effects(adapter, outcome, pairs, edges, batch_size=batch_size, progress=progress)
 
 
@@ -364,7 +361,9 @@ def _indices(text: str, count: int, name: str, what: str) -> range:
     return range(int(text), int(text) + 1)
 
 
-def _distinct_receivers(receivers: Sequence[str]) -> None:
+def all_edges(senders: Sequence[Site], receivers: Sequence[str], positions: Sequence[str]) -> list[Edge]:
+    """Every (sender, receiver, position), sender-major; InterventionError for a bare value or a repeat."""
+    configurations(senders, positions)
     if isinstance(receivers, str):
         raise InterventionError(
             f"receivers must be a sequence of names, got the string {receivers!r}; wrap it in a list"
@@ -372,3 +371,4 @@ def _distinct_receivers(receivers: Sequence[str]) -> None:
     repeated = sorted({name for name in receivers if list(receivers).count(name) > 1})
     if repeated:
         raise InterventionError(f"receivers must be distinct; repeated: {repeated}")
+    return [(sender, receiver, position) for sender in senders for receiver in receivers for position in positions]

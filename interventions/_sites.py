@@ -69,8 +69,6 @@ KV_COMPONENTS: tuple[str, ...] = ("head_k", "head_v")
 Point = tuple[str, int]
 HEAD_KINDS: tuple[str, ...] = ("z", "q", "k", "v", "pattern")
 """Point kinds a head site takes one head's slice of."""
-IN_ATTENTION: tuple[str, ...] = ("q", "k", "v", "pattern")
-"""Point kinds computed inside a block's attention (a patch there reruns that attention)."""
 AFTER_ATTENTION: tuple[str, ...] = ("z", "attn_out", "mid", "mlp_out")
 """Point kinds computed after a block's attention mixed its values (a patch there reuses it)."""
 _POINT_KIND = {
