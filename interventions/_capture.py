@@ -68,11 +68,11 @@ def capture(
             values = reader.read(logits.float(), attention_mask.sum(dim=1) - 1)
             found = torch.autograd.grad(values.sum(), [live[p] for p in points], allow_unused=True) if gradients else ()
             for point in points:
-                _store(stored, point, live[point].detach(), index, len(token_ids), width)
+                _store(stored, point, live[point].detach().to(adapter.device), index, len(token_ids), width)
             for point, gradient in zip(points, found):
                 if gradient is None:
                     gradient = torch.zeros_like(live[point])
-                _store(stored_gradients, point, gradient, index, len(token_ids), width)
+                _store(stored_gradients, point, gradient.to(adapter.device), index, len(token_ids), width)
         outcomes[rows] = values.detach().double().cpu().numpy()
     return Trace(lengths=lengths, activations=stored, gradients=stored_gradients, outcomes=outcomes)
 

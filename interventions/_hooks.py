@@ -47,7 +47,8 @@ def site_hooks(model: nn.Module, architecture: Architecture, edits: Mapping[Poin
     handles = []
     patterns: dict[nn.Module, Edit] = {}
     try:
-        for (kind, index), edit in edits.items():
+        for (kind, index), given in edits.items():
+            edit = _on_device(given)
             if kind == "stream" and index < architecture.n_layers:
                 handles.append(blocks[index].register_forward_pre_hook(_edit_input(edit), with_kwargs=True))
             elif kind == "stream":
@@ -73,6 +74,21 @@ def site_hooks(model: nn.Module, architecture: Architecture, edits: Mapping[Poin
     finally:
         for handle in handles:
             handle.remove()
+
+
+def _on_device(edit: Edit) -> Edit:
+    """`edit`, its result moved to the device of the activation it replaces.
+
+    A model split across devices (`device_map`) computes each block where its weights
+    live, while a patch's values are kept on the input device; a move within one device
+    is a no-op.
+    """
+
+    def moved(activation: torch.Tensor) -> torch.Tensor | None:
+        replaced = edit(activation)
+        return None if replaced is None else replaced.to(activation.device)
+
+    return moved
 
 
 def _edit_input(edit: Edit) -> Callable[..., Any]:
