@@ -112,6 +112,9 @@ def _run(
     try:
         evaluate = evaluate_templated_units if experiment.data is None else evaluate_documents
         units, adapter = evaluate(experiment, store, manifest, progress)
+        if "unparsed" in units.outcomes.columns:
+            manifest["generation"] = _generation_record(units.outcomes)
+            store.write_manifest(manifest)
         estimates = estimate_effects(experiment, units, progress=progress)
         _store_estimates(experiment, store, manifest, estimates)
         effects = estimates.effects
@@ -142,6 +145,9 @@ def _store_estimates(experiment: Experiment, store: RunStore, manifest: dict[str
         store.write_table("refutations.csv", estimates.refutations)
         store.write_table("overlap.csv", estimates.overlap)
     if experiment.data is None:
+        if estimates.warnings:
+            manifest["notes"] = list(estimates.warnings)
+            store.write_manifest(manifest)
         return
     refutations = [] if estimates.refutations is None else estimates.refutations.to_dict("records")
     manifest["data"].update(
@@ -153,6 +159,19 @@ def _store_estimates(experiment: Experiment, store: RunStore, manifest: dict[str
         ],
     )
     store.write_manifest(manifest)
+
+
+def _generation_record(outcomes: pd.DataFrame) -> list[dict[str, Any]]:
+    """Per arm: generated answers, those no pattern matched, and texts with no parsed answer (value nan)."""
+    return [
+        {
+            "arm": str(arm),
+            "answers": int(rows["answers"].map(len).sum()),
+            "unparsed": int(rows["unparsed"].sum()),
+            "texts_without_value": int(rows["outcome"].isna().sum()),
+        }
+        for arm, rows in outcomes.groupby("arm", sort=False)
+    ]
 
 
 def _positivity(overlap: pd.DataFrame | None) -> list[dict[str, Any]]:

@@ -33,6 +33,7 @@ from interventions import (
     ClassProb,
     ContinuationLogProb,
     ExpectedValue,
+    Generation,
     InterventionError,
     LogitDiff,
     ModelSpec,
@@ -143,7 +144,7 @@ class Experiment:
     model: StructuralModel | None
     templates: tuple[Template, ...]
     model_spec: ModelSpec
-    outcome: Outcome
+    outcome: Outcome | Generation
     contrasts: tuple[ContrastPlan, ...]
     mediation: tuple[MediationPlan, ...] = ()
     data: DataPlan | None = None
@@ -201,6 +202,14 @@ def _compile(config: ExperimentConfig, base_dir: Path) -> Experiment:
         structural, templates = None, ()
         data = _data_plan(config, config.data, graph, base_dir)
     mediation = tuple(_mediation_plan(index, config) for index in range(len(config.mediation)))
+    if config.outcome.type == "generation":
+        for key in ("mediation", "evidence"):
+            if getattr(config, key):
+                raise ConfigError(
+                    "patching and evidence read one forward pass's logits, and a generation outcome is decoded "
+                    "token by token; use choice_prob (options of any length) for them, or remove " + key,
+                    path=key,
+                )
     if data is not None:
         _check_data_effects(config, data.config, graph, mediation)
     contrasts = tuple(
@@ -724,6 +733,7 @@ OUTCOME_TASKS = {
     "answer_prob": "causal-lm",
     "choice_prob": "causal-lm",
     "expected_value": "causal-lm",
+    "generation": "causal-lm",
     "continuation_logprob": "causal-lm",
     "class_prob": "sequence-classifier",
     "class_logit": "sequence-classifier",
@@ -738,7 +748,7 @@ def outcome_task(spec: OutcomeConfig) -> str:
     return OUTCOME_TASKS[spec.type]
 
 
-def _outcome(config: ExperimentConfig) -> Outcome:
+def _outcome(config: ExperimentConfig) -> Outcome | Generation:
     """The outcome reader; its type must suit model.task, and its answers must differ."""
     spec, task = config.outcome, config.model.task
     needed = outcome_task(spec)
@@ -755,12 +765,22 @@ def _outcome(config: ExperimentConfig) -> Outcome:
         raise ConfigError(shortened(str(error)), path="outcome") from None
 
 
-def _outcome_reader(config: OutcomeConfig) -> Outcome:
+def _outcome_reader(config: OutcomeConfig) -> Outcome | Generation:
     answers = config.answers or {}
     if config.type == "logit_diff":
         return LogitDiff(positive=answers["positive"], negative=answers["negative"])
     if config.type == "answer_prob":
         return AnswerProb(answers=answers, target=config.target or next(iter(answers)))
+    if config.type == "generation":
+        return Generation(
+            config.max_new_tokens,
+            config.parse,
+            target=config.target,
+            values=config.values,
+            samples=config.samples,
+            temperature=config.temperature,
+            unparsed=config.unparsed,
+        )
     if config.type == "choice_prob":
         return ChoiceProb(options=config.options, target=config.target)
     if config.type == "expected_value":

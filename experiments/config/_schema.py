@@ -108,6 +108,10 @@ class ModelConfig(_Section):
 class OutcomeConfig(_Section):
     """How the model's output becomes the measured outcome.
 
+    `generation` decodes `max_new_tokens` tokens (greedy, or `samples` draws at `temperature`,
+    seeded by sampling.seed) and maps each answer to an option by the `parse` regular
+    expressions: the value is the share of answers parsed to `target` (or their mean
+    `values`); an answer no pattern matches is counted and left out, or counts `unparsed`.
     `choice_prob` and `expected_value` read `options` (name -> the strings that give it,
     of any token length); `expected_value` weighs each option (or, without options, each
     classifier label) by its `values` number. A classifier's class is named by `label` (always text, as in the model's id2label)
@@ -120,6 +124,7 @@ class OutcomeConfig(_Section):
         "answer_prob",
         "choice_prob",
         "expected_value",
+        "generation",
         "class_prob",
         "class_logit",
         "continuation_logprob",
@@ -128,6 +133,11 @@ class OutcomeConfig(_Section):
     options: dict[str, list[str]] | None = None
     values: dict[str, float] | None = None
     target: str | None = None
+    max_new_tokens: int | None = Field(default=None, ge=1)
+    parse: dict[str, str] | None = None
+    samples: int = Field(default=1, ge=1)
+    temperature: float = Field(default=0.0, ge=0)
+    unparsed: float | None = None
     label: str | None = None
     label_index: int | None = Field(default=None, ge=0)
     continuation: str | None = None
@@ -164,6 +174,14 @@ class OutcomeConfig(_Section):
                 raise ValueError(
                     f"choice_prob needs target: one of the options {quoted(sorted(self.options))}; got {quoted(self.target)}"
                 )
+        elif self.type == "generation":
+            if self.max_new_tokens is None or not self.parse:
+                raise ValueError(
+                    "generation needs max_new_tokens and parse: option name -> regular expression, e.g. "
+                    "{yes: '(?i)\\byes\\b', no: '(?i)\\bno\\b'}"
+                )
+            if (self.target is None) == (self.values is None):
+                raise ValueError("generation needs exactly one of target (an option of parse) or values (per option)")
         elif self.type == "expected_value":
             if not self.values:
                 raise ValueError(

@@ -53,6 +53,11 @@ def check_model(config: ExperimentConfig, source: str) -> str:
             return f"model {config.model.id}: tokenizer read; {labels}"
         label = outcome.label if outcome.label is not None else outcome.label_index
         return f"model {config.model.id}: tokenizer read; {_check_label(label, folder)}"
+    if outcome.type == "generation":
+        return (
+            f"model {config.model.id}: tokenizer read; answers of up to {outcome.max_new_tokens} new tokens "
+            f"parsed into {', '.join(outcome.parse)}"
+        )
     if outcome.options is not None:
         counts = ", ".join(
             f"{quoted(text)} {len(encode(text)[0])}" for strings in outcome.options.values() for text in strings

@@ -23,6 +23,7 @@ _OUTCOME_WORDS = {
     "choice_prob": "probability of the option {target!r} among {options} (each option's strings' "
     "continuation probabilities summed, normalised over the options)",
     "expected_value": "expected value {values} under the model's probabilities of {over}",
+    "generation": "value of the generated answer parsed by {parse} ({decoding}; {target_words})",
     "class_prob": "probability of the classifier's {label}",
     "class_logit": "logit of the classifier's {label}",
     "continuation_logprob": "log-likelihood of the continuation {continuation!r}",
@@ -69,6 +70,7 @@ def render_summary(
             f"{int((frame['p_value'].notna() & (frame['method'] != 'asymptotic_cs')).sum())} fixed-sample tests of the run"
         ),
         *_stopping_lines(manifest.get("stopping")),
+        *_generation_lines(manifest.get("generation")),
         f"- config hash `{manifest.get('config_hash', '')[:16]}`",
         "",
         *(_verdict_section(review, level) if review is not None and review.verdicts is not None else []),
@@ -84,6 +86,7 @@ def render_summary(
         *(_overall_table(experiment, frame, level) if data is None else _document_effects(experiment, frame, level)),
         "",
         *_graph_checks(experiment, frame),
+        *(["", "Notes:", "", *(f"- {_md(note)}" for note in manifest["notes"])] if manifest.get("notes") else []),
     ]
     for plan in experiment.contrasts:
         if plan.moderators:
@@ -135,6 +138,18 @@ def _stopping_lines(stopping: Mapping[str, Any] | None) -> list[str]:
         "the `asymptotic_cs` rows of effects.csv are confidence sequences, valid under this data-dependent "
         "stopping (their p-values are corrected as their own family)"
     ]
+
+
+def _generation_lines(records: list[Mapping[str, Any]] | None) -> list[str]:
+    """Generated answers per arm, and how many no pattern matched: none is dropped in silence."""
+    if not records:
+        return []
+    parts = [
+        f"{_md(record['arm'])}: {record['unparsed']} of {record['answers']} unparsed"
+        + (f", {record['texts_without_value']} text(s) with no parsed answer" if record["texts_without_value"] else "")
+        for record in records
+    ]
+    return [f"- generated answers (outcomes.parquet has each): {'; '.join(parts)}"]
 
 
 def _documents_line(data: Mapping[str, Any]) -> str:
@@ -633,6 +648,11 @@ def _outcome_words(experiment: Experiment) -> str:
         options=", ".join(f"{name} {strings}" for name, strings in (outcome.options or {}).items()),
         values=", ".join(f"{name}={value:g}" for name, value in (outcome.values or {}).items()),
         over="the options" if outcome.options else "the classifier's labels named",
+        parse=", ".join(f"{name}: /{pattern}/" for name, pattern in (outcome.parse or {}).items()),
+        decoding="greedy"
+        if outcome.temperature == 0
+        else f"{outcome.samples} samples at temperature {outcome.temperature:g}",
+        target_words=f"1 for {outcome.target}, else 0" if outcome.target else "values per option",
         continuation=outcome.continuation,
     )
 

@@ -157,8 +157,10 @@ def evaluate_documents(
     outcomes = arm_frame(documents.frame, counterfactuals)
     human = None if pairs is None else pairs.frame.rename(columns={"from": "source", "to": "target"})
     texts = outcomes["text"].tolist() + ([] if human is None else human["text"].tolist())
-    scores = evaluate_texts(experiment, adapter, [text + plan.config.suffix for text in texts], progress)
-    outcomes["outcome"] = scores[: len(outcomes)]
+    evaluated = evaluate_texts(experiment, adapter, [text + plan.config.suffix for text in texts], progress)
+    scores = evaluated["outcome"].to_numpy()
+    for column in evaluated.columns:
+        outcomes[column] = evaluated[column].iloc[: len(outcomes)].tolist()
     store.write_table("outcomes.parquet", outcomes)
 
     factual = outcomes[outcomes["arm"] == "factual"].set_index("doc_id")["outcome"]

@@ -4,8 +4,9 @@ Stage: run. May import interventions, experiments.errors and the config stage.
 
 A run front cuts its work into shards (frames with columns unit_id, arm, template, text)
 and hands them to an executor, which returns each shard with an `outcome` column through
-`on_shard` as soon as it is done. Both executors call `interventions.evaluate_outcomes`
-on one shard at a time, so they give the same numbers.
+`on_shard` as soon as it is done (a generation outcome adds `answers`, each text's
+generated answers, and `unparsed`, how many of them no pattern matched). Both executors
+call `evaluated` on one shard at a time, so they give the same numbers.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import pandas as pd
 from experiments.config import Experiment
 from experiments.errors import RunError
 from experiments.run._progress import Progress, counting, stage
-from interventions import ModelAdapter, ModelSpec, Outcome, evaluate_outcomes
+from interventions import Generation, ModelAdapter, ModelSpec, Outcome, evaluate_outcomes, generate_outcomes
 
 ShardSink = Callable[[pd.DataFrame], None]
 BatchSize = int | Literal["auto"]
@@ -42,17 +43,40 @@ class Executor(Protocol):
     def record(self) -> dict[str, Any]: ...
 
 
-def _with_outcomes(shard: pd.DataFrame, values: np.ndarray) -> pd.DataFrame:
-    return shard.assign(outcome=np.asarray(values, dtype=np.float64))
+def evaluated(
+    adapter: ModelAdapter, texts: list[str], outcome: Outcome | Generation, *, batch_size: BatchSize, seed: int
+) -> pd.DataFrame:
+    """Each text's outcome; for a generation outcome also its answers and how many no pattern matched.
+
+    A generated value is nan when no answer of the text parsed (and `unparsed` gives them no value).
+    """
+    if isinstance(outcome, Generation):
+        result = generate_outcomes(adapter, texts, outcome, seed=seed, batch_size=batch_size)
+        return pd.DataFrame(
+            {
+                "outcome": np.asarray(result.values, dtype=np.float64),
+                "answers": [list(answers) for answers in result.answers],
+                "unparsed": np.asarray(result.unparsed, dtype=np.int64),
+            }
+        )
+    values = evaluate_outcomes(adapter, texts, outcome, batch_size=batch_size)
+    return pd.DataFrame({"outcome": np.asarray(values, dtype=np.float64)})
+
+
+def _with_outcomes(shard: pd.DataFrame, values: pd.DataFrame) -> pd.DataFrame:
+    return shard.assign(**{column: values[column].tolist() for column in values.columns})
 
 
 class LocalExecutor:
     """Evaluates every shard in this process with an already loaded model."""
 
-    def __init__(self, adapter: ModelAdapter, outcome: Outcome, *, batch_size: BatchSize = 32) -> None:
+    def __init__(
+        self, adapter: ModelAdapter, outcome: Outcome | Generation, *, batch_size: BatchSize = 32, seed: int = 0
+    ) -> None:
         self.adapter = adapter
         self.outcome = outcome
         self.batch_size = batch_size
+        self.seed = seed
 
     def __enter__(self) -> LocalExecutor:
         return self
@@ -64,7 +88,9 @@ class LocalExecutor:
 
     def evaluate(self, shards: Sequence[pd.DataFrame], on_shard: ShardSink) -> None:
         for shard in shards:
-            values = evaluate_outcomes(self.adapter, shard["text"].tolist(), self.outcome, batch_size=self.batch_size)
+            values = evaluated(
+                self.adapter, shard["text"].tolist(), self.outcome, batch_size=self.batch_size, seed=self.seed
+            )
             on_shard(_with_outcomes(shard, values))
 
     def record(self) -> dict[str, Any]:
@@ -74,13 +100,14 @@ class LocalExecutor:
 class _Worker:
     """One model replica in a Ray actor."""
 
-    def __init__(self, spec: ModelSpec, outcome: Outcome, batch_size: BatchSize) -> None:
+    def __init__(self, spec: ModelSpec, outcome: Outcome | Generation, batch_size: BatchSize, seed: int) -> None:
         self.adapter = ModelAdapter.load(spec)
         self.outcome = outcome
         self.batch_size = batch_size
+        self.seed = seed
 
-    def evaluate(self, texts: list[str]) -> np.ndarray:
-        return evaluate_outcomes(self.adapter, texts, self.outcome, batch_size=self.batch_size)
+    def evaluate(self, texts: list[str]) -> pd.DataFrame:
+        return evaluated(self.adapter, texts, self.outcome, batch_size=self.batch_size, seed=self.seed)
 
 
 def import_ray() -> Any:
@@ -107,9 +134,10 @@ class RayExecutor:
     def __init__(
         self,
         spec: ModelSpec,
-        outcome: Outcome,
+        outcome: Outcome | Generation,
         *,
         batch_size: BatchSize = 32,
+        seed: int = 0,
         address: str | None = None,
         num_workers: int | None = None,
         num_gpus_per_worker: float | None = None,
@@ -117,6 +145,7 @@ class RayExecutor:
         self.spec = spec
         self.outcome = outcome
         self.batch_size = batch_size
+        self.seed = seed
         self.address = address
         self.num_workers = num_workers
         self.num_gpus_per_worker = num_gpus_per_worker
@@ -135,7 +164,7 @@ class RayExecutor:
         per_worker = self.num_gpus_per_worker if self.num_gpus_per_worker is not None else (1.0 if gpus >= 1 else 0.0)
         workers = self.num_workers or max(1, int(gpus // per_worker) if per_worker else int(resources.get("CPU", 1)))
         actor = ray.remote(num_cpus=1, num_gpus=per_worker)(_Worker)
-        self.actors = [actor.remote(self.spec, self.outcome, self.batch_size) for _ in range(workers)]
+        self.actors = [actor.remote(self.spec, self.outcome, self.batch_size, self.seed) for _ in range(workers)]
         self.num_workers, self._gpus_per_worker = workers, per_worker
         return self
 
@@ -194,12 +223,14 @@ class RayExecutor:
 def executor_for(experiment: Experiment, adapter: ModelAdapter) -> Executor:
     """The executor the config names; Ray actors load the model from the path the driver resolved."""
     settings, batch_size = experiment.config.executor, experiment.config.model.batch_size
+    seed = experiment.config.sampling.seed
     if settings.type == "local":
-        return LocalExecutor(adapter, experiment.outcome, batch_size=batch_size)
+        return LocalExecutor(adapter, experiment.outcome, batch_size=batch_size, seed=seed)
     return RayExecutor(
         replace(experiment.model_spec, path=adapter.spec.path),
         experiment.outcome,
         batch_size=batch_size,
+        seed=seed,
         address=settings.address,
         num_workers=settings.num_workers,
         num_gpus_per_worker=settings.num_gpus_per_worker,
@@ -208,8 +239,9 @@ def executor_for(experiment: Experiment, adapter: ModelAdapter) -> Executor:
 
 def evaluate_texts(
     experiment: Experiment, adapter: ModelAdapter, texts: list[str], progress: Progress | None
-) -> np.ndarray:
-    """The outcome of every text, through the config's executor in blocks of `executor.shard_units` texts.
+) -> pd.DataFrame:
+    """Every text's outcome (a generation outcome: also answers and unparsed), one row per text in order,
+    through the config's executor in blocks of `executor.shard_units` texts.
 
     For runs whose units are not drawn from the structural model (documents), so nothing is sharded to disk.
     """
@@ -219,13 +251,15 @@ def evaluate_texts(
         for start in range(0, len(texts), size)
     ]
     advance = counting(stage(progress, "evaluating the model"), len(texts))
-    outcomes = np.full(len(texts), np.nan)
+    done: list[pd.DataFrame] = []
 
     def store(shard: pd.DataFrame) -> None:
-        outcomes[shard["row"].to_numpy()] = shard["outcome"].to_numpy()
+        done.append(shard.drop(columns="text"))
         if advance is not None:
             advance(len(shard))
 
     with executor_for(experiment, adapter) as executor:
         executor.evaluate(work, store)
-    return outcomes
+    if not done:
+        return pd.DataFrame({"outcome": np.zeros(0)})
+    return pd.concat(done).set_index("row").sort_index().reset_index(drop=True)

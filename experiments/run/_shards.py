@@ -21,6 +21,8 @@ from experiments.run._store import atomic_write
 
 SHARD_KEY = ("unit_id", "arm")
 SHARD_COLUMNS = ("unit_id", "arm", "template", "text", "outcome")
+GENERATED_COLUMNS = ("answers", "unparsed")
+"""Kept beside the outcome when a generation outcome gives them: each text's answers, and how many no pattern matched."""
 
 
 def shard_paths(run_folder: Path) -> list[Path]:
@@ -54,7 +56,8 @@ class ShardStore:
         path = self.folder / f"outcomes-{hashlib.sha256(keys.encode()).hexdigest()[:20]}.parquet"
         if path.exists():
             raise RunError(f"shard {path.name} already exists: the same (unit, arm) pairs were evaluated twice")
-        stored = frame.loc[:, list(SHARD_COLUMNS)].reset_index(drop=True)
+        kept = [*SHARD_COLUMNS, *(column for column in GENERATED_COLUMNS if column in frame.columns)]
+        stored = frame.loc[:, kept].reset_index(drop=True)
         atomic_write(path, lambda handle: stored.to_parquet(handle, index=False))
         if self._record is not None:
             self._record(path)

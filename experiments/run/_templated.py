@@ -21,7 +21,7 @@ from experiments.run._evaluated import EvidenceTexts
 from experiments.run._executor import Executor, executor_for
 from experiments.run._model import load_run_model
 from experiments.run._progress import Progress, counting, stage
-from experiments.run._shards import SHARD_KEY, ShardStore
+from experiments.run._shards import GENERATED_COLUMNS, SHARD_COLUMNS, SHARD_KEY, ShardStore
 from experiments.run._store import RunStore
 from experiments.run._units import arm_texts, draw_units, realize_arms, subsample
 from graphs import Units, World
@@ -150,10 +150,12 @@ def _evaluate_new_units(
     stored = shards.read()
     pending = items.merge(stored[list(SHARD_KEY)], on=list(SHARD_KEY), how="left", indicator=True)
     pending = pending[pending["_merge"] == "left_only"].drop(columns="_merge")
-    known = stored.drop_duplicates("text").set_index("text")["outcome"]
+    carried = ["outcome", *(column for column in GENERATED_COLUMNS if column in stored.columns)]
+    known = stored.drop_duplicates("text").set_index("text")[carried]
     reused = pending["text"].isin(known.index)
     if reused.any():
-        shards.append(pending[reused].assign(outcome=known.loc[pending.loc[reused, "text"]].to_numpy()))
+        again = known.loc[pending.loc[reused, "text"]]
+        shards.append(pending[reused].assign(**{column: again[column].tolist() for column in carried}))
     fresh = pending[~reused]
     block_of_text = items.groupby("text")["unit_id"].min() // experiment.config.executor.shard_units
     blocks = block_of_text.loc[fresh["text"]].to_numpy()
@@ -235,7 +237,7 @@ def stored_outcomes(experiment: Experiment, units: Units, shards: ShardStore) ->
         .sort_values(["_arm", "unit_id"])
         .drop(columns="_arm")
         .reset_index(drop=True)
-        .loc[:, ["unit_id", "arm", "template", "text", "outcome"]]
+        .loc[:, [*SHARD_COLUMNS, *(column for column in GENERATED_COLUMNS if column in outcomes.columns)]]
     )
 
 

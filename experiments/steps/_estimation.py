@@ -82,14 +82,17 @@ def estimate_effects(experiment: Experiment, units: EvaluatedUnits, *, progress:
         for index, plan in enumerate(experiment.contrasts):
             for source in plan.sources or ("rewrite",):
                 if source == "rewrite":
-                    paired = units.paired(plan)
+                    paired = _with_values(units.paired(plan), plan, "units", collected.notes)
                     collected.tables.append(_interventional(experiment, plan, paired, index, exact=units.exact))
                 elif source == "observational":
                     _observational(experiment, plan, units, index, collected)
                     if report is not None:
                         report(1)
                 else:
-                    collected.tables.append(_human_pairs(experiment, plan, units.human_pairs, index))
+                    pairs = units.human_pairs
+                    if pairs is not None:
+                        pairs = _with_values(pairs, plan, "human edits", collected.notes)
+                    collected.tables.append(_human_pairs(experiment, plan, pairs, index))
     notes = collected.notes + _unused_edits(experiment, units.human_pairs) + _gathered(caught)
     effects = EffectTable.concat(collected.tables).corrected(config.inference.correction)
     if units.sequences is not None:
@@ -147,9 +150,15 @@ def _observational(
     config = experiment.config
     options = config.observational or ObservationalConfig()
     name = f"{plan.treatment} ({plan.contrast})"
+    observed = units.observed.dropna(subset=["outcome"])
+    if len(observed) < len(units.observed):
+        collected.notes.append(
+            f"{name}: {len(units.observed) - len(observed)} document(s) whose generated answers all went unparsed "
+            "are left out of the observational estimates"
+        )
     try:
         result = estimate_observational(
-            units.observed,
+            observed,
             graph=experiment.graph,
             treatment=plan.treatment,
             contrast=(plan.treated.value, plan.reference.value),
@@ -174,7 +183,7 @@ def _observational(
     collected.notes.extend(f"{name}: {warning}" for warning in result.warnings)
     if "rewrite" not in plan.sources:
         return
-    paired = units.paired(plan)
+    paired = units.paired(plan).dropna(subset=["difference"])
     same = paired[paired["source"].isin([plan.treated.value, plan.reference.value])]
     if same.empty:
         others = len(paired)
@@ -276,6 +285,18 @@ def _human_pairs(experiment: Experiment, plan: ContrastPlan, pairs: pd.DataFrame
         seed=analysis_seed(config.sampling.seed, HUMAN_PAIRS + index),
     )
     return EffectTable(tuple(dataclasses.replace(row, analysis="human_pairs") for row in table.estimates))
+
+
+def _with_values(paired: pd.DataFrame, plan: ContrastPlan, what: str, notes: list[str]) -> pd.DataFrame:
+    """The rows whose difference is a number; a note counts the others (a generated answer no pattern parsed)."""
+    missing = paired["difference"].isna()
+    if not missing.any():
+        return paired
+    notes.append(
+        f"{plan.treatment} ({plan.contrast}): {int(missing.sum())} of {len(paired)} {what} have no parsed "
+        "generated answer in an arm and are left out"
+    )
+    return paired[~missing]
 
 
 def _unused_edits(experiment: Experiment, pairs: pd.DataFrame | None) -> list[str]:

@@ -43,3 +43,64 @@ def test_choice_and_expected_value_outcomes_run_end_to_end_and_equal_the_interve
         assert {"choice_prob": "probability of the option 'yes'", "expected_value": "expected value yes=1"}[
             outcome["type"]
         ] in summary
+
+
+def test_a_generation_outcome_stores_every_answer_and_counts_the_unparsed(tmp_path: Path) -> None:
+    """Greedy answers of the demo model, parsed by regular expressions; values equal generate_outcomes by hand."""
+    from interventions import Generation, generate_outcomes
+
+    data = load_yaml(EXAMPLES / "triage.yaml")
+    parse = {"yes": r"^\s*yes\b", "no": r"^\s*no\b"}
+    data.update(
+        name="generated",
+        outcome={"type": "generation", "max_new_tokens": 2, "parse": parse, "target": "yes"},
+        sampling={"units": 12, "seed": 2},
+        inference={"bootstrap": 200},
+    )
+    for key in ("mediation", "evidence"):
+        data.pop(key, None)
+    data["fairness"] = {**data.get("fairness", {}), "threshold": 0.5}
+    path = tmp_path / "generated.yaml"
+    path.write_text(json.dumps(data), encoding="utf-8")
+    result = run_experiment(load_experiment(path), out_dir=tmp_path / "run")
+    outcomes = pd.read_parquet(result.folder / "outcomes.parquet")
+    assert {"answers", "unparsed"} <= set(outcomes.columns)
+    adapter, _ = load_model(load_experiment(result.folder / "config.yaml"))
+    by_hand = generate_outcomes(adapter, outcomes["text"].tolist(), Generation(2, parse, target="yes"), seed=2)
+    assert outcomes["outcome"].to_numpy() == pytest.approx(by_hand.values, nan_ok=True)
+    assert [list(answers) for answers in outcomes["answers"]] == [list(answers) for answers in by_hand.answers]
+    assert outcomes["unparsed"].tolist() == by_hand.unparsed.tolist()
+    manifest = json.loads((result.folder / "manifest.json").read_text(encoding="utf-8"))
+    per_arm = {record["arm"]: record for record in manifest["generation"]}
+    for arm, rows in outcomes.groupby("arm"):
+        assert per_arm[arm]["unparsed"] == int(rows["unparsed"].sum())
+        assert per_arm[arm]["answers"] == len(rows)
+    summary = (result.folder / "summary.md").read_text(encoding="utf-8")
+    assert "- generated answers (outcomes.parquet has each):" in summary
+
+
+def test_units_whose_answers_never_parse_are_left_out_and_counted_not_dropped_in_silence(tmp_path: Path) -> None:
+    data = load_yaml(EXAMPLES / "triage.yaml")
+    parse = {"yes": r"^\s*yes\b", "no": r"^\s*nope\b"}  # the model's " no" matches nothing
+    data.update(
+        name="unparsed",
+        outcome={"type": "generation", "max_new_tokens": 2, "parse": parse, "target": "yes"},
+        sampling={"units": 16, "seed": 2},
+        inference={"bootstrap": 200},
+    )
+    for key in ("mediation", "evidence", "fairness"):
+        data.pop(key, None)
+    path = tmp_path / "unparsed.yaml"
+    path.write_text(json.dumps(data), encoding="utf-8")
+    result = run_experiment(load_experiment(path), out_dir=tmp_path / "run")
+    outcomes = pd.read_parquet(result.folder / "outcomes.parquet")
+    assert outcomes["outcome"].isna().any() and (outcomes["outcome"].dropna() == 1.0).all()
+    by_arm = outcomes.pivot(index="unit_id", columns="arm", values="outcome")
+    kept = (by_arm["do(insurance=none)"] - by_arm["do(insurance=private)"]).notna()
+    effects = pd.read_csv(result.folder / "effects.csv")
+    row = effects[
+        (effects["contrast"] == "none vs private") & (effects["analysis"] == "ate") & (effects["method"] == "t")
+    ]
+    assert int(row["n_units"].iloc[0]) == int(kept.sum()) < 16
+    summary = (result.folder / "summary.md").read_text(encoding="utf-8")
+    assert f"insurance (none vs private): {16 - int(kept.sum())} of 16 units have no parsed generated answer" in summary
