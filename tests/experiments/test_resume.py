@@ -233,3 +233,45 @@ def test_reordered_factor_values_are_a_different_config(classifier: Path, tmp_pa
         match=r"factors\.insurance\.values \(key order\) \(\['private', 'public', 'none'\] -> \['none', 'public', 'private'\]\)",
     ):
         run_experiment(experiment, out_dir=tmp_path / "run")
+
+
+def test_a_generation_run_killed_and_resumed_keeps_every_answer_as_an_uninterrupted_run(tmp_path: Path) -> None:
+    """Generated answers and their unparsed counts live in the shards, so a resume neither loses nor redraws them."""
+    data = yaml.safe_load((ROOT / "experiments" / "examples" / "triage.yaml").read_text(encoding="utf-8"))
+    data.update(
+        name="generated",
+        outcome={
+            "type": "generation",
+            "max_new_tokens": 2,
+            "parse": {"yes": r"^\s*yes\b", "no": r"^\s*nope\b"},
+            "target": "yes",
+            "samples": 2,
+            "temperature": 1.0,
+        },
+        sampling={"units": 120, "seed": 4},
+        executor={"shard_units": 2},
+        inference={"bootstrap": 200},
+    )
+    for key in ("mediation", "evidence", "fairness", "hypotheses"):
+        data.pop(key, None)
+    config_file = tmp_path / "generated.yaml"
+    config_file.write_text(yaml.safe_dump(data, sort_keys=False))
+    whole = run_experiment(compile_config(parse_config(data), base_dir=tmp_path), out_dir=tmp_path / "whole")
+    killed = tmp_path / "killed"
+    _kill_after_shards(_cli("run", str(config_file), "--out", str(killed)), killed / "shards", 3)
+    done = subprocess.run(
+        _cli("run", str(config_file), "--resume", str(killed)),
+        cwd=ROOT,
+        env=_environment(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    manifest = json.loads((killed / "manifest.json").read_text())
+    assert manifest["shards"]["reused"] >= 2
+    outcomes = pd.read_parquet(killed / "outcomes.parquet")
+    assert {"answers", "unparsed"} <= set(outcomes.columns) and outcomes["unparsed"].sum() > 0
+    pd.testing.assert_frame_equal(outcomes, pd.read_parquet(whole.folder / "outcomes.parquet"))
+    assert manifest["generation"] == whole.manifest["generation"]
+    pd.testing.assert_frame_equal(pd.read_csv(killed / "effects.csv"), pd.read_csv(whole.folder / "effects.csv"))
