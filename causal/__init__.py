@@ -9,7 +9,14 @@ from graphs._lazy import lazy_exports
 _EXPORTS = {
     "_results": ("EFFECT_COLUMNS", "EffectEstimate", "EffectTable"),
     "_estimate": ("estimate_paired_effects",),
-    "_mediation": ("MEDIATION_COLUMNS", "SITE_KEYS", "MediationEstimate", "MediationTable", "estimate_mediation"),
+    "_mediation": (
+        "MEDIATION_COLUMNS",
+        "SITE_KEYS",
+        "RECEIVER",
+        "MediationEstimate",
+        "MediationTable",
+        "estimate_mediation",
+    ),
     "_linking": ("LINK_COLUMNS", "AGREEMENT_COLUMNS", "EvidenceLinks", "FactorLink", "RankAgreement", "link_evidence"),
     "_observational": ("REFUTATION_COLUMNS", "OVERLAP_COLUMNS", "ObservationalResult", "estimate_observational"),
     "_human_pairs": ("estimate_human_pairs",),
@@ -47,6 +54,7 @@ __all__ = [
     "estimate_paired_effects",
     "MEDIATION_COLUMNS",
     "SITE_KEYS",
+    "RECEIVER",
     "MediationEstimate",
     "MediationTable",
     "estimate_mediation",

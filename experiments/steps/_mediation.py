@@ -13,12 +13,12 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from causal import SITE_KEYS, MediationTable, estimate_mediation
-from causal._mediation import RECEIVER
+from causal import RECEIVER, SITE_KEYS, MediationTable, estimate_mediation
 from experiments.config import Experiment, MediationPlan
 from experiments.errors import ConfigError
 from experiments.run import EvaluatedUnits, Report, counting
 from interventions import (
+    SENDERS,
     AlignedPair,
     InterventionError,
     ModelAdapter,
@@ -33,7 +33,6 @@ from interventions import (
     path_patch,
     screen_edges,
 )
-from interventions._paths import SENDERS
 
 
 @dataclass(frozen=True)
@@ -132,8 +131,6 @@ def _run_paths(
     except InterventionError as error:
         raise ConfigError(str(error), path=f"{plan.path}.paths") from None
     exact = screen.exact
-    approximate = screen.estimates.rename(columns={"estimate": "outcome"})
-    approximate["outcome"] += exact.destination[approximate["unit"].to_numpy()]
     record.update(
         work=dict(exact.work),
         verified=int(screen.edges["effect"].notna().sum()),
@@ -142,7 +139,11 @@ def _run_paths(
     return MediationOutcome(
         MediationTable.concat(
             [
-                estimate_mediation(_path_per_unit(plan, exact, approximate), source="attribution", **options),
+                estimate_mediation(
+                    _edge_per_unit(plan, exact, screen.estimates, screen.estimates["estimate"].to_numpy()),
+                    source="attribution",
+                    **options,
+                ),
                 estimate_mediation(_path_per_unit(plan, exact), **options),
             ]
         ),
@@ -182,10 +183,15 @@ def _receivers(adapter: ModelAdapter, plan: MediationPlan) -> tuple[str, ...]:
     return tuple(dict.fromkeys(chosen))
 
 
-def _path_per_unit(plan: MediationPlan, result: PathResult, rows: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Each (unit, edge)'s effect on the treated-minus-reference scale; `rows` replaces the exact outcomes."""
-    rows = result.patched if rows is None else rows
+def _path_per_unit(plan: MediationPlan, result: PathResult) -> pd.DataFrame:
+    """Each (unit, edge)'s exact path effect on the treated-minus-reference scale."""
+    rows = result.patched
     change = rows["outcome"].to_numpy() - result.destination[rows["unit"].to_numpy()]
+    return _edge_per_unit(plan, result, rows, change)
+
+
+def _edge_per_unit(plan: MediationPlan, result: PathResult, rows: pd.DataFrame, change: np.ndarray) -> pd.DataFrame:
+    """Each (unit, edge) of `rows` with its change of the receiving run's outcome (exact or estimated)."""
     return _per_unit(plan, rows, change, result.destination, result.source, keys=(*SITE_KEYS, RECEIVER))
 
 

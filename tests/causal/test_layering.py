@@ -40,6 +40,7 @@ def test_public_names_are_pinned():
         "estimate_paired_effects",
         "MEDIATION_COLUMNS",
         "SITE_KEYS",
+        "RECEIVER",
         "MediationEstimate",
         "MediationTable",
         "estimate_mediation",

@@ -48,6 +48,7 @@ def test_public_names_are_pinned():
         "PathResult",
         "path_patch",
         "model_receivers",
+        "SENDERS",
         "EdgeScreen",
         "edge_attribution_effects",
         "screen_edges",
