@@ -75,11 +75,17 @@ class BlockRunner:
     def qkv(
         self, layer: int, hidden: torch.Tensor, positions: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Queries (rows, heads, n, d_head) and keys, values (rows, kv_heads, n, d_head).
+        """Queries (rows, heads, n, d_head) and keys, values (rows, kv_heads, n, d_head): `project` then `rotate`.
 
         `positions` (n,) are the absolute positions of `hidden`'s n columns (for rotary
         embeddings; absolute position embeddings are already in the residual stream).
         """
+        q, k, v = self.project(layer, hidden)
+        q, k = self.rotate(q, k, positions)
+        return q, k, v
+
+    def project(self, layer: int, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Queries (rows, heads, n, d_head) and keys, values (rows, kv_heads, n, d_head), before any rotation."""
         architecture = self.architecture
         block = self._blocks[layer]
         x = hidden if architecture.residual == "post_norm" else block.attention_norm(hidden)
@@ -89,16 +95,20 @@ class BlockRunner:
         if layout == "per_head":
             fused = block.qkv[0](x).view(rows, n, -1, 3 * d_head).transpose(1, 2)
             q, k, v = fused.chunk(3, dim=-1)
+            return q, k, v
+        if layout == "split":
+            projected = block.qkv[0](x).split(architecture.n_heads * d_head, dim=-1)
         else:
-            if layout == "split":
-                projected = block.qkv[0](x).split(architecture.n_heads * d_head, dim=-1)
-            else:
-                projected = tuple(module(x) for module in block.qkv)
-            q, k, v = (part.view(rows, n, -1, d_head).transpose(1, 2) for part in projected)
-        if self._rotary is not None:
-            cos, sin = self._rotary(x, positions[None, :])
-            q, k = self._apply_rotary(q, k, cos, sin)
+            projected = tuple(module(x) for module in block.qkv)
+        q, k, v = (part.view(rows, n, -1, d_head).transpose(1, 2) for part in projected)
         return q, k, v
+
+    def rotate(self, q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Queries and keys with the rotary embedding of absolute `positions` (n,), if the model has one."""
+        if self._rotary is None:
+            return q, k
+        cos, sin = self._rotary(q, positions[None, :])
+        return self._apply_rotary(q, k, cos, sin)
 
     def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Attention of q over k, v under a boolean (rows, 1, queries, keys) mask -> z.
@@ -106,9 +116,8 @@ class BlockRunner:
         z is (rows, queries, heads * d_head): the input of the output projection, whose
         slice [h * d_head, (h + 1) * d_head) is head h.
         """
-        groups = q.shape[1] // k.shape[1]
-        if groups > 1:
-            k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
+        heads = q.shape[1]
+        k, v = per_query_head(k, heads), per_query_head(v, heads)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self._blocks[layer].scaling)
         rows, heads, queries, d_head = out.shape
         return out.transpose(1, 2).reshape(rows, queries, heads * d_head)
@@ -148,6 +157,12 @@ class BlockRunner:
 
 
 Step = Callable[[torch.Tensor], torch.Tensor]
+
+
+def per_query_head(kv: torch.Tensor, heads: int) -> torch.Tensor:
+    """Keys or values (rows, kv_heads, n, d) repeated for the query heads that share them."""
+    groups = heads // kv.shape[1]
+    return kv.repeat_interleave(groups, dim=1) if groups > 1 else kv
 
 
 def _lm_head(model: nn.Module, norm: nn.Module | None) -> Step:
