@@ -99,7 +99,7 @@ def render_report(folder: Path, *, redact_texts: bool | None = None) -> str:
         effects=_effects_table(effects),
         cate=_cate_plots(experiment, effects, level),
         mediation=_mediation(folder, manifest),
-        evidence=_evidence(folder, redacted),
+        evidence=_evidence(folder, redacted, manifest.get("evidence") or {}),
         examples=_examples(folder, experiment, redacted),
         fairness=_fairness(folder),
         decision_threshold=experiment.decision_threshold,
@@ -381,14 +381,28 @@ def _mediation(folder: Path, manifest: dict[str, Any]) -> list[dict[str, Any]]:
     return sweeps
 
 
-def _evidence(folder: Path, redact_texts: bool) -> dict[str, Any] | None:
-    """Evidence beside the effects, agreement with the interventions, and coloured token views."""
+def _evidence(folder: Path, redact_texts: bool, record: dict[str, Any]) -> dict[str, Any] | None:
+    """Evidence beside the effects, agreement with the interventions, and coloured token views.
+
+    `record` is the manifest's evidence record: it says why evidence or probes were not computed.
+    """
     links, agreement = _optional_csv(folder / "evidence_links.csv"), _optional_csv(folder / "evidence_agreement.csv")
     if links is None and agreement is None:
-        return None
+        if "not_estimable" not in record:
+            return None
+        return {
+            "why": record["not_estimable"],
+            "probes_why": None,
+            "agreement": None,
+            "links": None,
+            "probes": None,
+            "token_views": [],
+        }
     probes = _optional_csv(folder / "probes.csv")
     tokens = folder / "token_view.parquet"
     return {
+        "why": None,
+        "probes_why": record.get("probe_not_computed"),
         "agreement": None if agreement is None else _frame_table(agreement),
         "links": None if links is None else _frame_table(links),
         "probes": None if probes is None else _frame_table(probes),

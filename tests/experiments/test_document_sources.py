@@ -231,9 +231,15 @@ def test_an_effect_with_only_human_pairs_needs_no_rewrite_rules(tmp_path: Path) 
         tmp_path,
         [{"treatment": "food", "contrast": ["Positive", "Negative"], "sources": ["human_pairs"]}],
         rules=False,
+        evidence={"units": 4},
     )
     folder, effects = _run(tmp_path, config)
     assert set(effects["analysis"]) == {"human_pairs"}
+    # Evidence reads rendered or rewritten texts: with none, it is recorded as not computed, and says why.
+    why = "evidence is read on the rendered or rewritten texts of an estimated total effect"
+    assert why in json.loads((folder / "manifest.json").read_text())["evidence"]["not_estimable"]
+    assert f"Not computed: {why}" in (folder / "summary.md").read_text(encoding="utf-8")
+    assert f"<p>Not computed: {why}" in (folder / "report.html").read_text(encoding="utf-8")
     assert (folder / "summary.md").is_file() and (folder / "report.html").is_file()
     assert "rewrites.parquet" in json.loads((folder / "manifest.json").read_text())["checksums"]
 
@@ -271,6 +277,11 @@ def test_an_unrewritable_contrast_is_a_not_estimable_row_and_the_run_completes(t
         assert (folder / name).is_file(), name
     summary = (folder / "summary.md").read_text(encoding="utf-8")
     assert "confounding gap: regression minus rewrite | not estimable | no document annotated unknown" in summary
+    # Four texts cannot be split into cross-validation folds: the probes say so, the rest of the evidence stands.
+    assert "Linear probes: not computed: factor 'food' has value counts" in summary
+    assert "<h3>Linear probes</h3>\n<p>Not computed: factor &#39;food&#39; has value counts" in (
+        folder / "report.html"
+    ).read_text(encoding="utf-8")
 
 
 def test_validate_counts_each_contrasts_support_per_source_before_the_model_loads(tmp_path: Path) -> None:
