@@ -11,7 +11,7 @@ import torch
 from interventions._adapter import ModelAdapter
 from interventions._alignment import AlignedPair
 from interventions._backoff import halving
-from interventions._capture import capture
+from interventions._capture import Trace, capture
 from interventions._outcomes import Outcome
 from interventions._sites import Point, Site
 from interventions._sweep import (
@@ -55,10 +55,14 @@ def _bytes_per_unit(sweep: Sweep) -> int:
     return 3 * sweep.max_length * sweep.position_bytes(sweep.site_points)
 
 
-def _estimate_chunk(sweep: Sweep, units: np.ndarray, estimates: np.ndarray) -> None:
-    """Fill the estimates of `units`: traces of both runs, then one dot product per pair."""
-    points = sweep.site_points
-    # Backward passes keep every block's activations: a quarter of the forward budget.
+def traced_plan(
+    sweep: Sweep, units: np.ndarray, destination_points: Sequence[Point], source_points: Sequence[Point]
+) -> tuple[Trace, Trace, Plan]:
+    """Both runs of `units`' pairs captured (the destination with gradients) and the plan that indexes them.
+
+    Each distinct text runs once; backward passes keep every block's activations, so a batch
+    gets a quarter of the forward token budget, halved on out-of-memory.
+    """
     fitting = token_budget(sweep, factor=0.25) // sweep.max_length
     batch = sweep.batch_size or max(1, min(16, fitting))
     destination_ids = list(dict.fromkeys(sweep.destination_ids[unit] for unit in units))
@@ -66,13 +70,21 @@ def _estimate_chunk(sweep: Sweep, units: np.ndarray, estimates: np.ndarray) -> N
     destination, fitted = halving(
         min(batch, len(destination_ids)),
         lambda size: capture(
-            sweep.adapter, sweep.architecture, sweep.reader, destination_ids, points, batch_size=size, gradients=True
+            sweep.adapter,
+            sweep.architecture,
+            sweep.reader,
+            destination_ids,
+            destination_points,
+            batch_size=size,
+            gradients=True,
         ),
         what="texts",
     )
     source, _ = halving(
         min(batch, fitted, len(source_ids)),
-        lambda size: capture(sweep.adapter, sweep.architecture, sweep.reader, source_ids, points, batch_size=size),
+        lambda size: capture(
+            sweep.adapter, sweep.architecture, sweep.reader, source_ids, source_points, batch_size=size
+        ),
         what="texts",
     )
     dest_row = {ids: row for row, ids in enumerate(destination_ids)}
@@ -82,6 +94,13 @@ def _estimate_chunk(sweep: Sweep, units: np.ndarray, estimates: np.ndarray) -> N
         np.array([dest_row[sweep.destination_ids[unit]] for unit in units], dtype=np.int64),
         np.array([src_row[sweep.source_ids[unit]] for unit in units], dtype=np.int64),
     )
+    return destination, source, plan
+
+
+def _estimate_chunk(sweep: Sweep, units: np.ndarray, estimates: np.ndarray) -> None:
+    """Fill the estimates of `units`: traces of both runs, then one dot product per pair."""
+    points = sweep.site_points
+    destination, source, plan = traced_plan(sweep, units, points, points)
     targets = None
     if any(kind == "pattern" for kind, _ in points):
         targets = as_index(sweep.key_targets(units, int(source.lengths.max())), sweep.adapter.device)

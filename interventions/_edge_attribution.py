@@ -21,8 +21,8 @@ from scipy import stats
 
 from interventions._adapter import ModelAdapter
 from interventions._alignment import AlignedPair
-from interventions._backoff import halving
-from interventions._capture import Trace, capture
+from interventions._attribution import traced_plan
+from interventions._capture import Trace
 from interventions._outcomes import Outcome
 from interventions._paths import (
     Intake,
@@ -37,7 +37,7 @@ from interventions._paths import (
 )
 from interventions._sites import Point, Site, architecture_of
 from interventions._steps import StepRunner
-from interventions._sweep import PairValues, Sweep, as_index, token_budget
+from interventions._sweep import PairValues, Sweep, as_index
 from interventions.errors import InterventionError
 
 EDGE_KEYS = ("site", "position", "receiver")
@@ -171,32 +171,7 @@ def _estimate_chunk(
 ) -> None:
     """Fill the estimates of `units`: traces of both runs, then per receiver its read gradient
     and one dot product per pair with each sender's change."""
-    fitting = token_budget(sweep, factor=0.25) // sweep.max_length
-    batch = sweep.batch_size or max(1, min(16, fitting))
-    destination_ids = list(dict.fromkeys(sweep.destination_ids[unit] for unit in units))
-    source_ids = list(dict.fromkeys(sweep.source_ids[unit] for unit in units))
-    points = _points(sweep, intakes)
-    destination, fitted = halving(
-        min(batch, len(destination_ids)),
-        lambda size: capture(
-            sweep.adapter, sweep.architecture, sweep.reader, destination_ids, points, batch_size=size, gradients=True
-        ),
-        what="texts",
-    )
-    source, _ = halving(
-        min(batch, fitted, len(source_ids)),
-        lambda size: capture(
-            sweep.adapter, sweep.architecture, sweep.reader, source_ids, sweep.site_points, batch_size=size
-        ),
-        what="texts",
-    )
-    dest_row = {ids: row for row, ids in enumerate(destination_ids)}
-    src_row = {ids: row for row, ids in enumerate(source_ids)}
-    plan = sweep.plan(
-        units,
-        np.array([dest_row[sweep.destination_ids[unit]] for unit in units], dtype=np.int64),
-        np.array([src_row[sweep.source_ids[unit]] for unit in units], dtype=np.int64),
-    )
+    destination, source, plan = traced_plan(sweep, units, _points(sweep, intakes), sweep.site_points)
     values = PairValues(sweep.architecture, destination.activations, source.activations)
     device = sweep.adapter.device
     for reading in dict.fromkeys(intakes):

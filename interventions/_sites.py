@@ -23,7 +23,7 @@ import difflib
 import re
 from collections.abc import Sequence
 from dataclasses import KW_ONLY, dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, get_args
 
 from interventions.errors import InterventionError
 
@@ -44,18 +44,7 @@ Component = Literal[
     "head_v",
     "head_pattern",
 ]
-COMPONENTS: tuple[str, ...] = (
-    "resid_pre",
-    "resid_mid",
-    "resid_post",
-    "attn_out",
-    "mlp_out",
-    "head",
-    "head_q",
-    "head_k",
-    "head_v",
-    "head_pattern",
-)
+COMPONENTS: tuple[str, ...] = get_args(Component)
 HEAD_COMPONENTS: tuple[str, ...] = ("head", "head_q", "head_k", "head_v", "head_pattern")
 """Components whose sites name one head: a query head, or a key/value head for head_k and head_v."""
 KV_COMPONENTS: tuple[str, ...] = ("head_k", "head_v")

@@ -27,6 +27,7 @@ from pydantic import (
 
 from experiments.config._quote import quoted
 from experiments.errors import ConfigError
+from interventions import Component
 
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -340,20 +341,7 @@ class MediationConfig(_Section):
 
     treatment: str
     contrast: list[str]
-    components: list[
-        Literal[
-            "resid_pre",
-            "resid_mid",
-            "resid_post",
-            "attn_out",
-            "mlp_out",
-            "head",
-            "head_q",
-            "head_k",
-            "head_v",
-            "head_pattern",
-        ]
-    ] = Field(default_factory=lambda: ["resid_pre", "attn_out", "mlp_out"], min_length=1)
+    components: list[Component] = Field(default_factory=lambda: ["resid_pre", "attn_out", "mlp_out"], min_length=1)
     paths: PathsConfig | None = None
     layers: list[int] | None = None
     positions: list[str] = Field(default_factory=lambda: ["factor", "last"], min_length=1)

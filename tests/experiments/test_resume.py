@@ -52,6 +52,20 @@ def _kill_after_shards(command: list[str], shards: Path, count: int) -> int:
     return process.pid
 
 
+def _resume(config_file: Path, folder: Path) -> subprocess.CompletedProcess[str]:
+    """`paribus run CONFIG --resume FOLDER` in a fresh process; it must succeed."""
+    done = subprocess.run(
+        _cli("run", str(config_file), "--resume", str(folder)),
+        cwd=ROOT,
+        env=_environment(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    return done
+
+
 def test_a_run_killed_mid_evaluation_and_resumed_equals_an_uninterrupted_run(classifier: Path, tmp_path: Path) -> None:
     sections = {"sampling": {"units": UNITS, "seed": 5}, "executor": {"shard_units": SHARD_UNITS}}
     config_file = tmp_path / "tiny.yaml"
@@ -71,15 +85,7 @@ def test_a_run_killed_mid_evaluation_and_resumed_equals_an_uninterrupted_run(cla
     assert json.loads((killed / ".paribus.lock").read_text())["pid"] == pid
     assert not (killed / "outcomes.parquet").exists()
 
-    done = subprocess.run(
-        _cli("run", str(config_file), "--resume", str(killed)),
-        cwd=ROOT,
-        env=_environment(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr
+    done = _resume(config_file, killed)
     manifest = json.loads((killed / "manifest.json").read_text())
     assert manifest["status"] == "complete"
     assert not (killed / "shards").exists() and not (whole.folder / "shards").exists()
@@ -259,15 +265,7 @@ def test_a_generation_run_killed_and_resumed_keeps_every_answer_as_an_uninterrup
     whole = run_experiment(compile_config(parse_config(data), base_dir=tmp_path), out_dir=tmp_path / "whole")
     killed = tmp_path / "killed"
     _kill_after_shards(_cli("run", str(config_file), "--out", str(killed)), killed / "shards", 3)
-    done = subprocess.run(
-        _cli("run", str(config_file), "--resume", str(killed)),
-        cwd=ROOT,
-        env=_environment(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr
+    _resume(config_file, killed)
     manifest = json.loads((killed / "manifest.json").read_text())
     assert manifest["shards"]["reused"] >= 2
     outcomes = pd.read_parquet(killed / "outcomes.parquet")

@@ -37,6 +37,7 @@ def test_public_names_are_pinned():
         "GenerationResult",
         "generate_outcomes",
         "Site",
+        "Component",
         "Architecture",
         "architecture_of",
         "model_sites",
