@@ -14,9 +14,14 @@ best of --repeats, the runs of a section interleaved so drift hits all alike:
    over the same texts (tokenizer left padding, answers decoded; goal: no slower), greedy
    and sampled (--samples answers per text; the plain loop asks for as many return
    sequences with top-k off).
+3. Runs. `run_experiment` of the demo experiment (patching, evidence and review left out)
+   on the same model: one run with the five outcomes of section 1 (options of several
+   tokens) against five runs of one outcome each (goal: the five-outcome run within 1.25x
+   of one single-outcome run). A run's time includes drawing, storing and estimating.
 
-Printed: seconds and ratios. The set's values must equal the single runs' to 1e-5 and the
-greedy answers the plain loop's. On CPU the seconds are this process's CPU time, so other
+Printed: seconds and ratios. The set's values must equal the single runs' to 1e-5, the
+greedy answers the plain loop's, and the five-outcome run's stored values the single runs'.
+On CPU the seconds are this process's CPU time, so other
 processes sharing the cores do not distort the ratios; on CUDA they are wall time after
 synchronizing.
 
@@ -29,6 +34,7 @@ synchronizing.
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 import time
 from collections.abc import Callable
@@ -36,11 +42,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
-from experiments.config._compile import load_experiment
-from experiments.demo._model import EXAMPLE_CONFIG, resolve_model_path
+from experiments import run_experiment
+from experiments.config import load_experiment, load_yaml, resolve_model_path
+from experiments.demo import EXAMPLE_CONFIG
 from experiments.run import realize_arms
 from interventions import (
     AnswerProb,
@@ -86,17 +94,18 @@ def main() -> None:
     if arguments.repeats < 1:
         parser.error("--repeats must be at least 1")
     with tempfile.TemporaryDirectory() as scratch:
-        folder = _random_gpt2(Path(scratch), arguments.width, arguments.layers)
+        folder = _random_gpt2(Path(scratch) / "model", arguments.width, arguments.layers)
         adapter = ModelAdapter.load(ModelSpec(folder, device=arguments.device))
-    texts = list(dict.fromkeys(_arm_texts(arguments.units)))
-    size, repeats = arguments.batch_size, arguments.repeats
-    print(
-        f"model: random GPT-2, {arguments.layers} layers, width {arguments.width}, vocabulary "
-        f"{len(adapter.tokenizer)}; device {adapter.device}; {len(texts)} distinct texts; batch size {size}; "
-        f"best of {repeats}"
-    )
-    failures = _outcome_sets(adapter, texts, size, repeats)
-    failures += _generation(adapter, texts, size, repeats, arguments.new_tokens, arguments.samples)
+        texts = list(dict.fromkeys(_arm_texts(arguments.units)))
+        size, repeats = arguments.batch_size, arguments.repeats
+        print(
+            f"model: random GPT-2, {arguments.layers} layers, width {arguments.width}, vocabulary "
+            f"{len(adapter.tokenizer)}; device {adapter.device}; {len(texts)} distinct texts; batch size {size}; "
+            f"best of {repeats}"
+        )
+        failures = _outcome_sets(adapter, texts, size, repeats)
+        failures += _generation(adapter, texts, size, repeats, arguments.new_tokens, arguments.samples)
+        failures += _runs(Path(scratch), folder, arguments, adapter.device)
     if failures:
         raise SystemExit("; ".join(failures))
 
@@ -162,6 +171,54 @@ def _generation(
             if mismatched:
                 failures.append(f"{mismatched} greedy answers differ from the plain generate loop's")
     return failures
+
+
+RUN_OUTCOMES: dict[str, dict[str, Any]] = {
+    "logit_diff": {"type": "logit_diff", "answers": {"positive": " yes", "negative": " no"}},
+    "answer_prob": {"type": "answer_prob", "answers": {"yes": " yes", "no": " no"}, "target": "yes"},
+    "choice_yes": {"type": "choice_prob", "options": MULTI, "target": "yes"},
+    "choice_no": {"type": "choice_prob", "options": MULTI, "target": "no"},
+    "expected": {"type": "expected_value", "options": MULTI, "values": {"yes": 1.0, "no": -1.0}},
+}
+"""Section 1's five outcomes (options of several tokens) as a config writes them."""
+
+
+def _runs(scratch: Path, model: str, arguments: argparse.Namespace, device: torch.device) -> list[str]:
+    """A run with the five outcomes against a run of each alone; the stored values must agree."""
+    data = load_yaml(EXAMPLE_CONFIG)
+    for key in ("mediation", "evidence", "hypotheses", "fairness", "outcome"):
+        data.pop(key, None)
+    data.update(
+        model={"id": model, "task": "causal-lm", "device": arguments.device, "batch_size": arguments.batch_size},
+        sampling={"units": arguments.units, "seed": 0},
+    )
+    configs = {"five outcomes, one run": {**data, "outcomes": [{"name": n, **s} for n, s in RUN_OUTCOMES.items()]}}
+    configs.update({f"{name} alone": {**data, "outcome": spec} for name, spec in RUN_OUTCOMES.items()})
+    folders = iter(range(10**6))
+
+    def run(config: dict[str, Any]) -> pd.DataFrame:
+        path = scratch / f"run-{next(folders)}.yaml"
+        path.write_text(json.dumps(config), encoding="utf-8")
+        result = run_experiment(load_experiment(path), out_dir=path.with_suffix(""))
+        return pd.read_parquet(result.folder / "outcomes.parquet")
+
+    results = _best_of(
+        [(name, lambda config=config: run(config)) for name, config in configs.items()], arguments.repeats, device
+    )
+    (_, together, joint), *singles = results
+    one = singles[0][2]
+    print(f"\nruns of the demo experiment ({arguments.units} units, every arm):")
+    _table(results, one, "vs one", device)
+    print(
+        f"five-outcome run / one single-outcome run: {joint / one:.2f}x (goal <= 1.25x); "
+        f"five single runs / five-outcome run: {sum(seconds for _, _, seconds in singles) / joint:.2f}x"
+    )
+    error = max(
+        float(np.abs(together.loc[together["outcome"] == name, "value"].to_numpy() - alone["value"].to_numpy()).max())
+        for (_, alone, _), name in zip(singles, RUN_OUTCOMES, strict=True)
+    )
+    print(f"largest |five-outcome run - single run|: {error:.1e}")
+    return [f"the five-outcome run differs from the single runs by {error:.1e}"] if error > AGREEMENT else []
 
 
 def _set_runs(

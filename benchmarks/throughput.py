@@ -34,8 +34,9 @@ import numpy as np
 import torch
 from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
+from experiments.config import resolve_model_path
 from experiments.config._compile import load_experiment
-from experiments.demo._model import EXAMPLE_CONFIG, resolve_model_path
+from experiments.demo import EXAMPLE_CONFIG
 from experiments.run import realize_arms
 from interventions import ModelAdapter, ModelSpec, evaluate_outcomes, render_world
 from interventions._prefix import group_prefixes

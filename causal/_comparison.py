@@ -21,7 +21,7 @@ from causal._multiple_testing import adjust_p_values
 from causal._paired import Interval, t_interval
 from causal.errors import EstimationError
 
-MATCH_KEYS = ("analysis", "estimand", "treatment", "contrast", "moderator", "stratum", "method")
+MATCH_KEYS = ("outcome", "analysis", "estimand", "treatment", "contrast", "moderator", "stratum", "method")
 COMPARISON_COLUMNS = (
     *MATCH_KEYS,
     "estimate_a",
@@ -52,8 +52,10 @@ class EffectDifference:
     "independent" (normal interval from sqrt(se_a^2 + se_b^2)) or "exact" (both runs
     enumerate every unit: the difference has no sampling error). `significant` is
     p_adjusted < 1 - level, or any nonzero difference when there is no sampling error.
+    `outcome` is the outcome both rows measure (None in tables without outcome names).
     """
 
+    outcome: str | None
     analysis: str
     estimand: str
     treatment: str
@@ -77,6 +79,7 @@ class EffectDifference:
 class Unmatched:
     """An estimate present in one run only; `side` names that run ("a" or "b")."""
 
+    outcome: str | None
     analysis: str
     estimand: str
     treatment: str
@@ -120,6 +123,7 @@ class ComparisonTable:
             lines.append(frame_text(self.to_frame()))
         lines += [
             f"only in run {u.side}: {u.analysis} {u.estimand} {u.treatment}[{u.contrast}]"
+            + (f" on {u.outcome}" if u.outcome else "")
             + (f" | {u.moderator} = {u.stratum}" if u.moderator else "")
             + f" ({u.method})"
             for u in self.unmatched
@@ -143,11 +147,13 @@ def compare_effects(
 ) -> ComparisonTable:
     """Difference B - A of every estimate (methods t and exact) the two effects tables share.
 
-    Rows match on `MATCH_KEYS`. Without `paired`, the CI is normal with se = sqrt(se_a^2 +
-    se_b^2). `paired` (runs sharing their units) has one row per unit and contrast with columns
-    treatment, contrast, difference_a, difference_b (and optionally estimand, default
-    "total"): the ATE t rows it covers get the t-interval of difference_b - difference_a. The
-    p-values of the differences are corrected as one family.
+    Rows match on `MATCH_KEYS`, the outcome first: estimates of different outcomes are never
+    subtracted (a table without an `outcome` column reads as one unnamed outcome). Without
+    `paired`, the CI is normal with se = sqrt(se_a^2 + se_b^2). `paired` (runs sharing their
+    units) has one row per unit and contrast with columns treatment, contrast, difference_a,
+    difference_b (and optionally estimand, default "total", and outcome): the ATE t rows it
+    covers get the t-interval of difference_b - difference_a. The p-values of the
+    differences are corrected as one family.
     """
     if not 0 < level < 1:
         raise EstimationError(f"level must lie strictly between 0 and 1; got {level!r}")
@@ -211,6 +217,8 @@ def compare_verdicts(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
 
 def _compared_rows(effects: pd.DataFrame, side: str) -> pd.DataFrame:
     """The t and exact rows with normalised keys (moderator/stratum "" when absent), one per key."""
+    if "outcome" not in effects.columns:
+        effects = effects.assign(outcome=None)
     missing = [c for c in (*MATCH_KEYS, "estimate", "std_error") if c not in effects.columns]
     if missing:
         raise EstimationError(
@@ -223,11 +231,11 @@ def _compared_rows(effects: pd.DataFrame, side: str) -> pd.DataFrame:
 
 
 def _keys(row: dict[str, Any]) -> list[str | None]:
-    return [None if k in ("moderator", "stratum") and row[k] == "" else row[k] for k in MATCH_KEYS]
+    return [None if k in ("outcome", "moderator", "stratum") and row[k] == "" else row[k] for k in MATCH_KEYS]
 
 
-def _per_unit(paired: pd.DataFrame | None) -> dict[tuple[str, str, str], np.ndarray]:
-    """(estimand, treatment, contrast) -> per-unit difference B - A."""
+def _per_unit(paired: pd.DataFrame | None) -> dict[tuple[str, str, str, str], np.ndarray]:
+    """(outcome, estimand, treatment, contrast) -> per-unit difference B - A ("" for an unnamed outcome)."""
     if paired is None:
         return {}
     missing = [c for c in _PAIRED_COLUMNS if c not in paired.columns]
@@ -236,21 +244,22 @@ def _per_unit(paired: pd.DataFrame | None) -> dict[tuple[str, str, str], np.ndar
             f"paired lacks columns {missing}; it needs one row per unit and contrast with {list(_PAIRED_COLUMNS)}"
         )
     estimand = paired["estimand"] if "estimand" in paired.columns else pd.Series("total", index=paired.index)
-    groups = paired.assign(_estimand=estimand.astype(str)).groupby(["_estimand", "treatment", "contrast"])
+    outcome = paired["outcome"] if "outcome" in paired.columns else pd.Series("", index=paired.index)
+    keyed = paired.assign(_outcome=outcome.fillna("").astype(str), _estimand=estimand.astype(str))
     return {
-        (str(e), str(t), str(c)): group[["difference_a", "difference_b"]].to_numpy(np.float64)
-        for (e, t, c), group in groups
+        (str(o), str(e), str(t), str(c)): group[["difference_a", "difference_b"]].to_numpy(np.float64)
+        for (o, e, t, c), group in keyed.groupby(["_outcome", "_estimand", "treatment", "contrast"])
     }
 
 
 def _difference(
-    row: dict[str, Any], per_unit: dict[tuple[str, str, str], np.ndarray], level: float
+    row: dict[str, Any], per_unit: dict[tuple[str, str, str, str], np.ndarray], level: float
 ) -> tuple[Interval, Pairing]:
     """The difference B - A of one matched row with its interval, and how it was paired."""
     difference = float(row["estimate_b"] - row["estimate_a"])
     if row["method"] == "exact":
         return Interval(difference, difference, difference, 0.0, math.nan), "exact"
-    units = per_unit.get((row["estimand"], row["treatment"], row["contrast"]))
+    units = per_unit.get((row["outcome"], row["estimand"], row["treatment"], row["contrast"]))
     if units is not None and row["analysis"] == "ate":
         _check_pairing(row, units)
         return t_interval(units[:, 1] - units[:, 0], level=level), "paired"

@@ -28,6 +28,7 @@ VERDICT_COLUMNS = (
     "id",
     "claim",
     "effect",
+    "outcome",
     "verdict",
     "test",
     "estimate",
@@ -58,6 +59,7 @@ class Verdict:
     id: str
     claim: str
     effect: str
+    outcome: str | None
     verdict: VerdictLabel
     test: TestKind
     estimate: float
@@ -70,7 +72,8 @@ class Verdict:
 
     def summary(self) -> str:
         """One line: id, verdict and the reason."""
-        return f"{self.id} ({self.effect}): {self.verdict}. {self.reason}"
+        subject = self.effect if self.outcome is None else f"{self.effect} on {self.outcome}"
+        return f"{self.id} ({subject}): {self.verdict}. {self.reason}"
 
     def __str__(self) -> str:
         return self.summary()
@@ -135,8 +138,10 @@ def judge_hypotheses(
     repeated = sorted(i for i, n in Counter(h.id for h in hypotheses).items() if n > 1)
     if repeated:
         raise EstimationError(f"hypothesis ids must be unique; repeated: {repeated}")
-    rows = _judged_rows(effects)
-    judged = [[_judge_contrast(h, row, level) for row in _matching(h, rows)] for h in hypotheses]
+    judged = [
+        [_judge_contrast(h, row, level) for row in _matching(h, _judged_rows(_of_outcome(effects, h)))]
+        for h in hypotheses
+    ]
     p_values = [_family_p(contrasts) for contrasts in judged]
     adjusted = adjust_p_values(p_values, method=correction)
     verdicts = tuple(
@@ -158,6 +163,13 @@ class _Contrast:
     p_value: float
     holds: bool
     contradicts: bool
+
+
+def _of_outcome(effects: pd.DataFrame, hypothesis: Hypothesis) -> pd.DataFrame:
+    """The rows of the hypothesis's outcome; a claim with no outcome, or a table whose rows name none, reads them all."""
+    if hypothesis.outcome is None or "outcome" not in effects.columns or effects["outcome"].isna().all():
+        return effects
+    return effects.loc[effects["outcome"] == hypothesis.outcome]
 
 
 def _judged_rows(effects: pd.DataFrame) -> dict[tuple[str, str], list[dict[str, Any]]]:
@@ -185,7 +197,9 @@ def _matching(hypothesis: Hypothesis, rows: dict[tuple[str, str], list[dict[str,
             f"{r['treatment']}[{r['contrast']}] ({r['estimand']})" for group in rows.values() for r in group
         )
         raise EstimationError(
-            f"hypothesis {hypothesis.id!r}: effect {hypothesis.effect} ({hypothesis.estimand}) has "
+            f"hypothesis {hypothesis.id!r}: effect {hypothesis.effect} ({hypothesis.estimand})"
+            + ("" if hypothesis.outcome is None else f" on the outcome {hypothesis.outcome!r}")
+            + " has "
             f"no ATE row of method t or exact in the effects table; it has: "
             f"{', '.join(available) or 'none'}"
         )
@@ -257,6 +271,7 @@ def _verdict(
         id=hypothesis.id,
         claim=hypothesis.claim,
         effect=hypothesis.effect,
+        outcome=hypothesis.outcome,
         verdict=label,
         test=hypothesis.test,
         estimate=decider.estimate,

@@ -27,7 +27,8 @@ class Hypothesis:
     the treatment in the table, all of which must satisfy the claim. Exactly one of
     `direction` (with `min_effect`, the smallest effect of interest, a magnitude) and
     `equivalence` (the TOST margin) is set. `estimand` picks the effects table's rows
-    ("total" or "direct").
+    ("total" or "direct"), `outcome` the rows of one outcome in a table of several (None:
+    the table holds one).
     """
 
     id: str
@@ -38,6 +39,7 @@ class Hypothesis:
     min_effect: float = 0.0
     equivalence: float | None = None
     estimand: str = "total"
+    outcome: str | None = None
 
     def __post_init__(self) -> None:
         where = f"hypothesis {self.id!r}"

@@ -39,6 +39,7 @@ from causal.errors import EstimationError
 
 MEDIATION_COLUMNS = (
     "sweep",
+    "outcome",
     "treatment",
     "contrast",
     "direction",
@@ -75,7 +76,8 @@ class MediationEstimate:
     `attribution_` when the per-unit values are first-order approximations. With
     `receiver` set the row is an edge of path patching: the effect of the site's change
     reaching only that receiver ("indirect"), and the rest of the total ("direct").
-    `sweep` numbers the run's patching sweeps (None outside a run).
+    `sweep` numbers the run's patching sweeps and `outcome` names the outcome patched (None
+    outside a run).
     """
 
     treatment: str
@@ -98,6 +100,7 @@ class MediationEstimate:
     p_adjusted: float = math.nan
     receiver: str | None = None
     sweep: int | None = None
+    outcome: str | None = None
 
 
 @dataclass(frozen=True)
@@ -127,9 +130,11 @@ class MediationTable:
     def concat(cls, tables: Sequence[MediationTable]) -> MediationTable:
         return cls(tuple(estimate for table in tables for estimate in table.estimates))
 
-    def numbered(self, sweep: int) -> MediationTable:
-        """The same estimates labelled as sweep `sweep` of a run, so sweeps of one contrast stay apart."""
-        return MediationTable(tuple(dataclasses.replace(estimate, sweep=sweep) for estimate in self.estimates))
+    def numbered(self, sweep: int, outcome: str | None = None) -> MediationTable:
+        """The same estimates labelled as sweep `sweep` of a run (so sweeps of one contrast stay apart), on `outcome`."""
+        return MediationTable(
+            tuple(dataclasses.replace(estimate, sweep=sweep, outcome=outcome) for estimate in self.estimates)
+        )
 
 
 def estimate_mediation(

@@ -14,6 +14,7 @@ from causal._format import format_p_value, frame_text
 from causal._multiple_testing import adjust_p_values
 
 EFFECT_COLUMNS = (
+    "outcome",
     "analysis",
     "estimand",
     "treatment",
@@ -57,6 +58,7 @@ class EffectEstimate:
     for rows that are not tests (bootstrap and exact rows); `p_adjusted` is filled by
     `EffectTable.corrected`. A row whose `reason` is set is not estimable: it says why
     (no document with both arms, no overlap, an estimator's error) and its numbers are nan.
+    `outcome` names the outcome the row measures in a run of several (None: not named).
     """
 
     analysis: Analysis
@@ -75,6 +77,7 @@ class EffectEstimate:
     level: float
     p_adjusted: float = math.nan
     reason: str | None = None
+    outcome: str | None = None
 
     @classmethod
     def not_estimable(
@@ -179,6 +182,16 @@ class EffectTable:
                 dataclasses.replace(estimate, p_adjusted=math.nan) for table in tables for estimate in table.estimates
             )
         )
+
+    def of_outcome(self, name: str) -> EffectTable:
+        """The same estimates labelled as measuring the outcome `name`."""
+        return EffectTable(
+            tuple(dataclasses.replace(estimate, outcome=name) for estimate in self.estimates), self.correction
+        )
+
+    def only(self, name: str) -> EffectTable:
+        """The estimates of the outcome `name`, in order."""
+        return EffectTable(tuple(e for e in self.estimates if e.outcome == name), self.correction)
 
     def corrected(self, method: Correction) -> EffectTable:
         """New table whose `p_adjusted` corrects every finite `p_value` as one family.

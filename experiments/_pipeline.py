@@ -22,13 +22,18 @@ from experiments.config import Experiment, ExperimentConfig, stored_config
 from experiments.errors import NotEstimable
 from experiments.report import edge_graph, mediation_heatmap, render_summary, write_report
 from experiments.run import (
+    BlockRunner,
+    BlockShards,
     EvaluatedUnits,
+    EvidenceReader,
     LockHolder,
+    PatchRunner,
     Progress,
     RunStore,
     base_manifest,
     evaluate_documents,
     evaluate_templated_units,
+    executor_for,
     read_outcomes,
     read_table,
     stage,
@@ -112,14 +117,17 @@ def _run(
     try:
         evaluate = evaluate_templated_units if experiment.data is None else evaluate_documents
         units, adapter = evaluate(experiment, store, manifest, progress)
-        if "unparsed" in units.outcomes.columns:
-            manifest["generation"] = _generation_record(units.outcomes)
+        generated = [outcome.name for outcome in experiment.outcomes if outcome.generated]
+        if generated:
+            manifest["generation"] = _generation_record({name: units[name].outcomes for name in generated})
             store.write_manifest(manifest)
         estimates = estimate_effects(experiment, units, progress=progress)
         _store_estimates(experiment, store, manifest, estimates)
         effects = estimates.effects
-        mediation = _mediation(experiment, units, adapter, store, manifest, progress)
-        evidence = _evidence(experiment, units, effects, adapter, store, manifest, progress)
+        first = units[experiment.outcomes[0].name]
+        mediation = _mediation(experiment, first, adapter, store, manifest, progress)
+        read = experiment.named(None if experiment.config.evidence is None else experiment.config.evidence.outcome).name
+        evidence = _evidence(experiment, units[read], effects.only(read), adapter, store, manifest, progress)
         review = run_review(experiment, store)
     except BaseException as error:
         manifest.update(status="failed", error=f"{type(error).__name__}: {error}", finished_at=utc_now())
@@ -161,16 +169,18 @@ def _store_estimates(experiment: Experiment, store: RunStore, manifest: dict[str
     store.write_manifest(manifest)
 
 
-def _generation_record(outcomes: pd.DataFrame) -> list[dict[str, Any]]:
-    """Per arm: generated answers, those no pattern matched, and texts with no parsed answer (value nan)."""
+def _generation_record(outcomes: dict[str, pd.DataFrame]) -> list[dict[str, Any]]:
+    """Per generation outcome and arm: generated answers, those no pattern matched, texts with no parsed answer."""
     return [
         {
+            "outcome": name,
             "arm": str(arm),
             "answers": int(rows["answers"].map(len).sum()),
             "unparsed": int(rows["unparsed"].sum()),
-            "texts_without_value": int(rows["outcome"].isna().sum()),
+            "texts_without_value": int(rows["value"].isna().sum()),
         }
-        for arm, rows in outcomes.groupby("arm", sort=False)
+        for name, frame in outcomes.items()
+        for arm, rows in frame.groupby("arm", sort=False)
     ]
 
 
@@ -196,34 +206,43 @@ def _mediation(
     manifest: dict[str, Any],
     progress: Progress | None,
 ) -> MediationTable | None:
-    """Every patching sweep of the config: mediation.parquet, one heatmap per sweep, manifest records."""
+    """Every patching sweep of the config: mediation.parquet, one heatmap per sweep, manifest records.
+
+    Patching runs through the config's executor in blocks of `executor.shard_units` units,
+    each stored as a shard that a resumed run reads back; a sweep's record counts them in `shards`.
+    """
     if not experiment.mediation:
         return None
+    shards = BlockShards(store.folder, record=store.record)
     tables, records = [], []
-    for index, plan in enumerate(experiment.mediation):
-        seed = analysis_seed(experiment.config.sampling.seed, MEDIATION + index)
-        report = stage(progress, f"patching {plan.treatment} ({plan.contrast})")
-        try:
-            outcome = run_mediation(experiment, plan, units, adapter, seed=seed, progress=report)
-        except NotEstimable as error:
-            records.append(
-                {
-                    "treatment": plan.treatment,
-                    "contrast": plan.contrast,
-                    "direction": plan.direction,
-                    "not_estimable": str(error),
-                }
+    with executor_for(experiment, adapter) as executor:
+        for index, plan in enumerate(experiment.mediation):
+            seed = analysis_seed(experiment.config.sampling.seed, MEDIATION + index)
+            report = stage(progress, f"patching {plan.treatment} ({plan.contrast})")
+            blocks = BlockRunner(executor, shards)
+            patcher = PatchRunner(blocks, sweep=index, block_units=experiment.config.executor.shard_units)
+            try:
+                outcome = run_mediation(experiment, plan, units, adapter, patcher=patcher, seed=seed, progress=report)
+            except NotEstimable as error:
+                records.append(
+                    {
+                        "treatment": plan.treatment,
+                        "contrast": plan.contrast,
+                        "direction": plan.direction,
+                        "not_estimable": str(error),
+                    }
+                )
+                continue
+            draw = edge_graph if plan.edges else mediation_heatmap
+            numbered = outcome.table.numbered(index, plan.outcome)
+            heatmap = draw(
+                numbered.to_frame(),
+                store.folder / f"mediation_{index}_{plan.treatment}.png",
+                title=f"indirect effect of {plan.treatment} ({plan.contrast}) on {plan.outcome}, {plan.direction}",
             )
-            continue
-        draw = edge_graph if plan.edges else mediation_heatmap
-        heatmap = draw(
-            outcome.table.numbered(index).to_frame(),
-            store.folder / f"mediation_{index}_{plan.treatment}.png",
-            title=f"indirect effect of {plan.treatment} ({plan.contrast}), {plan.direction}",
-        )
-        store.record(heatmap)
-        tables.append(outcome.table.numbered(index))
-        records.append({**outcome.record, "heatmap": heatmap.name})
+            store.record(heatmap)
+            tables.append(numbered)
+            records.append({**outcome.record, "shards": blocks.record(), "heatmap": heatmap.name})
     manifest["mediation"] = records
     store.write_manifest(manifest)
     if not tables:
@@ -242,32 +261,50 @@ def _evidence(
     manifest: dict[str, Any],
     progress: Progress | None,
 ) -> EvidenceResult | None:
-    """Attention, saliency and probe evidence beside the effects: evidence.parquet and friends."""
+    """Attention, saliency and probe evidence beside the effects: evidence.parquet and friends.
+
+    Saliency reads evidence.outcome, and its tables name it (probes read no outcome).
+
+    Attention and saliency are read through the config's executor in blocks of
+    `executor.shard_units` texts, each stored as a shard that a resumed run reads back; the
+    record counts them in `shards`.
+    """
     if experiment.config.evidence is None:
         return None
     report = stage(progress, "reading attention, saliency and probes")
     if report is not None:
         report(0, 1)
     seed = analysis_seed(experiment.config.sampling.seed, EVIDENCE)
-    try:
-        result = run_evidence(experiment, units, effects.to_frame(), adapter, seed=seed)
-    except NotEstimable as error:
-        manifest["evidence"] = {"not_estimable": str(error)}
-        store.write_manifest(manifest)
-        return None
-    store.write_table("evidence.parquet", result.evidence)
-    store.write_table("evidence_links.csv", result.links.to_frame())
-    store.write_table("evidence_agreement.csv", result.links.agreement_frame())
+    with executor_for(experiment, adapter) as executor:
+        blocks = BlockRunner(executor, BlockShards(store.folder, record=store.record))
+        reader = EvidenceReader(blocks, block_units=experiment.config.executor.shard_units)
+        try:
+            result = run_evidence(
+                experiment, units, effects.to_frame(), adapter, reader=reader, seed=seed, progress=report
+            )
+        except NotEstimable as error:
+            manifest["evidence"] = {"not_estimable": str(error)}
+            store.write_manifest(manifest)
+            return None
+    read = experiment.named(experiment.config.evidence.outcome).name
+    store.write_table("evidence.parquet", with_outcome(result.evidence, read))
+    store.write_table("evidence_links.csv", with_outcome(result.links.to_frame(), read))
+    store.write_table("evidence_agreement.csv", with_outcome(result.links.agreement_frame(), read))
     if result.probes is not None:
         store.write_table("probes.csv", result.probes)
     if result.tokens is not None:
-        store.write_table("token_view.parquet", result.tokens)
+        store.write_table("token_view.parquet", with_outcome(result.tokens, read))
         store.write_text("token_view.html", result.tokens_html)
-    manifest["evidence"] = result.record
+    manifest["evidence"] = {**result.record, "shards": blocks.record()}
     store.write_manifest(manifest)
     if report is not None:
         report(1, 1)
     return result
+
+
+def with_outcome(frame: pd.DataFrame, name: str) -> pd.DataFrame:
+    """`frame` with the outcome its rows measure as its first column."""
+    return frame.assign(outcome=name)[["outcome", *frame.columns]]
 
 
 def run_review(experiment: Experiment, store: RunStore) -> ReviewResult:
@@ -282,10 +319,12 @@ def run_review(experiment: Experiment, store: RunStore) -> ReviewResult:
     review = review_tables(experiment, effects, read_outcomes(folder), population)
     if review.verdicts is not None:
         store.write_table("hypotheses.csv", review.verdicts.to_frame())
-    if review.fairness is not None:
-        store.write_table("fairness.csv", review.fairness.to_frame())
+    if review.fairness is None:
+        return review
+    decided = review.decision_outcome
+    store.write_table("fairness.csv", with_outcome(review.fairness.to_frame(), decided))
     if review.surrogate is not None:
-        store.write_table("surrogate.csv", review.surrogate.to_frame())
-        store.write_table("surrogate_coefficients.csv", review.surrogate.coefficient_frame())
+        store.write_table("surrogate.csv", with_outcome(review.surrogate.to_frame(), decided))
+        store.write_table("surrogate_coefficients.csv", with_outcome(review.surrogate.coefficient_frame(), decided))
         store.write_text("surrogate_rules.txt", review.surrogate.rules)
     return review

@@ -22,7 +22,7 @@ from experiments.errors import RunFolderError
 from experiments.run import Progress, counting, load_model, read_outcomes, stage
 from experiments.run._checksums import checksum_problems, read_manifest
 from experiments.run._shards import shard_paths
-from interventions import evaluate_outcomes
+from interventions import Generation, evaluate_outcomes
 
 TOLERANCE = 1e-4
 """Largest difference between a stored and a re-evaluated outcome that counts as equal, for float32 or float64 weights.
@@ -95,8 +95,10 @@ def verify_run(folder: Path, *, sample: int = 20, seed: int = 0, progress: Progr
 
     The model is resolved as a run resolves it (a built-in one from its packaged folder);
     documents are read with the config's `data.suffix`, as the documents front reads them.
-    Outcomes come from outcomes.parquet, or the shards of an unfinished run. RunFolderError
-    when `folder` is not a run folder; ValueError when `sample` is below 1.
+    Outcomes come from outcomes.parquet, or the shards of an unfinished run; the sample is
+    drawn from the values read from logits (a generated answer is drawn at random and is
+    not decoded again). RunFolderError when `folder` is not a run folder; ValueError when
+    `sample` is below 1.
     """
     if sample < 1:
         raise ValueError(
@@ -117,7 +119,9 @@ def verify_run(folder: Path, *, sample: int = 20, seed: int = 0, progress: Progr
 
     experiment = load_experiment(folder / "config.yaml")
     adapter, record = load_model(experiment)
+    readers = {name: reader for name, reader in experiment.readers.items() if not isinstance(reader, Generation)}
     stored = _stored_outcomes(folder)
+    stored = stored[stored["outcome"].isin(list(readers))]
     if stored.empty:
         problems.append("the folder holds no stored outcomes to re-evaluate (no outcomes.parquet and no shards)")
         chosen = stored
@@ -126,15 +130,20 @@ def verify_run(folder: Path, *, sample: int = 20, seed: int = 0, progress: Progr
         chosen = stored.iloc[np.sort(rows)]
     suffix = "" if experiment.data is None else experiment.data.config.suffix
     texts = [text + suffix for text in chosen["text"]]
-    advance = counting(stage(progress, "re-evaluating stored outcomes"), len(set(texts)))
-    current = (
-        evaluate_outcomes(
-            adapter, texts, experiment.outcome, batch_size=experiment.config.model.batch_size, progress=advance
+    names = chosen["outcome"].to_numpy()
+    distinct = len(set(zip(names, texts, strict=True)))
+    advance = counting(stage(progress, "re-evaluating stored outcomes"), distinct)
+    current = np.empty(len(texts))
+    for name in dict.fromkeys(names):
+        rows = np.flatnonzero(names == name)
+        current[rows] = evaluate_outcomes(
+            adapter,
+            [texts[row] for row in rows],
+            readers[name],
+            batch_size=experiment.config.model.batch_size,
+            progress=advance,
         )
-        if texts
-        else np.empty(0)
-    )
-    differences = _differences(chosen["outcome"].to_numpy(dtype=float), current)
+    differences = _differences(chosen["value"].to_numpy(dtype=float), current)
     worst = int(np.argmax(differences)) if len(differences) else None
     dtype = manifest.get("dtype", record["dtype"])
     return Verification(
@@ -148,7 +157,9 @@ def verify_run(folder: Path, *, sample: int = 20, seed: int = 0, progress: Progr
         checked_outcomes=len(chosen),
         stored_outcomes=len(stored),
         max_abs_difference=0.0 if worst is None else float(differences[worst]),
-        worst=None if worst is None else f"unit {chosen['unit_id'].iloc[worst]}, {chosen['arm'].iloc[worst]}",
+        worst=None
+        if worst is None
+        else f"unit {chosen['unit_id'].iloc[worst]}, {chosen['arm'].iloc[worst]}, {chosen['outcome'].iloc[worst]}",
         tolerance=HALF_TOLERANCES.get(dtype, TOLERANCE),
     )
 
@@ -159,7 +170,7 @@ def _stored_outcomes(folder: Path) -> pd.DataFrame:
         return read_outcomes(folder)
     shards = shard_paths(folder)
     if not shards:
-        return pd.DataFrame({"unit_id": [], "arm": [], "text": [], "outcome": []})
+        return pd.DataFrame({"unit_id": [], "arm": [], "text": [], "outcome": [], "value": []})
     return pd.concat([pd.read_parquet(path) for path in shards], ignore_index=True)
 
 

@@ -27,6 +27,7 @@ from interventions._prefix import (
     continue_cache,
     continue_prefixes,
     group_prefixes,
+    output_cache,
 )
 from interventions.errors import InterventionError
 
@@ -186,9 +187,9 @@ def _run(
     if groups is None or not groups.length[rows].any():
         input_ids, attention_mask = _pad_right([ids[row] for row in rows], pad, device)
         output = adapter.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=keep_cache)
+        cache = output_cache(output) if keep_cache else None
         if keep_cache:
-            check_cache(adapter, output.past_key_values)
-        cache = output.past_key_values if keep_cache else None
+            check_cache(adapter, cache)
         return _Batch(output.logits, attention_mask.sum(dim=1) - 1, cache, attention_mask if keep_cache else None)
     shared = groups.length[rows]
     sharing = rows[shared > 0]

@@ -134,7 +134,7 @@ def continue_prefixes(
     row is a whole text). Positions of row r count on from `offset[r]`; padding sits at 0.
     Returns (logits, the cache grown by the continuations, its mask), as `continue_cache`.
     """
-    cache = adapter.model.base_model(input_ids=prefix_ids, attention_mask=prefix_mask, use_cache=True).past_key_values
+    cache = output_cache(adapter.model.base_model(input_ids=prefix_ids, attention_mask=prefix_mask, use_cache=True))
     check_cache(adapter, cache)
     kept = torch.arange(prefix_ids.shape[1], device=owner.device)[None, :] < offset[:, None]
     return continue_cache(adapter, cache, kept, owner, offset, input_ids, attention_mask)
@@ -176,6 +176,11 @@ def _cache_keyword(adapter: ModelAdapter) -> str:
     `past_key_values` (still accepted there, with a deprecation warning on every call)."""
     parameters = inspect.signature(adapter.model.forward).parameters
     return "cache" if "cache" in parameters else "past_key_values"
+
+
+def output_cache(output: object) -> object:
+    """A forward output's key/value cache: `cache` from transformers 5.24 (reading `past_key_values` there warns)."""
+    return output.cache if "cache" in output else output.past_key_values
 
 
 def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:

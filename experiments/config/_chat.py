@@ -1,6 +1,6 @@
 """Chat prompts: the config's messages rendered by the model tokenizer's own chat template.
 
-Stage: config. May import interventions and experiments.errors.
+Stage: config. May import interventions, experiments.errors and the config stage.
 
 Only the tokenizer is loaded (transformers, which imports torch), never the weights, and
 only for a config with `prompt.chat` or `prompt.chats`. The rendered templates replace the
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from experiments.config._builtin import resolve_model_path
 from experiments.config._quote import quoted, shortened
 from experiments.config._schema import ExperimentConfig
 from experiments.errors import ConfigError
@@ -22,11 +23,7 @@ def chat_templates(config: ExperimentConfig, model_path: str) -> tuple[Template,
     """One template per chat variant, each checked against the chat template with every factor's surface forms."""
     prompt = config.prompt
     key = "chat" if prompt.chat is not None else "chats"
-    if model_path.startswith("builtin:"):
-        raise ConfigError(
-            f"the built-in model {model_path} has no chat template; use prompt.template instead", path=f"prompt.{key}"
-        )
-    tokenizer = _tokenizer(config, model_path, key)
+    tokenizer = _tokenizer(config, resolve_model_path(model_path), key)
     forms = {
         name: [form for forms in factor.values.values() for form in forms] for name, factor in config.factors.items()
     }

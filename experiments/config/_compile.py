@@ -13,35 +13,20 @@ from typing import Any
 
 from causal import EstimationError, Hypothesis
 from experiments.config._chat import chat_templates
+from experiments.config._outcomes import NamedOutcome, compile_outcomes, decision_threshold, referenced_outcome
 from experiments.config._quote import MESSAGE_LIMIT, QUOTE_LIMIT, listed, quoted, shortened
 from experiments.config._resources import check_resources, physical_memory
 from experiments.config._schema import (
     DataConfig,
     EffectConfig,
     ExperimentConfig,
-    OutcomeConfig,
     PromptConfig,
     parse_config,
 )
 from experiments.config._yaml import load_yaml
 from experiments.errors import ConfigError
 from graphs import CausalGraph, Factor, GraphError, StructuralModel
-from interventions import (
-    AnswerProb,
-    ChoiceProb,
-    ClassLogit,
-    ClassProb,
-    ContinuationLogProb,
-    ExpectedValue,
-    Generation,
-    InterventionError,
-    LogitDiff,
-    ModelSpec,
-    Outcome,
-    RewriteRules,
-    Template,
-    TemplateError,
-)
+from interventions import Generation, InterventionError, ModelSpec, Outcome, RewriteRules, Template, TemplateError
 
 
 @dataclass(frozen=True)
@@ -98,7 +83,7 @@ class ContrastPlan(_TwoArms):
 
 @dataclass(frozen=True)
 class MediationPlan(_TwoArms):
-    """A patching sweep: which contrast, which sites and positions, which run receives the patch."""
+    """A patching sweep: which contrast, which sites and positions, which run receives the patch, which outcome."""
 
     components: tuple[str, ...]
     layers: tuple[int, ...] | None
@@ -108,6 +93,7 @@ class MediationPlan(_TwoArms):
     verify_top: int
     units: int
     path: str
+    outcome: str
     senders: tuple[str, ...] = ()
     receivers: tuple[str, ...] = ()
 
@@ -133,10 +119,11 @@ class DataPlan:
 
 @dataclass(frozen=True)
 class Experiment:
-    """A config compiled into graph, structural model, templates, model spec, outcome and contrasts.
+    """A config compiled into graph, structural model, templates, model spec, outcomes and contrasts.
 
     A data-mode experiment (`data` set) has no structural model and no templates: its
-    units are documents and its counterfactuals are rewrites.
+    units are documents and its counterfactuals are rewrites. `decision_threshold` is
+    fairness's, on the outcome it names.
     """
 
     config: ExperimentConfig
@@ -144,12 +131,31 @@ class Experiment:
     model: StructuralModel | None
     templates: tuple[Template, ...]
     model_spec: ModelSpec
-    outcome: Outcome | Generation
+    outcomes: tuple[NamedOutcome, ...]
     contrasts: tuple[ContrastPlan, ...]
     mediation: tuple[MediationPlan, ...] = ()
     data: DataPlan | None = None
     hypotheses: tuple[Hypothesis, ...] = ()
     decision_threshold: float | None = None
+
+    @property
+    def outcome(self) -> Outcome | Generation:
+        """The first outcome's reader: the one a section uses unless it names another."""
+        return self.outcomes[0].reader
+
+    @property
+    def readers(self) -> dict[str, Outcome | Generation]:
+        """Every outcome's reader by name, in config order."""
+        return {outcome.name: outcome.reader for outcome in self.outcomes}
+
+    def named(self, name: str | None) -> NamedOutcome:
+        """The outcome a section names (a name the compiled config already checked); None: the first."""
+        return next((outcome for outcome in self.outcomes if outcome.name == name), self.outcomes[0])
+
+    def negligible(self, name: str | None) -> float:
+        """The negligible band of an outcome, in its units: its own `negligible`, else inference.negligible."""
+        own = self.named(name).spec.negligible
+        return self.config.inference.negligible if own is None else own
 
     @property
     def arms(self) -> tuple[Arm, ...]:
@@ -201,15 +207,10 @@ def _compile(config: ExperimentConfig, base_dir: Path) -> Experiment:
     else:
         structural, templates = None, ()
         data = _data_plan(config, config.data, graph, base_dir)
-    mediation = tuple(_mediation_plan(index, config) for index in range(len(config.mediation)))
-    if config.outcome.type == "generation":
-        for key in ("mediation", "evidence"):
-            if getattr(config, key):
-                raise ConfigError(
-                    "patching and evidence read one forward pass's logits, and a generation outcome is decoded "
-                    "token by token; use choice_prob (options of any length) for them, or remove " + key,
-                    path=key,
-                )
+    outcomes = compile_outcomes(config)
+    mediation = tuple(_mediation_plan(index, config, outcomes) for index in range(len(config.mediation)))
+    if config.evidence is not None:
+        _forward_pass_outcome(outcomes, config.evidence.outcome, "evidence")
     if data is not None:
         _check_data_effects(config, data.config, graph, mediation)
     contrasts = tuple(
@@ -221,12 +222,12 @@ def _compile(config: ExperimentConfig, base_dir: Path) -> Experiment:
         model=structural,
         templates=templates,
         model_spec=_model_spec(config, base_dir),
-        outcome=_outcome(config),
+        outcomes=outcomes,
         contrasts=contrasts,
         mediation=mediation,
         data=data,
-        hypotheses=_hypotheses(config, contrasts),
-        decision_threshold=_decision_threshold(config),
+        hypotheses=_hypotheses(config, contrasts, outcomes),
+        decision_threshold=_decision_threshold(config, outcomes),
     )
     check_resources(config, n_arms=len(experiment.arms), memory=physical_memory())
     return experiment
@@ -585,9 +586,23 @@ def _sources(path: str, effect: EffectConfig, config: ExperimentConfig, data: Da
     return tuple(effect.sources)
 
 
-def _mediation_plan(index: int, config: ExperimentConfig) -> MediationPlan:
+def _forward_pass_outcome(outcomes: tuple[NamedOutcome, ...], name: str | None, section: str) -> NamedOutcome:
+    """The outcome a patching sweep or evidence reads: it must come from one forward pass's logits."""
+    outcome = referenced_outcome(outcomes, name, f"{section}.outcome")
+    if outcome.generated:
+        raise ConfigError(
+            f"patching and evidence read one forward pass's logits, and the outcome {quoted(outcome.name)} is "
+            "generated token by token; name another outcome (choice_prob reads options of any length) "
+            f"under {section}.outcome, or remove {section.split('[')[0]}",
+            path=f"{section}.outcome" if name is not None else section,
+        )
+    return outcome
+
+
+def _mediation_plan(index: int, config: ExperimentConfig, outcomes: tuple[NamedOutcome, ...]) -> MediationPlan:
     spec = config.mediation[index]
     path = f"mediation[{index}]"
+    outcome = _forward_pass_outcome(outcomes, spec.outcome, path)
     names = list(config.factors)
     _check_contrast(path, spec.treatment, spec.contrast, config)
     for position in spec.positions:
@@ -609,6 +624,7 @@ def _mediation_plan(index: int, config: ExperimentConfig) -> MediationPlan:
         verify_top=spec.verify_top,
         units=spec.units,
         path=path,
+        outcome=outcome.name,
         senders=() if spec.paths is None else tuple(spec.paths.senders),
         receivers=() if spec.paths is None else tuple(spec.paths.receivers),
     )
@@ -655,8 +671,10 @@ def _hold(path: str, effect: EffectConfig, graph: CausalGraph) -> tuple[str, ...
     return tuple(effect.hold)
 
 
-def _hypotheses(config: ExperimentConfig, contrasts: tuple[ContrastPlan, ...]) -> tuple[Hypothesis, ...]:
-    """Each hypothesis must name an effect the config estimates; ids are unique."""
+def _hypotheses(
+    config: ExperimentConfig, contrasts: tuple[ContrastPlan, ...], outcomes: tuple[NamedOutcome, ...]
+) -> tuple[Hypothesis, ...]:
+    """Each hypothesis must name an effect the config estimates, and an outcome it has; ids are unique."""
     hypotheses: list[Hypothesis] = []
     for index, spec in enumerate(config.hypotheses):
         path = f"hypotheses[{index}]"
@@ -693,16 +711,14 @@ def _hypotheses(config: ExperimentConfig, contrasts: tuple[ContrastPlan, ...]) -
                 min_effect=spec.min_effect,
                 equivalence=spec.equivalence,
                 estimand=spec.estimand,
+                outcome=referenced_outcome(outcomes, spec.outcome, f"{path}.outcome").name,
             )
         )
     return tuple(hypotheses)
 
 
-_DEFAULT_THRESHOLD = {"logit_diff": 0.0, "class_logit": 0.0, "answer_prob": 0.5, "class_prob": 0.5}
-
-
-def _decision_threshold(config: ExperimentConfig) -> float | None:
-    """The outcome above which a decision is positive: the config's, else the outcome type's default."""
+def _decision_threshold(config: ExperimentConfig, outcomes: tuple[NamedOutcome, ...]) -> float | None:
+    """The value of fairness.outcome above which a decision is positive: the config's, else the outcome type's."""
     if config.fairness is None:
         return None
     for index, name in enumerate(config.fairness.protected):
@@ -717,79 +733,8 @@ def _decision_threshold(config: ExperimentConfig) -> float | None:
                 f"annotated are {sorted(config.data.factors)}",
                 path=f"fairness.protected[{index}]",
             )
-    if config.fairness.threshold is not None:
-        return config.fairness.threshold
-    if config.outcome.type not in _DEFAULT_THRESHOLD:
-        raise ConfigError(
-            f"outcome type {config.outcome.type} has no natural decision threshold; set fairness.threshold "
-            "(a unit's decision is positive when its outcome exceeds it)",
-            path="fairness.threshold",
-        )
-    return _DEFAULT_THRESHOLD[config.outcome.type]
-
-
-OUTCOME_TASKS = {
-    "logit_diff": "causal-lm",
-    "answer_prob": "causal-lm",
-    "choice_prob": "causal-lm",
-    "expected_value": "causal-lm",
-    "generation": "causal-lm",
-    "continuation_logprob": "causal-lm",
-    "class_prob": "sequence-classifier",
-    "class_logit": "sequence-classifier",
-}
-"""The model task each outcome type reads (expected_value without options: a classifier's; see outcome_task)."""
-
-
-def outcome_task(spec: OutcomeConfig) -> str:
-    """The model task an outcome reads: expected_value over options reads a causal LM, over labels a classifier."""
-    if spec.type == "expected_value" and spec.options is None:
-        return "sequence-classifier"
-    return OUTCOME_TASKS[spec.type]
-
-
-def _outcome(config: ExperimentConfig) -> Outcome | Generation:
-    """The outcome reader; its type must suit model.task, and its answers must differ."""
-    spec, task = config.outcome, config.model.task
-    needed = outcome_task(spec)
-    if needed != task:
-        fitting = ", ".join(name for name, needed in OUTCOME_TASKS.items() if needed == task)
-        raise ConfigError(
-            f"{spec.type} reads a {needed} model, but model.task is {task}; "
-            f"use one of {fitting}, or set model.task: {needed}",
-            path="outcome.type",
-        )
-    try:
-        return _outcome_reader(spec)
-    except InterventionError as error:
-        raise ConfigError(shortened(str(error)), path="outcome") from None
-
-
-def _outcome_reader(config: OutcomeConfig) -> Outcome | Generation:
-    answers = config.answers or {}
-    if config.type == "logit_diff":
-        return LogitDiff(positive=answers["positive"], negative=answers["negative"])
-    if config.type == "answer_prob":
-        return AnswerProb(answers=answers, target=config.target or next(iter(answers)))
-    if config.type == "generation":
-        return Generation(
-            config.max_new_tokens,
-            config.parse,
-            target=config.target,
-            values=config.values,
-            samples=config.samples,
-            temperature=config.temperature,
-            unparsed=config.unparsed,
-        )
-    if config.type == "choice_prob":
-        return ChoiceProb(options=config.options, target=config.target)
-    if config.type == "expected_value":
-        return ExpectedValue(values=config.values, options=config.options)
-    if config.type == "class_prob":
-        return ClassProb(label=config.label if config.label is not None else config.label_index)
-    if config.type == "class_logit":
-        return ClassLogit(label=config.label if config.label is not None else config.label_index)
-    return ContinuationLogProb(continuation=config.continuation)
+    outcome = referenced_outcome(outcomes, config.fairness.outcome, "fairness.outcome")
+    return decision_threshold(outcome, config.fairness.threshold)
 
 
 def _suggest(name: str, options: list[str]) -> str:

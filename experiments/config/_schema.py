@@ -117,9 +117,13 @@ class OutcomeConfig(_Section):
     of any token length); `expected_value` weighs each option (or, without options, each
     classifier label) by its `values` number. A classifier's class is named by `label` (always text, as in the model's id2label)
     or by its position, `label_index`; a bare number as `label` could mean either, so it
-    is refused with both readings spelled out.
+    is refused with both readings spelled out. `name` labels the outcome in every table
+    (required in an `outcomes` list; a lone `outcome` is named after graph.outcome).
+    `negligible` is this outcome's band, in its own units (default: inference.negligible),
+    for outcomes on different scales (log-odds, probabilities, shares).
     """
 
+    name: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_.-]*$")
     type: Literal[
         "logit_diff",
         "answer_prob",
@@ -139,6 +143,7 @@ class OutcomeConfig(_Section):
     samples: int = Field(default=1, ge=1)
     temperature: float = Field(default=0.0, ge=0)
     unparsed: float | None = None
+    negligible: float | None = Field(default=None, ge=0)
     label: str | None = None
     label_index: int | None = Field(default=None, ge=0)
     continuation: str | None = None
@@ -152,6 +157,14 @@ class OutcomeConfig(_Section):
                 f"write label: '{value}' for the name, or label_index: {value} for the index"
             )
         return value
+
+    @model_serializer(mode="wrap")
+    def _without_default_name(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """Leave out an unset name, so a one-outcome config dumps (and hashes) as it did before names existed."""
+        dumped = handler(self)
+        if dumped.get("name") is None:
+            dumped.pop("name", None)
+        return dumped
 
     @model_validator(mode="after")
     def _fields_for_type(self) -> OutcomeConfig:
@@ -337,10 +350,12 @@ class MediationConfig(_Section):
     With `paths`, the sweep patches edges (sender -> receiver) instead of sites, and
     `components` and `layers` are not used; `method: attribution` then screens every edge
     by edge attribution patching and verifies the `verify_top` strongest exactly.
+    `outcome` names the outcome patched (default: the first).
     """
 
     treatment: str
     contrast: list[str]
+    outcome: str | None = None
     components: list[Component] = Field(default_factory=lambda: ["resid_pre", "attn_out", "mlp_out"], min_length=1)
     paths: PathsConfig | None = None
     layers: list[int] | None = None
@@ -379,6 +394,7 @@ class EvidenceConfig(_Section):
 
     Computed on the first `units` units (a weighted draw in exact mode); `baseline` is
     integrated gradients' baseline: the pad embedding, or each unit's counterfactual text.
+    Saliency and the linked effects read `outcome` (default: the first).
     """
 
     methods: list[EvidenceMethod] = Field(
@@ -389,6 +405,7 @@ class EvidenceConfig(_Section):
     baseline: Literal["pad", "counterfactual"] = "pad"
     steps: int = Field(32, ge=2)
     token_view_units: int = Field(4, ge=0)
+    outcome: str | None = None
 
 
 class DataConfig(_Section):
@@ -529,7 +546,7 @@ class HypothesisConfig(_Section):
 
     `effect` reads `treatment[a vs b]` or `treatment[*]` (every contrast of the treatment).
     Give `direction` (with `min_effect`, the smallest effect of interest) or `equivalence`
-    (the margin of a two one-sided test), not both.
+    (the margin of a two one-sided test), not both. The claim is about `outcome` (default: the first).
     """
 
     id: str = Field(min_length=1)
@@ -539,6 +556,7 @@ class HypothesisConfig(_Section):
     direction: Literal["positive", "negative"] | None = None
     min_effect: float = Field(0.0, ge=0)
     equivalence: float | None = Field(None, gt=0)
+    outcome: str | None = None
 
     @model_validator(mode="after")
     def _one_test(self) -> HypothesisConfig:
@@ -556,10 +574,12 @@ class FairnessConfig(_Section):
 
     A unit's decision is positive when its outcome exceeds `threshold`; the default follows
     the outcome type (0 for logits, 0.5 for probabilities; a log-likelihood needs one).
+    The decisions are read from `outcome` (default: the first).
     """
 
     protected: list[str] = Field(min_length=1)
     threshold: float | None = None
+    outcome: str | None = None
     surrogate_depth: int = Field(3, ge=1, le=8)
 
 
@@ -578,7 +598,8 @@ class ExperimentConfig(_Section):
 
     name: str
     model: ModelConfig
-    outcome: OutcomeConfig
+    outcome: OutcomeConfig | None = None
+    outcomes: list[OutcomeConfig] | None = None
     prompt: PromptConfig | None = None
     data: DataConfig | None = None
     rewrite: dict[str, str] = Field(default_factory=dict)
@@ -610,10 +631,35 @@ class ExperimentConfig(_Section):
         """Leave out the unused mode's empty sections, so a templated config dumps (and hashes) as it did
         before data mode existed, and a data-mode config.yaml shows no `prompt: null`."""
         dumped = handler(self)
-        for key in ("prompt", "data", "rewrite", "pairs", "observational"):
+        for key in ("outcome", "outcomes", "prompt", "data", "rewrite", "pairs", "observational"):
             if dumped.get(key) in (None, {}):
                 dumped.pop(key)
         return dumped
+
+    @model_validator(mode="after")
+    def _one_outcome_form(self) -> ExperimentConfig:
+        if (self.outcome is None) == (self.outcomes is None):
+            raise ValueError(
+                "give exactly one of outcome (one outcome) or outcomes (a list of outcomes, each with a name)"
+                + ("; got both" if self.outcome is not None else "")
+            )
+        if self.outcomes is not None:
+            if not self.outcomes:
+                raise ValueError("outcomes is empty; give at least one")
+            for index, spec in enumerate(self.outcomes):
+                if spec.name is None:
+                    raise ValueError(f"outcomes[{index}] needs a name: it labels the outcome in every table")
+            repeated = sorted(name for name, count in Counter(s.name for s in self.outcomes).items() if count > 1)
+            if repeated:
+                raise ValueError(f"outcome names must differ; repeated: {quoted(repeated)}")
+        return self
+
+    @property
+    def named_outcomes(self) -> tuple[tuple[str, OutcomeConfig], ...]:
+        """(name, spec) of every outcome in config order; a lone `outcome` is named after graph.outcome."""
+        if self.outcomes is not None:
+            return tuple((spec.name, spec) for spec in self.outcomes)
+        return ((self.outcome.name or self.graph.outcome, self.outcome),)
 
     @model_validator(mode="after")
     def _one_mode(self) -> ExperimentConfig:

@@ -14,9 +14,9 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from experiments.config._compile import outcome_task
+from experiments.config._outcomes import outcome_path, outcome_task
 from experiments.config._quote import quoted, shortened
-from experiments.config._schema import ExperimentConfig
+from experiments.config._schema import ExperimentConfig, OutcomeConfig
 from experiments.errors import ConfigError
 
 Encode = Callable[[str], tuple[list[int], list[str]]]
@@ -45,39 +45,51 @@ def check_model(config: ExperimentConfig, source: str) -> str:
             f"model {quoted(config.model.id)} is a hub id, not a local folder: its tokenizer cannot be checked "
             "offline; the run checks the outcome's answers when it loads the model"
         )
-    outcome = config.outcome
     encode = _tokenizer(folder, trust_remote_code=config.model.trust_remote_code)
+    checked = [
+        _check_outcome(spec, outcome_path(config, index), encode, folder)
+        for index, (_, spec) in enumerate(config.named_outcomes)
+    ]
+    if len(checked) == 1:
+        return f"model {config.model.id}: {checked[0]}"
+    return f"model {config.model.id}: " + "; ".join(
+        f"{name}: {said}" for (name, _), said in zip(config.named_outcomes, checked, strict=True)
+    )
+
+
+def _check_outcome(outcome: OutcomeConfig, path: str, encode: Encode, folder: Path) -> str:
+    """What was checked of one outcome (at YAML `path`) under the folder's tokenizer; ConfigError when it cannot be read."""
     if outcome_task(outcome) == "sequence-classifier":
         if outcome.type == "expected_value":
-            labels = "; ".join(_check_label(label, folder) for label in outcome.values)
-            return f"model {config.model.id}: tokenizer read; {labels}"
+            labels = "; ".join(_check_label(label, folder, path) for label in outcome.values)
+            return f"tokenizer read; {labels}"
         label = outcome.label if outcome.label is not None else outcome.label_index
-        return f"model {config.model.id}: tokenizer read; {_check_label(label, folder)}"
+        return f"tokenizer read; {_check_label(label, folder, path)}"
     if outcome.type == "generation":
         return (
-            f"model {config.model.id}: tokenizer read; answers of up to {outcome.max_new_tokens} new tokens "
+            f"tokenizer read; answers of up to {outcome.max_new_tokens} new tokens "
             f"parsed into {', '.join(outcome.parse)}"
         )
     if outcome.options is not None:
         counts = ", ".join(
             f"{quoted(text)} {len(encode(text)[0])}" for strings in outcome.options.values() for text in strings
         )
-        return f"model {config.model.id}: option strings tokenized (tokens each: {counts})"
+        return f"option strings tokenized (tokens each: {counts})"
     if outcome.type == "continuation_logprob":
         ids, _ = encode(outcome.continuation)
         if not ids:
             raise ConfigError(
                 f"{quoted(outcome.continuation)} has no tokens under the tokenizer of {folder}; "
                 "give a continuation with visible text",
-                path="outcome.continuation",
+                path=f"{path}.continuation",
             )
-        return f"model {config.model.id}: continuation {quoted(outcome.continuation)} is {len(ids)} token(s)"
-    _check_answers(outcome.type, outcome.answers, encode, folder)
+        return f"continuation {quoted(outcome.continuation)} is {len(ids)} token(s)"
+    _check_answers(outcome.type, outcome.answers, encode, folder, path)
     answers = " and ".join(quoted(answer) for answer in outcome.answers.values())
-    return f"model {config.model.id}: answers {answers} are one token each"
+    return f"answers {answers} are one token each"
 
 
-def _check_answers(kind: str, answers: dict[str, str], encode: Encode, folder: Path) -> None:
+def _check_answers(kind: str, answers: dict[str, str], encode: Encode, folder: Path, path: str) -> None:
     """Each answer one token, and no two answers the same token (their difference would be 0 by construction)."""
     owner: dict[int, str] = {}
     for name, answer in answers.items():
@@ -87,27 +99,25 @@ def _check_answers(kind: str, answers: dict[str, str], encode: Encode, folder: P
                 f"{quoted(answer)} is {len(ids)} tokens {quoted(tokens)} under the tokenizer of {folder}; "
                 f"{kind} reads one next-token logit per answer, so each answer must be a single token; "
                 "pick another answer (mind the leading space), or use outcome type continuation_logprob",
-                path=f"outcome.answers.{name}",
+                path=f"{path}.answers.{name}",
             )
         first = owner.setdefault(ids[0], name)
         if first != name:
             raise ConfigError(
                 f"answers {quoted(first)} and {quoted(name)} are the same token {quoted(tokens[0])} under the "
                 f"tokenizer of {folder}, so the model cannot tell them apart; give answers that tokenize differently",
-                path="outcome.answers",
+                path=f"{path}.answers",
             )
 
 
-def _check_label(label: str | int, folder: Path) -> str:
+def _check_label(label: str | int, folder: Path, outcome: str) -> str:
     """The label must be one of the classifier's labels (config.json's id2label), or the index one of its classes."""
-    path = "outcome.label" if isinstance(label, str) else "outcome.label_index"
+    path = f"{outcome}.label" if isinstance(label, str) else f"{outcome}.label_index"
     try:
         labels = json.loads((folder / "config.json").read_text(encoding="utf-8"))["id2label"]
         names = [str(labels[key]) for key in sorted(labels, key=int)]
     except (OSError, ValueError, KeyError, TypeError):
-        return (
-            f"{path.removeprefix('outcome.')} {quoted(label)} not checked ({folder} has no config.json with id2label)"
-        )
+        return f"{path.removeprefix(outcome + '.')} {quoted(label)} not checked ({folder} has no config.json with id2label)"
     if isinstance(label, str) and label not in names:
         raise ConfigError(
             f"{quoted(label)} is not a label of the classifier in {folder}; its labels are {quoted(names)} "

@@ -3,6 +3,7 @@
 Stage: demo. May import interventions, experiments.errors and the config stage.
 """
 
-from experiments.demo._model import EXAMPLE_CONFIG, PLANTED_LOG_ODDS, referral_log_odds, resolve_model_path
+from experiments.config import resolve_model_path
+from experiments.demo._model import EXAMPLE_CONFIG, PLANTED_LOG_ODDS, referral_log_odds
 
 __all__ = ["EXAMPLE_CONFIG", "PLANTED_LOG_ODDS", "referral_log_odds", "resolve_model_path"]

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
 from causal import ComparisonTable, compare_effects, compare_verdicts
-from experiments.config import Experiment, load_experiment
+from experiments.config import Experiment, NamedOutcome, load_experiment
 from experiments.errors import RunFolderError
 from experiments.report._summary import _md, _p
 from experiments.run import read_table, verify_checksums
@@ -23,13 +24,18 @@ from experiments.run import read_table, verify_checksums
 
 @dataclass(frozen=True)
 class RunComparison:
-    """Run B against run A: matched effects with differences, changed verdicts, and how units were paired."""
+    """Run B against run A: matched effects with differences, changed verdicts, and how units were paired.
+
+    `refused` lists the outcomes both runs name but define differently (another type, other
+    answers or options): their estimates are not subtracted.
+    """
 
     run_a: Path
     run_b: Path
     effects: ComparisonTable
     verdict_changes: pd.DataFrame | None
     paired: bool
+    refused: tuple[str, ...] = ()
 
     def to_frame(self) -> pd.DataFrame:
         """One row per matched estimate (`causal.COMPARISON_COLUMNS`)."""
@@ -53,12 +59,20 @@ class RunComparison:
                 f"({self.effects.correction}-adjusted across all of them)."
             ),
             "",
+            *(
+                f"Not compared: the outcome {_md(name)} is defined differently in the two runs "
+                "(see each run's config.yaml); a difference of different measurements means nothing."
+                for name in self.refused
+            ),
+            "",
             "## Average effects",
             "",
-            f"| treatment | contrast | estimand | A | B | B - A | {level} CI | p adjusted | pairing | significant |",
-            "|---|---|---|---|---|---|---|---|---|---|",
+            f"| outcome | treatment | contrast | estimand | A | B | B - A | {level} CI | p adjusted | pairing "
+            "| significant |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
             *(
-                f"| {_md(row.treatment)} | {_md(row.contrast)} | {row.estimand} | {row.estimate_a:+.4g} "
+                f"| {_md(row.outcome or '')} | {_md(row.treatment)} | {_md(row.contrast)} | {row.estimand} "
+                f"| {row.estimate_a:+.4g} "
                 f"| {row.estimate_b:+.4g} "
                 f"| {row.difference:+.4g} | [{row.ci_low:+.4g}, {row.ci_high:+.4g}] | {_p(row.p_adjusted)} | {row.pairing} "
                 f"| {'**yes**' if row.significant else 'no'} |"
@@ -94,9 +108,11 @@ def compare_runs(run_a: Path, run_b: Path) -> RunComparison:
     experiment_a, experiment_b = _experiment(run_a), _experiment(run_b)
     inference = experiment_a.config.inference
     paired = _same_units(run_a, run_b)
+    refused = _differently_defined(experiment_a, experiment_b)
+    effects_a, effects_b = (read_table(run, "effects.csv") for run in (run_a, run_b))
     effects = compare_effects(
-        read_table(run_a, "effects.csv"),
-        read_table(run_b, "effects.csv"),
+        effects_a[~effects_a["outcome"].isin(refused)],
+        effects_b[~effects_b["outcome"].isin(refused)],
         paired=_paired_differences(run_a, experiment_a, run_b, experiment_b) if paired else None,
         level=inference.level,
         correction=inference.correction,
@@ -104,7 +120,24 @@ def compare_runs(run_a: Path, run_b: Path) -> RunComparison:
     hypotheses = [run / "hypotheses.csv" for run in (run_a, run_b)]
     both = all(path.is_file() for path in hypotheses)
     changes = compare_verdicts(*(read_table(path.parent, path.name) for path in hypotheses)) if both else None
-    return RunComparison(run_a=run_a, run_b=run_b, effects=effects, verdict_changes=changes, paired=paired)
+    return RunComparison(
+        run_a=run_a, run_b=run_b, effects=effects, verdict_changes=changes, paired=paired, refused=refused
+    )
+
+
+def _differently_defined(experiment_a: Experiment, experiment_b: Experiment) -> tuple[str, ...]:
+    """The outcome names both runs use for different definitions (type, answers, options, parsing...)."""
+    definitions_b = {outcome.name: _definition(outcome) for outcome in experiment_b.outcomes}
+    return tuple(
+        outcome.name
+        for outcome in experiment_a.outcomes
+        if outcome.name in definitions_b and definitions_b[outcome.name] != _definition(outcome)
+    )
+
+
+def _definition(outcome: NamedOutcome) -> dict[str, Any]:
+    """What an outcome measures, whatever it is called."""
+    return outcome.spec.model_dump(exclude={"name"})
 
 
 def write_comparison(comparison: RunComparison, out_dir: Path) -> Path:
@@ -143,29 +176,33 @@ def _same_units(run_a: Path, run_b: Path) -> bool:
 def _paired_differences(
     run_a: Path, experiment_a: Experiment, run_b: Path, experiment_b: Experiment
 ) -> pd.DataFrame | None:
-    """Per unit and contrast estimated in both runs: the unit's difference in run A and in run B."""
+    """Per outcome, unit and contrast estimated in both runs: the unit's difference in run A and in run B."""
     frames = []
     plans_b = {(plan.estimand, plan.treatment, plan.contrast): plan for plan in experiment_b.contrasts}
-    by_arm_a, by_arm_b = _by_arm(run_a), _by_arm(run_b)
     plans_a = {(plan.estimand, plan.treatment, plan.contrast): plan for plan in experiment_a.contrasts}
-    for key, plan in plans_a.items():
-        other = plans_b.get(key)
-        if other is None or other.treated.hold != plan.treated.hold:
-            continue
-        frames.append(
-            pd.DataFrame(
-                {
-                    "estimand": plan.estimand,
-                    "treatment": plan.treatment,
-                    "contrast": plan.contrast,
-                    "difference_a": by_arm_a[plan.treated.label] - by_arm_a[plan.reference.label],
-                    "difference_b": by_arm_b[other.treated.label] - by_arm_b[other.reference.label],
-                }
+    outcomes_a, outcomes_b = (pd.read_parquet(run / "outcomes.parquet") for run in (run_a, run_b))
+    for name in set(outcomes_a["outcome"]) & set(outcomes_b["outcome"]):
+        by_arm_a, by_arm_b = _by_arm(outcomes_a, name), _by_arm(outcomes_b, name)
+        for key, plan in plans_a.items():
+            other = plans_b.get(key)
+            if other is None or other.treated.hold != plan.treated.hold:
+                continue
+            frames.append(
+                pd.DataFrame(
+                    {
+                        "outcome": name,
+                        "estimand": plan.estimand,
+                        "treatment": plan.treatment,
+                        "contrast": plan.contrast,
+                        "difference_a": by_arm_a[plan.treated.label] - by_arm_a[plan.reference.label],
+                        "difference_b": by_arm_b[other.treated.label] - by_arm_b[other.reference.label],
+                    }
+                )
             )
-        )
     return pd.concat(frames, ignore_index=True) if frames else None
 
 
-def _by_arm(run: Path) -> pd.DataFrame:
-    outcomes = pd.read_parquet(run / "outcomes.parquet")
-    return outcomes.pivot(index="unit_id", columns="arm", values="outcome").sort_index()
+def _by_arm(outcomes: pd.DataFrame, name: str) -> pd.DataFrame:
+    """One outcome's values, a row per unit and a column per arm."""
+    rows = outcomes[outcomes["outcome"] == name]
+    return rows.pivot(index="unit_id", columns="arm", values="value").sort_index()

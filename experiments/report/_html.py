@@ -95,9 +95,16 @@ def render_report(folder: Path, *, redact_texts: bool | None = None) -> str:
         redacted=redacted,
         verdicts=_verdicts(folder),
         graph_png=_png(_draw_graph, experiment),
-        forest_png=_png(_draw_forest, experiment, effects, level),
+        forests=[
+            (name if len(experiment.outcomes) > 1 else None, _png(_draw_forest, experiment, rows, level, negligible))
+            for name, rows, negligible in _by_outcome(experiment, effects)
+        ],
         effects=_effects_table(effects),
-        cate=_cate_plots(experiment, effects, level),
+        cate=[
+            (title if len(experiment.outcomes) == 1 else f"{name}: {title}", png)
+            for name, rows, negligible in _by_outcome(experiment, effects)
+            for title, png in _cate_plots(experiment, rows, level, negligible)
+        ],
         mediation=_mediation(folder, manifest),
         evidence=_evidence(folder, redacted, manifest.get("evidence") or {}),
         examples=_examples(folder, experiment, redacted),
@@ -238,7 +245,15 @@ def _headline(effects: pd.DataFrame, analysis: str) -> pd.DataFrame:
     return effects[(effects["analysis"] == analysis) & effects["method"].isin(_HEADLINE)]
 
 
-def _draw_forest(figure: Any, experiment: Experiment, effects: pd.DataFrame, level: str) -> None:
+def _by_outcome(experiment: Experiment, effects: pd.DataFrame) -> list[tuple[str, pd.DataFrame, float]]:
+    """(name, its effect rows, its negligible band) of each outcome: scales differ, so each is drawn apart."""
+    return [
+        (outcome.name, effects[effects["outcome"] == outcome.name], experiment.negligible(outcome.name))
+        for outcome in experiment.outcomes
+    ]
+
+
+def _draw_forest(figure: Any, experiment: Experiment, effects: pd.DataFrame, level: str, negligible: float) -> None:
     """Each average effect with its interval; the zero line and the negligible band for reference.
 
     With documents, every source a contrast asks for has its rows, in the config's order;
@@ -256,7 +271,6 @@ def _draw_forest(figure: Any, experiment: Experiment, effects: pd.DataFrame, lev
     ]
     figure.set_size_inches(7.5, 1.2 + 0.45 * len(rows))
     axes = figure.add_subplot()
-    negligible = experiment.config.inference.negligible
     _intervals(axes, np.arange(len(rows)), rows, negligible)
     axes.set_yticks(np.arange(len(rows)), labels, fontsize=8)
     if negligible > 0:
@@ -315,11 +329,10 @@ def _intervals(axes: Any, places: np.ndarray, rows: pd.DataFrame, negligible: fl
     axes.tick_params(labelsize=8)
 
 
-def _cate_plots(experiment: Experiment, effects: pd.DataFrame, level: str) -> list[tuple[str, str]]:
+def _cate_plots(experiment: Experiment, effects: pd.DataFrame, level: str, negligible: float) -> list[tuple[str, str]]:
     """One plot per effect and moderator: the effect in each stratum beside the average effect."""
     plots = []
     strata = _headline(effects, "cate")
-    negligible = experiment.config.inference.negligible
     for plan in experiment.contrasts:
         for moderator in plan.moderators:
             rows = strata[_plan_rows(strata, plan) & (strata["moderator"] == moderator)]
@@ -447,7 +460,7 @@ def _token(token: str, value: float, factor: Any, scale: float) -> dict[str, Any
 
 
 def _examples(folder: Path, experiment: Experiment, redact_texts: bool) -> list[dict[str, Any]]:
-    """The first units' prompts in the factual world and in the first contrast's two arms, with their outcomes."""
+    """The first units' prompts in the factual world and in the first contrast's two arms, with every outcome's value."""
     path = folder / "outcomes.parquet"
     if not path.is_file() or not experiment.contrasts:
         return []
@@ -455,23 +468,22 @@ def _examples(folder: Path, experiment: Experiment, redact_texts: bool) -> list[
     plan = experiment.contrasts[0]
     arms = ("factual", plan.treated.label, plan.reference.label)
     shown = outcomes[outcomes["arm"].isin(arms)]
+    several = outcomes["outcome"].nunique() > 1
     examples = []
     for unit in list(dict.fromkeys(shown["unit_id"]))[:_EXAMPLE_UNITS]:
-        rows = shown[shown["unit_id"] == unit].set_index("arm")
-        examples.append(
-            {
-                "unit": str(unit),
-                "arms": [
-                    (
-                        arm,
-                        redact(rows.at[arm, "text"]) if redact_texts else rows.at[arm, "text"],
-                        _cell(float(rows.at[arm, "outcome"])),
-                    )
-                    for arm in arms
-                    if arm in rows.index
-                ],
-            }
-        )
+        rows = shown[shown["unit_id"] == unit]
+        listed = []
+        for arm in arms:
+            of_arm = rows[rows["arm"] == arm]
+            if of_arm.empty:
+                continue
+            text = of_arm["text"].iloc[0]
+            values = [
+                f"{name}: {_cell(float(value))}" if several else _cell(float(value))
+                for name, value in zip(of_arm["outcome"], of_arm["value"], strict=True)
+            ]
+            listed.append((arm, redact(text) if redact_texts else text, "; ".join(values)))
+        examples.append({"unit": str(unit), "arms": listed})
     return examples
 
 

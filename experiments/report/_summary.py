@@ -13,7 +13,7 @@ from typing import Any
 import pandas as pd
 
 from causal import EffectTable, MediationTable, format_fairness_estimate, format_p_value
-from experiments.config import ContrastPlan, Experiment, MediationPlan
+from experiments.config import ContrastPlan, Experiment, MediationPlan, NamedOutcome, OutcomeConfig
 from experiments.report._figures import significant_edges
 from experiments.steps import EvidenceResult, ReviewResult
 
@@ -49,7 +49,7 @@ def render_summary(
         "",
         f"- model: `{_md(config.model.id)}` (fingerprint `{str(manifest.get('model_fingerprint', ''))[:16]}`), "
         f"device `{manifest.get('device')}`",
-        f"- outcome: {_md(_outcome_words(experiment))}",
+        *_outcome_lines(experiment),
         (
             _documents_line(data)
             if data is not None
@@ -73,7 +73,11 @@ def render_summary(
         *_generation_lines(manifest.get("generation")),
         f"- config hash `{manifest.get('config_hash', '')[:16]}`",
         "",
-        *(_verdict_section(review, level) if review is not None and review.verdicts is not None else []),
+        *(
+            _verdict_section(review, level, several=len(experiment.outcomes) > 1)
+            if review is not None and review.verdicts is not None
+            else []
+        ),
         _DOCUMENT_EFFECTS
         if data is not None
         else "Each effect is the mean over units of outcome(do(treatment = first value)) minus "
@@ -81,16 +85,28 @@ def render_summary(
         "A total effect lets the treatment's descendants follow it; a direct effect holds the named "
         "mediators at each unit's factual values.",
         "",
-        "## Effects",
-        "",
-        *(_overall_table(experiment, frame, level) if data is None else _document_effects(experiment, frame, level)),
-        "",
-        *_graph_checks(experiment, frame),
-        *(["", "Notes:", "", *(f"- {_md(note)}" for note in manifest["notes"])] if manifest.get("notes") else []),
     ]
-    for plan in experiment.contrasts:
-        if plan.moderators:
-            lines += ["", *_strata_section(plan, frame, level, config.inference.negligible, 1 - config.inference.level)]
+    several = len(experiment.outcomes) > 1
+    for outcome in experiment.outcomes:
+        rows = frame if frame["outcome"].isna().all() else frame[frame["outcome"] == outcome.name]
+        negligible = experiment.negligible(outcome.name)
+        lines += [
+            f"## Effects on {_md(outcome.name)}" if several else "## Effects",
+            "",
+            *(
+                _overall_table(experiment, rows, level, negligible)
+                if data is None
+                else _document_effects(experiment, rows, level, negligible)
+            ),
+            "",
+            *_graph_checks(experiment, rows, negligible),
+        ]
+        for plan in experiment.contrasts:
+            if plan.moderators:
+                lines += ["", *_strata_section(plan, rows, level, negligible, 1 - config.inference.level)]
+        lines.append("")
+    if manifest.get("notes"):
+        lines += ["Notes:", "", *(f"- {_md(note)}" for note in manifest["notes"])]
     if data is not None:
         lines += ["", *_sources_notes(data), "", *_data_section(data)]
     frame_of_sites = None if mediation is None else mediation.to_frame()
@@ -109,7 +125,7 @@ def render_summary(
             _not_run(manifest["evidence"]),
         ]
     if review is not None and review.fairness is not None:
-        lines += ["", *_fairness_section(review, experiment.config.outcome.type, level)]
+        lines += ["", *_fairness_section(review, experiment.named(review.decision_outcome), level)]
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -141,15 +157,24 @@ def _stopping_lines(stopping: Mapping[str, Any] | None) -> list[str]:
 
 
 def _generation_lines(records: list[Mapping[str, Any]] | None) -> list[str]:
-    """Generated answers per arm, and how many no pattern matched: none is dropped in silence."""
+    """Generated answers per outcome and arm, and how many no pattern matched: none is dropped in silence."""
     if not records:
         return []
-    parts = [
-        f"{_md(record['arm'])}: {record['unparsed']} of {record['answers']} unparsed"
-        + (f", {record['texts_without_value']} text(s) with no parsed answer" if record["texts_without_value"] else "")
-        for record in records
-    ]
-    return [f"- generated answers (outcomes.parquet has each): {'; '.join(parts)}"]
+    lines = []
+    for name in dict.fromkeys(record.get("outcome") for record in records):
+        parts = [
+            f"{_md(record['arm'])}: {record['unparsed']} of {record['answers']} unparsed"
+            + (
+                f", {record['texts_without_value']} text(s) with no parsed answer"
+                if record["texts_without_value"]
+                else ""
+            )
+            for record in records
+            if record.get("outcome") == name
+        ]
+        about = "" if name is None else f" of {_md(name)}"
+        lines.append(f"- generated answers{about} (outcomes.parquet has each): {'; '.join(parts)}")
+    return lines
 
 
 def _documents_line(data: Mapping[str, Any]) -> str:
@@ -184,13 +209,12 @@ _FEW_UNITS = 30
 """Below this many units an interval leans on its approximation; such rows are marked."""
 
 
-def _document_effects(experiment: Experiment, frame: pd.DataFrame, level: str) -> list[str]:
+def _document_effects(experiment: Experiment, frame: pd.DataFrame, level: str, negligible: float) -> list[str]:
     """Data mode: each contrast's estimates, source by source as the config asks, all documents then each direction.
 
     Rows of the same documents (all, or those at one factual value) stand together, so the
     rewrite, the observational estimators and the human pairs line up direction by direction.
     """
-    negligible = experiment.config.inference.negligible
     lines = [
         f"| treatment | contrast | documents | source | effect | {level} CI | p adjusted | units | reading |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -342,8 +366,11 @@ def _data_section(data: Mapping[str, Any]) -> list[str]:
 _VERDICT_MARK = {"supported": "supported", "contradicted": "**CONTRADICTED**", "inconclusive": "inconclusive"}
 
 
-def _verdict_section(review: ReviewResult, level: str) -> list[str]:
-    """The pre-registered hypotheses and their verdicts: the first thing a reader sees."""
+def _verdict_section(review: ReviewResult, level: str, *, several: bool) -> list[str]:
+    """The pre-registered hypotheses and their verdicts: the first thing a reader sees.
+
+    With `several` outcomes in the run, each effect names the outcome it was judged on.
+    """
     verdicts = review.verdicts
     lines = [
         "## Hypotheses",
@@ -357,7 +384,9 @@ def _verdict_section(review: ReviewResult, level: str) -> list[str]:
     ]
     for verdict in verdicts.verdicts:
         lines.append(
-            f"| {_md(verdict.id)} | {_md(verdict.claim)} | `{_md(verdict.effect)}` | {verdict.test} "
+            f"| {_md(verdict.id)} | {_md(verdict.claim)} | `{_md(verdict.effect)}`"
+            + (f" on {_md(verdict.outcome)}" if several else "")
+            + f" | {verdict.test} "
             f"| {_VERDICT_MARK[verdict.verdict]} "
             f"| {_number(verdict.estimate)} | {_bounds(verdict.ci_low, verdict.ci_high)} "
             f"| {_p(verdict.p_adjusted)} |"
@@ -376,13 +405,14 @@ _FAIRNESS_WORDS = {
 }
 
 
-def _fairness_section(review: ReviewResult, outcome_type: str, level: str) -> list[str]:
+def _fairness_section(review: ReviewResult, outcome: NamedOutcome, level: str) -> list[str]:
     """Fairness figures of the decisions, then the surrogates that describe them."""
     frame = review.fairness.to_frame()
     lines = [
         "## Fairness of the decisions",
         "",
-        f"A unit's decision is positive when its outcome ({outcome_type}) exceeds {review.decision_threshold:g}. "
+        f"A unit's decision is positive when its outcome {_md(outcome.name)} ({outcome.spec.type}) exceeds "
+        f"{review.decision_threshold:g}. "
         "The flip rate is the share of units whose decision changes under the intervention; the group figures "
         "compare decision rates across the factor's values in the sampled population.",
         "",
@@ -637,8 +667,23 @@ _BOOTSTRAP_WORDS = {
 }
 
 
-def _outcome_words(experiment: Experiment) -> str:
-    outcome = experiment.config.outcome
+def _outcome_lines(experiment: Experiment) -> list[str]:
+    """What each outcome reads: one line for a run of one, a line per named outcome otherwise."""
+    if len(experiment.outcomes) == 1:
+        return [f"- outcome: {_md(_outcome_words(experiment.outcomes[0].spec))}"]
+    return [
+        f"- outcomes (each from the same texts{_shared_pass(experiment)}):",
+        *(f"  - **{_md(outcome.name)}**: {_md(_outcome_words(outcome.spec))}" for outcome in experiment.outcomes),
+    ]
+
+
+def _shared_pass(experiment: Experiment) -> str:
+    """How the outcomes were read: the logit-based ones share one forward pass per text."""
+    read = sum(not outcome.generated for outcome in experiment.outcomes)
+    return "; those read from logits share one forward pass per text" if read > 1 else ""
+
+
+def _outcome_words(outcome: OutcomeConfig) -> str:
     answers = outcome.answers or {}
     return _OUTCOME_WORDS[outcome.type].format(
         positive=answers.get("positive"),
@@ -731,8 +776,7 @@ def _headline(rows: pd.DataFrame) -> pd.Series:
     return primary.iloc[0]
 
 
-def _overall_table(experiment: Experiment, frame: pd.DataFrame, level: str) -> list[str]:
-    negligible = experiment.config.inference.negligible
+def _overall_table(experiment: Experiment, frame: pd.DataFrame, level: str, negligible: float) -> list[str]:
     lines = [
         f"| treatment | contrast | estimand | effect | {level} CI (t) | {level} CI (bootstrap) | p adjusted | units | reading |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -769,7 +813,7 @@ def _lead_row(plan: ContrastPlan, frame: pd.DataFrame) -> pd.Series | None:
     return None
 
 
-def _graph_checks(experiment: Experiment, frame: pd.DataFrame) -> list[str]:
+def _graph_checks(experiment: Experiment, frame: pd.DataFrame, negligible: float) -> list[str]:
     """Compare each total effect with what the declared graph allows."""
     graph = experiment.graph
     lines = ["## Checks against the declared graph", ""]
@@ -781,7 +825,7 @@ def _graph_checks(experiment: Experiment, frame: pd.DataFrame) -> list[str]:
         if head is None:
             lines.append(f"- {name}: not estimable from any of its sources (see the effects above).")
             continue
-        reading = _reading(head, experiment.config.inference.negligible)
+        reading = _reading(head, negligible)
         has_path = graph.outcome in graph.descendants(plan.treatment)
         outcome = _md(graph.outcome)
         if not has_path and reading in ("increases", "decreases"):

@@ -5,6 +5,9 @@ Stage: run. May import graphs, interventions, causal, experiments.errors, the co
 A front draws templated units from the structural model (`evaluate_templated_units`) or
 loads and rewrites documents (`evaluate_documents`), evaluates every text through an
 executor, stores units and outcomes, and returns `EvaluatedUnits` for the steps.
+`PatchRunner` runs a patching sweep, `EvidenceReader` attention and saliency readings, in
+blocks of units through an executor (`BlockRunner`), each block stored as a shard
+(`BlockShards`) so a resumed run skips it.
 `RunStore` is the folder's one writer (a lock) and lists every file with its sha256 in the
 manifest; `verify_checksums` checks a folder against that list, `read_table` reads a table
 back as the run computed it (CSV formula prefixes undone). Public names load with their
@@ -14,17 +17,32 @@ module on first use, so `paribus validate` can count rewrites without importing 
 from graphs._lazy import lazy_exports
 
 _EXPORTS = {
+    "_block_shards": (
+        "BlockRunner",
+        "BlockShards",
+    ),
     "_checksums": ("verify_checksums",),
     "_csv_cells": ("read_table",),
     "_documents": ("evaluate_documents",),
     "_evaluated": ("EvaluatedUnits",),
+    "_evidence_blocks": (
+        "EvidenceReader",
+        "Reading",
+        "Readout",
+    ),
     "_executor": (
         "LocalExecutor",
         "RayExecutor",
+        "executor_for",
         "import_ray",
     ),
     "_lock": ("LockHolder",),
     "_model": ("load_model",),
+    "_patch_blocks": (
+        "PatchRunner",
+        "PatchWork",
+        "SweepResult",
+    ),
     "_progress": (
         "Progress",
         "Report",
@@ -61,15 +79,23 @@ _EXPORTS = {
 _MODULE_OF, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
 
 __all__ = [
+    "BlockRunner",
+    "BlockShards",
     "EvaluatedUnits",
+    "EvidenceReader",
     "LocalExecutor",
     "LockHolder",
+    "PatchRunner",
+    "PatchWork",
     "Progress",
     "RayExecutor",
+    "Reading",
+    "Readout",
     "Report",
     "RunStore",
     "ShardStore",
     "SourceSupport",
+    "SweepResult",
     "TemplatedUnits",
     "arm_texts",
     "base_manifest",
@@ -78,6 +104,7 @@ __all__ = [
     "draw_units",
     "evaluate_documents",
     "evaluate_templated_units",
+    "executor_for",
     "import_ray",
     "load_model",
     "read_outcomes",

@@ -38,7 +38,7 @@ from interventions import AlignedPair, ModelAdapter, RenderedText, align
 
 @dataclass(frozen=True)
 class DocumentUnits:
-    """Kept documents (the units, keyed by `doc_id`), their counterfactuals, and the outcomes of every text.
+    """Kept documents (the units, keyed by `doc_id`), their counterfactuals, and one outcome's values on every text.
 
     `paired` rows also carry each document's annotations and `source`, its factual value of the treatment.
     """
@@ -53,7 +53,7 @@ class DocumentUnits:
     sequences: None = None
 
     def paired(self, plan: ContrastPlan) -> pd.DataFrame:
-        by_arm = self.outcomes.pivot(index="unit_id", columns="arm", values="outcome")
+        by_arm = self.outcomes.pivot(index="unit_id", columns="arm", values="value")
         # A rewrite is the same whichever mediators a direct effect names: its arm is labelled without them.
         treated, reference = (
             by_arm.get(Arm(plan.treatment, arm.value).label) for arm in (plan.treated, plan.reference)
@@ -130,8 +130,11 @@ class DocumentUnits:
 
 def evaluate_documents(
     experiment: Experiment, store: RunStore, manifest: dict[str, Any], progress: Progress | None
-) -> tuple[DocumentUnits, ModelAdapter]:
-    """Load documents and pairs, rewrite, evaluate every text; documents, dropped, rewrites and outcomes stored."""
+) -> tuple[dict[str, DocumentUnits], ModelAdapter]:
+    """Load documents and pairs, rewrite, evaluate every text; documents, dropped, rewrites and outcomes stored.
+
+    Returns the documents once per outcome (by name, in config order), each with that outcome's values.
+    """
     plan = experiment.data
     values = {name: tuple(factor.values) for name, factor in experiment.config.factors.items()}
     documents = load_documents(plan.config, plan.path, values)
@@ -154,29 +157,45 @@ def evaluate_documents(
     manifest["n_units"] = len(documents.frame)
     store.write_manifest(manifest)
 
-    outcomes = arm_frame(documents.frame, counterfactuals)
+    rows = arm_frame(documents.frame, counterfactuals)
     human = None if pairs is None else pairs.frame.rename(columns={"from": "source", "to": "target"})
-    texts = outcomes["text"].tolist() + ([] if human is None else human["text"].tolist())
+    texts = rows["text"].tolist() + ([] if human is None else human["text"].tolist())
     evaluated = evaluate_texts(experiment, adapter, [text + plan.config.suffix for text in texts], progress)
-    scores = evaluated["outcome"].to_numpy()
-    for column in evaluated.columns:
-        outcomes[column] = evaluated[column].iloc[: len(outcomes)].tolist()
+    on_arms = evaluated[evaluated["row"] < len(rows)]
+    outcomes = (
+        rows.iloc[on_arms["row"].to_numpy()]
+        .reset_index(drop=True)
+        .assign(**{column: on_arms[column].tolist() for column in on_arms.columns if column != "row"})
+    )
     store.write_table("outcomes.parquet", outcomes)
+    on_edits = evaluated[evaluated["row"] >= len(rows)]
+    units = {
+        name: _outcome_units(experiment, documents.frame, counterfactuals, outcomes, human, on_edits, name)
+        for name in experiment.readers
+    }
+    return units, adapter
 
-    factual = outcomes[outcomes["arm"] == "factual"].set_index("doc_id")["outcome"]
-    observed = documents.frame[list(plan.config.factors)].assign(
-        outcome=factual.loc[documents.frame["doc_id"]].to_numpy()
+
+def _outcome_units(
+    experiment: Experiment,
+    documents: pd.DataFrame,
+    counterfactuals: Counterfactuals,
+    outcomes: pd.DataFrame,
+    human: pd.DataFrame | None,
+    on_edits: pd.DataFrame,
+    name: str,
+) -> DocumentUnits:
+    """The documents with the values of outcome `name`: on every arm, as observed, and on people's edits."""
+    mine = outcomes[outcomes["outcome"] == name].reset_index(drop=True)
+    factual = mine[mine["arm"] == "factual"].set_index("doc_id")["value"]
+    observed = documents[list(experiment.data.config.factors)].assign(
+        outcome=factual.loc[documents["doc_id"]].to_numpy()
     )
     human_pairs = None
     if human is not None:
-        difference = scores[len(outcomes) :] - factual.loc[human["original_id"]].to_numpy()
+        edited = on_edits.loc[on_edits["outcome"] == name, "value"].to_numpy()
+        difference = edited - factual.loc[human["original_id"]].to_numpy()
         human_pairs = human.assign(difference=difference)[["factor", "source", "target", "difference"]]
-    units = DocumentUnits(
-        experiment,
-        documents.frame,
-        counterfactuals,
-        outcomes.rename(columns={"doc_id": "unit_id"}),
-        observed,
-        human_pairs,
+    return DocumentUnits(
+        experiment, documents, counterfactuals, mine.rename(columns={"doc_id": "unit_id"}), observed, human_pairs
     )
-    return units, adapter

@@ -17,8 +17,8 @@ from interventions import AnswerProb, ChoiceProb, ContinuationLogProb, ExpectedV
 def load_model(experiment: Experiment) -> tuple[ModelAdapter, dict[str, Any]]:
     """The config's model (a built-in one from its packaged folder) and its manifest record.
 
-    The record holds its id, path, fingerprint (weights and tokenizer), device, dtype and the
-    outcome definition as this model reads it.
+    The record holds its id, path, fingerprint (weights and tokenizer), device, dtype and each
+    outcome's definition as this model reads it (by outcome name).
     """
     spec = experiment.model_spec
     path = resolve_model_path(spec.path)
@@ -29,7 +29,9 @@ def load_model(experiment: Experiment) -> tuple[ModelAdapter, dict[str, Any]]:
         "model_fingerprint": adapter.fingerprint(),
         "device": str(adapter.device),
         "dtype": str(adapter.dtype).removeprefix("torch."),
-        "outcome_definition": outcome_definition(experiment.outcome, adapter),
+        "outcome_definitions": {
+            name: outcome_definition(reader, adapter) for name, reader in experiment.readers.items()
+        },
     }
     return adapter, record
 

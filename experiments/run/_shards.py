@@ -2,7 +2,7 @@
 
 Stage: run. May import experiments.errors and the run store.
 
-Each shard holds the outcomes of some (unit, arm) pairs and is written whole or not at
+Each shard holds every outcome of some (unit, arm) pairs, one row per outcome, and is written whole or not at
 all (a temporary file renamed into place), then listed with its checksum in the manifest,
 so a run killed at any moment leaves only complete shards, and a resumed run skips exactly
 the pairs of the shards the manifest vouches for (the run store removes any other).
@@ -19,8 +19,10 @@ import pandas as pd
 from experiments.errors import RunError
 from experiments.run._store import atomic_write
 
-SHARD_KEY = ("unit_id", "arm")
-SHARD_COLUMNS = ("unit_id", "arm", "template", "text", "outcome")
+PAIR_KEY = ("unit_id", "arm")
+"""A work item: one unit in one arm, whose every outcome one shard holds."""
+SHARD_KEY = (*PAIR_KEY, "outcome")
+SHARD_COLUMNS = ("unit_id", "arm", "template", "text", "outcome", "value")
 GENERATED_COLUMNS = ("answers", "unparsed")
 """Kept beside the outcome when a generation outcome gives them: each text's answers, and how many no pattern matched."""
 
@@ -52,7 +54,8 @@ class ShardStore:
             raise RunError(
                 f"a shard needs rows with columns {list(SHARD_COLUMNS)}; got {len(frame)} rows, missing {missing}"
             )
-        keys = "\n".join(f"{unit}\t{arm}" for unit, arm in zip(frame["unit_id"], frame["arm"]))
+        pairs = frame[["unit_id", "arm"]].drop_duplicates()
+        keys = "\n".join(f"{unit}\t{arm}" for unit, arm in zip(pairs["unit_id"], pairs["arm"]))
         path = self.folder / f"outcomes-{hashlib.sha256(keys.encode()).hexdigest()[:20]}.parquet"
         if path.exists():
             raise RunError(f"shard {path.name} already exists: the same (unit, arm) pairs were evaluated twice")
@@ -68,12 +71,14 @@ class ShardStore:
         return shard_paths(self.folder.parent)
 
     def read(self) -> pd.DataFrame:
-        """Every stored outcome, one row per (unit, arm); RunError when a pair is stored twice."""
+        """Every stored outcome, one row per (unit, arm, outcome); RunError when one is stored twice."""
         if not self._frames:
             return pd.DataFrame(
                 {
                     column: pd.Series(dtype=dtype)
-                    for column, dtype in zip(SHARD_COLUMNS, ("int64", "object", "int64", "object", "float64"))
+                    for column, dtype in zip(
+                        SHARD_COLUMNS, ("int64", "object", "int64", "object", "object", "float64"), strict=True
+                    )
                 }
             )
         outcomes = pd.concat(self._frames, ignore_index=True)
@@ -81,7 +86,8 @@ class ShardStore:
         if not repeated.empty:
             first = repeated.iloc[0]
             raise RunError(
-                f"{len(repeated)} outcome rows in {self.folder} repeat a (unit, arm) pair, e.g. unit "
-                f"{first['unit_id']} in {first['arm']}; the shards are inconsistent, start a new run folder"
+                f"{len(repeated)} outcome rows in {self.folder} repeat a (unit, arm, outcome), e.g. unit "
+                f"{first['unit_id']} in {first['arm']} ({first['outcome']}); the shards are inconsistent, "
+                "start a new run folder"
             )
         return outcomes

@@ -136,7 +136,7 @@ class PreviousRun:
         """
         return {
             key: self.manifest[key]
-            for key in ("packages", "model_fingerprint", "outcome_definition")
+            for key in ("packages", "model_fingerprint", "outcome_definitions")
             if key in self.manifest
         }
 
@@ -155,9 +155,9 @@ class PreviousRun:
 PROVENANCE: dict[str, Callable[[Mapping[str, Any]], Any]] = {
     "model_fingerprint": lambda manifest: manifest.get("model_fingerprint"),
     "packages.paribus": lambda manifest: (manifest.get("packages") or {}).get("paribus"),
-    "outcome_definition": lambda manifest: manifest.get("outcome_definition"),
+    "outcome_definitions": lambda manifest: manifest.get("outcome_definitions"),
 }
-"""Manifest fields a resumed run must share with the stored one: the weights and tokenizer, Paribus, the outcome read."""
+"""Manifest fields a resumed run must share with the stored one: the weights and tokenizer, Paribus, the outcomes read."""
 
 
 class RunStore:
@@ -239,17 +239,18 @@ class RunStore:
     def _stored_shards(
         self, manifest: dict[str, Any], checksums: Mapping[str, str], changed: tuple[str, ...]
     ) -> PreviousRun:
-        """Sort the stored shards into trusted, untrusted (removed) and missing; keep the checksums of trusted files.
+        """Sort the stored shards (outcomes and patching blocks) into trusted, untrusted (removed) and missing;
+        keep the checksums of trusted files.
 
-        RunFolderError when a listed shard changed: its outcomes would be reused.
+        RunFolderError when a listed shard changed: its results would be reused.
         """
-        present = {f"shards/{path.name}": path for path in sorted((self.folder / "shards").glob("outcomes-*.parquet"))}
+        present = {f"shards/{path.name}": path for path in sorted((self.folder / "shards").glob("*.parquet"))}
         listed = [name for name in present if name in checksums]
         for name in listed:
             problem = file_problem(self.folder, name, checksums)
             if problem:
                 raise RunFolderError(
-                    f"run folder {str(self.folder)!r} cannot be resumed: {problem}. Its outcomes cannot be "
+                    f"run folder {str(self.folder)!r} cannot be resumed: {problem}. Its results cannot be "
                     "trusted, so no stored shard was used"
                 )
         untrusted = [name for name in present if name not in checksums]
@@ -324,7 +325,7 @@ class RunStore:
         return path
 
     def discard_shards(self) -> None:
-        """Remove a finished run's shards and their checksums: outcomes.parquet holds the same rows."""
+        """Remove a finished run's shards and their checksums: outcomes.parquet and mediation.parquet hold their results."""
         shutil.rmtree(self.folder / "shards", ignore_errors=True)
         self.checksums = {name: digest for name, digest in self.checksums.items() if not name.startswith("shards/")}
         self._write_manifest()

@@ -21,7 +21,7 @@ from experiments.run._evaluated import EvidenceTexts
 from experiments.run._executor import Executor, executor_for
 from experiments.run._model import load_run_model
 from experiments.run._progress import Progress, counting, stage
-from experiments.run._shards import GENERATED_COLUMNS, SHARD_COLUMNS, SHARD_KEY, ShardStore
+from experiments.run._shards import GENERATED_COLUMNS, PAIR_KEY, SHARD_COLUMNS, ShardStore
 from experiments.run._store import RunStore
 from experiments.run._units import arm_texts, draw_units, realize_arms, subsample
 from graphs import Units, World
@@ -30,7 +30,7 @@ from interventions import AlignedPair, ModelAdapter, RenderedText, align, render
 
 @dataclass(frozen=True)
 class TemplatedUnits:
-    """Units of the structural model, their worlds in every arm, and their stored outcomes."""
+    """Units of the structural model, their worlds in every arm, and their stored values of one outcome."""
 
     experiment: Experiment
     units: Units
@@ -45,7 +45,7 @@ class TemplatedUnits:
         return self.units.exact
 
     def paired(self, plan: ContrastPlan) -> pd.DataFrame:
-        by_arm = self.outcomes.pivot(index="unit_id", columns="arm", values="outcome").loc[self.units.ids]
+        by_arm = self.outcomes.pivot(index="unit_id", columns="arm", values="value").loc[self.units.ids]
         paired = pd.DataFrame(
             {
                 "difference": by_arm[plan.treated.label].to_numpy() - by_arm[plan.reference.label].to_numpy(),
@@ -101,8 +101,11 @@ def _texts(experiment: Experiment, world: World, chosen: np.ndarray) -> list[Ren
 
 def evaluate_templated_units(
     experiment: Experiment, store: RunStore, manifest: dict[str, Any], progress: Progress | None
-) -> tuple[TemplatedUnits, ModelAdapter]:
-    """Draw the units, evaluate every (unit, arm) into shards (resuming what they hold), store units and outcomes."""
+) -> tuple[dict[str, TemplatedUnits], ModelAdapter]:
+    """Draw the units, evaluate every (unit, arm) into shards (resuming what they hold), store units and outcomes.
+
+    Returns the units once per outcome (by name, in config order), each with that outcome's values.
+    """
     config = experiment.config
     adapter = load_run_model(experiment, store, manifest)
 
@@ -113,11 +116,8 @@ def evaluate_templated_units(
             units = draw_units(experiment)
             worlds = realize_arms(experiment, units)
             _evaluate_new_units(experiment, units, worlds, executor, shards, progress)
-            intervals = None
         else:
-            units, worlds, intervals, manifest["stopping"] = _sample_until_precise(
-                experiment, executor, shards, progress
-            )
+            units, worlds, manifest["stopping"] = _sample_until_precise(experiment, executor, shards, progress)
         manifest["executor"] = executor.record()
     manifest.update(n_units=len(units), shards={"stored": len(shards.paths()), "reused": reused})
     store.write_manifest(manifest)
@@ -125,8 +125,13 @@ def evaluate_templated_units(
 
     outcomes = stored_outcomes(experiment, units, shards)
     store.write_table("outcomes.parquet", outcomes)
-    sequences = None if intervals is None else tuple(intervals)
-    return TemplatedUnits(experiment, units, worlds, outcomes, sequences), adapter
+    sequential = config.sampling.target_half_width is not None
+    evaluated = {}
+    for name in experiment.readers:
+        rows = outcomes[outcomes["outcome"] == name].reset_index(drop=True)
+        sequences = tuple(_sequences(experiment, units, rows)) if sequential else None
+        evaluated[name] = TemplatedUnits(experiment, units, worlds, rows, sequences)
+    return evaluated, adapter
 
 
 def _evaluate_new_units(
@@ -148,14 +153,14 @@ def _evaluate_new_units(
     """
     items = arm_texts(experiment, units, worlds, start=start)
     stored = shards.read()
-    pending = items.merge(stored[list(SHARD_KEY)], on=list(SHARD_KEY), how="left", indicator=True)
+    pairs = list(PAIR_KEY)
+    pending = items.merge(stored[pairs].drop_duplicates(), on=pairs, how="left", indicator=True)
     pending = pending[pending["_merge"] == "left_only"].drop(columns="_merge")
-    carried = ["outcome", *(column for column in GENERATED_COLUMNS if column in stored.columns)]
-    known = stored.drop_duplicates("text").set_index("text")[carried]
-    reused = pending["text"].isin(known.index)
+    carried = ["outcome", "value", *(column for column in GENERATED_COLUMNS if column in stored.columns)]
+    known = stored.drop_duplicates(["text", "outcome"])[["text", *carried]]
+    reused = pending["text"].isin(known["text"])
     if reused.any():
-        again = known.loc[pending.loc[reused, "text"]]
-        shards.append(pending[reused].assign(**{column: again[column].tolist() for column in carried}))
+        shards.append(pending[reused].merge(known, on="text", how="left", sort=False))
     fresh = pending[~reused]
     block_of_text = items.groupby("text")["unit_id"].min() // experiment.config.executor.shard_units
     blocks = block_of_text.loc[fresh["text"]].to_numpy()
@@ -165,21 +170,22 @@ def _evaluate_new_units(
     def store(shard: pd.DataFrame) -> None:
         shards.append(shard)
         if advance is not None:
-            advance(len(shard))
+            advance(len(shard[pairs].drop_duplicates()))
 
     executor.evaluate(work, store)
 
 
 def _sample_until_precise(
     experiment: Experiment, executor: Executor, shards: ShardStore, progress: Progress | None
-) -> tuple[Units, dict[Arm, World], list[SequenceInterval], dict[str, Any]]:
+) -> tuple[Units, dict[Arm, World], dict[str, Any]]:
     """Draw `batch_units` more units of the same seeded draw until every effect is precise enough.
 
     After each batch, every contrast's anytime-valid confidence sequence is recomputed on all
     units so far; drawing stops when each half width is at most `target_half_width`, or at
-    `max_units`. A resumed run replays the same batches from its shards and stops at the same place.
-    Returns the units, their worlds, the last intervals (one per contrast) and the manifest's
-    `stopping` record, whose half widths are keyed "treated arm - reference arm".
+    `max_units`. Precision is judged on the first outcome (the sequences of the others stay valid at
+    any stopping time, this one included). A resumed run replays the same batches from its shards
+    and stops at the same place. Returns the units, their worlds and the manifest's `stopping`
+    record, whose half widths are keyed "treated arm - reference arm".
     """
     sampling = experiment.config.sampling
     count, batches = 0, 0
@@ -188,7 +194,8 @@ def _sample_until_precise(
         units = experiment.model.sample_units(count, seed=sampling.seed)
         worlds = realize_arms(experiment, units)
         _evaluate_new_units(experiment, units, worlds, executor, shards, progress, start=start)
-        intervals = _sequences(experiment, units, stored_outcomes(experiment, units, shards))
+        stored = stored_outcomes(experiment, units, shards)
+        intervals = _sequences(experiment, units, stored[stored["outcome"] == experiment.outcomes[0].name])
         half_widths = {
             f"{plan.treated.label} - {plan.reference.label}": interval.half_width
             for plan, interval in zip(experiment.contrasts, intervals, strict=True)
@@ -203,12 +210,12 @@ def _sample_until_precise(
                 "design_size": sampling.units,
                 "half_widths": half_widths,
             }
-            return units, worlds, intervals, stopping
+            return units, worlds, stopping
 
 
 def _sequences(experiment: Experiment, units: Units, outcomes: pd.DataFrame) -> list[SequenceInterval]:
     """Every contrast's confidence sequence over the units so far, in contrast order."""
-    by_arm = outcomes.pivot(index="unit_id", columns="arm", values="outcome").loc[units.ids]
+    by_arm = outcomes.pivot(index="unit_id", columns="arm", values="value").loc[units.ids]
     return [
         confidence_sequence(
             by_arm[plan.treated.label].to_numpy() - by_arm[plan.reference.label].to_numpy(),
@@ -221,21 +228,26 @@ def _sequences(experiment: Experiment, units: Units, outcomes: pd.DataFrame) -> 
 
 
 def stored_outcomes(experiment: Experiment, units: Units, shards: ShardStore) -> pd.DataFrame:
-    """The stored outcome of every (unit, arm) pair of `units`, ordered by arm then unit; RunError when one is missing."""
+    """Every stored outcome of every (unit, arm) pair of `units`, ordered by arm, unit, then outcome as configured;
+    RunError when one is missing."""
     labels = [arm.label for arm in experiment.arms]
+    names = list(experiment.readers)
     outcomes = shards.read()
-    outcomes = outcomes[outcomes["unit_id"].isin(units.ids) & outcomes["arm"].isin(labels)]
-    expected = len(units) * len(labels)
+    outcomes = outcomes[
+        outcomes["unit_id"].isin(units.ids) & outcomes["arm"].isin(labels) & outcomes["outcome"].isin(names)
+    ]
+    expected = len(units) * len(labels) * len(names)
     if len(outcomes) != expected:
         raise RunError(
-            f"the shards in {shards.folder} hold {len(outcomes)} of the {expected} (unit, arm) outcomes; "
+            f"the shards in {shards.folder} hold {len(outcomes)} of the {expected} (unit, arm, outcome) values; "
             "resume the run to evaluate the rest"
         )
     order = pd.Categorical(outcomes["arm"], categories=labels, ordered=True)
+    named = pd.Categorical(outcomes["outcome"], categories=names, ordered=True)
     return (
-        outcomes.assign(_arm=order)
-        .sort_values(["_arm", "unit_id"])
-        .drop(columns="_arm")
+        outcomes.assign(_arm=order, _outcome=named)
+        .sort_values(["_arm", "unit_id", "_outcome"])
+        .drop(columns=["_arm", "_outcome"])
         .reset_index(drop=True)
         .loc[:, [*SHARD_COLUMNS, *(column for column in GENERATED_COLUMNS if column in outcomes.columns)]]
     )

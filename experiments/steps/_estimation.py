@@ -32,6 +32,7 @@ import dataclasses
 import math
 import warnings
 from collections import Counter
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import pandas as pd
@@ -71,41 +72,68 @@ class _Collected:
     notes: list[str]
 
 
-def estimate_effects(experiment: Experiment, units: EvaluatedUnits, *, progress: Progress | None = None) -> Estimates:
-    """Effects of every contrast from each of its sources, corrected for multiple testing across the run."""
+def estimate_effects(
+    experiment: Experiment, units: Mapping[str, EvaluatedUnits], *, progress: Progress | None = None
+) -> Estimates:
+    """Effects of every contrast on every outcome (`units` per outcome name, in config order), from each source.
+
+    Every fixed-sample test of the run, whatever its outcome, is corrected as one family.
+    Notes name their outcome when the run has several; overlap (about the annotations, not
+    the outcome) is reported once.
+    """
     config = experiment.config
+    several = len(units) > 1
     collected = _Collected([], [], [], [])
-    observational = sum("observational" in plan.sources for plan in experiment.contrasts)
+    sequences: list[EffectTable] = []
+    observational = len(units) * sum("observational" in plan.sources for plan in experiment.contrasts)
     report = counting(stage(progress, "observational estimates (dowhy)"), observational) if observational else None
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        for index, plan in enumerate(experiment.contrasts):
-            for source in plan.sources or ("rewrite",):
-                if source == "rewrite":
-                    paired = _with_values(units.paired(plan), plan, "units", collected.notes)
-                    collected.tables.append(_interventional(experiment, plan, paired, index, exact=units.exact))
-                elif source == "observational":
-                    _observational(experiment, plan, units, index, collected)
-                    if report is not None:
-                        report(1)
-                else:
-                    pairs = units.human_pairs
-                    if pairs is not None:
-                        pairs = _with_values(pairs, plan, "human edits", collected.notes)
-                    collected.tables.append(_human_pairs(experiment, plan, pairs, index))
-    notes = collected.notes + _unused_edits(experiment, units.human_pairs) + _gathered(caught)
+        for position, (name, evaluated) in enumerate(units.items()):
+            found = _Collected([], [], [], [])
+            _estimate_outcome(experiment, evaluated, found, report)
+            found.notes += _unused_edits(experiment, evaluated.human_pairs)
+            collected.tables += [table.of_outcome(name) for table in found.tables]
+            collected.refutations += [frame.assign(outcome=name) for frame in found.refutations]
+            if position == 0:
+                collected.overlap += found.overlap
+            collected.notes += [f"{name}: {note}" if several else note for note in found.notes]
+            if evaluated.sequences is not None:
+                sequences.append(_sequence_rows(experiment, evaluated.sequences).of_outcome(name))
+    notes = collected.notes + _gathered(caught)
     effects = EffectTable.concat(collected.tables).corrected(config.inference.correction)
-    if units.sequences is not None:
-        effects = _with_sequence_rows(experiment, effects, units.sequences)
+    if sequences:
+        effects = _with_sequence_rows(experiment, effects, sequences)
     if not collected.refutations:
         return Estimates(effects, None, None, tuple(notes))
     frame = pd.concat(collected.overlap, ignore_index=True)
+    refutations = pd.concat(collected.refutations, ignore_index=True)
     return Estimates(
         effects,
-        pd.concat(collected.refutations, ignore_index=True),
+        refutations[["outcome", *refutations.columns[:-1]]],
         frame[["treatment", "contrast", *frame.columns[:-2]]],
         tuple(notes),
     )
+
+
+def _estimate_outcome(
+    experiment: Experiment, units: EvaluatedUnits, collected: _Collected, report: Callable[[int], None] | None
+) -> None:
+    """Every contrast's rows on one outcome's units, from each of its sources, into `collected`."""
+    for index, plan in enumerate(experiment.contrasts):
+        for source in plan.sources or ("rewrite",):
+            if source == "rewrite":
+                paired = _with_values(units.paired(plan), plan, "units", collected.notes)
+                collected.tables.append(_interventional(experiment, plan, paired, index, exact=units.exact))
+            elif source == "observational":
+                _observational(experiment, plan, units, index, collected)
+                if report is not None:
+                    report(1)
+            else:
+                pairs = units.human_pairs
+                if pairs is not None:
+                    pairs = _with_values(pairs, plan, "human edits", collected.notes)
+                collected.tables.append(_human_pairs(experiment, plan, pairs, index))
 
 
 def _interventional(
@@ -350,33 +378,33 @@ def _not_estimable(
     )
 
 
-def _with_sequence_rows(
-    experiment: Experiment, effects: EffectTable, intervals: tuple[SequenceInterval, ...]
-) -> EffectTable:
-    """`effects` followed by one anytime-valid row per contrast (`intervals` in contrast order), method "asymptotic_cs".
-
-    Those rows' p-values are adjusted as their own family, leaving the fixed-n family as it was.
-    """
-    rows = [
-        EffectEstimate(
-            analysis="ate",
-            estimand=plan.estimand,
-            treatment=plan.treatment,
-            contrast=plan.contrast,
-            moderator=None,
-            stratum=None,
-            estimate=interval.estimate,
-            ci_low=interval.ci_low,
-            ci_high=interval.ci_high,
-            std_error=interval.std_error,
-            p_value=interval.p_value,
-            n_units=interval.n_units,
-            method=interval.method,
-            level=interval.level,
-        )
-        for plan, interval in zip(experiment.contrasts, intervals, strict=True)
-    ]
-    correction = experiment.config.inference.correction
+def _sequence_rows(experiment: Experiment, intervals: tuple[SequenceInterval, ...]) -> EffectTable:
+    """One anytime-valid row per contrast (`intervals` in contrast order), method "asymptotic_cs"."""
     return EffectTable(
-        effects.estimates + EffectTable(tuple(rows)).corrected(correction).estimates, correction=correction
+        tuple(
+            EffectEstimate(
+                analysis="ate",
+                estimand=plan.estimand,
+                treatment=plan.treatment,
+                contrast=plan.contrast,
+                moderator=None,
+                stratum=None,
+                estimate=interval.estimate,
+                ci_low=interval.ci_low,
+                ci_high=interval.ci_high,
+                std_error=interval.std_error,
+                p_value=interval.p_value,
+                n_units=interval.n_units,
+                method=interval.method,
+                level=interval.level,
+            )
+            for plan, interval in zip(experiment.contrasts, intervals, strict=True)
+        )
     )
+
+
+def _with_sequence_rows(experiment: Experiment, effects: EffectTable, sequences: list[EffectTable]) -> EffectTable:
+    """`effects` followed by the anytime-valid rows, whose p-values are adjusted as their own family."""
+    correction = experiment.config.inference.correction
+    rows = EffectTable.concat(sequences).corrected(correction)
+    return EffectTable(effects.estimates + rows.estimates, correction=correction)

@@ -1,6 +1,10 @@
 """The evidence step: attention, saliency and probes, linked to the interventional effects.
 
 Stage: steps. May import interventions, causal, the config and run stages.
+
+Attention, gradient x input and integrated gradients are read through an `EvidenceReader`,
+in blocks of texts each stored as a shard, so a resumed run reads finished blocks back.
+Probes (cross-validated over all texts) and the token view (a few units) are read here.
 """
 
 from __future__ import annotations
@@ -16,14 +20,12 @@ import pandas as pd
 from causal import EvidenceLinks, link_evidence
 from experiments.config import Arm, ContrastPlan, Experiment
 from experiments.errors import NotEstimable
-from experiments.run import EvaluatedUnits
+from experiments.run import EvaluatedUnits, EvidenceReader, Reading, Readout, Report
 from interventions import (
     InterventionError,
     ModelAdapter,
+    Outcome,
     RenderedText,
-    attention_evidence,
-    gradient_x_input,
-    integrated_gradients,
     probe_factors,
     render_token_view,
     token_view,
@@ -48,12 +50,15 @@ def run_evidence(
     effects: pd.DataFrame,
     adapter: ModelAdapter,
     *,
+    reader: EvidenceReader,
     seed: int,
+    progress: Report | None = None,
 ) -> EvidenceResult:
     """Read every configured evidence method on a draw of units and score it against the effects.
 
     Each factor is represented by its total-effect contrast with the largest |effect|;
-    `unit` in the tables is the unit's place in the draw.
+    `unit` in the tables is the unit's place in the draw. `reader` takes the per-text
+    readings (see the module docstring); `progress` counts the texts of each.
     """
     headline = "exact" if units.exact else "t"
     plans = _representative_plans(experiment, effects, headline)
@@ -71,9 +76,11 @@ def run_evidence(
         _unit_effects(units.outcomes, drawn.ids, plans),
         effects,
         adapter,
+        reader,
         effect_method=headline,
         seed=seed,
         record=drawn.record,
+        progress=progress,
     )
 
 
@@ -85,10 +92,12 @@ def _read_evidence(
     unit_effects: pd.DataFrame,
     effects: pd.DataFrame,
     adapter: ModelAdapter,
+    reader: EvidenceReader,
     *,
     effect_method: str,
     seed: int,
     record: dict[str, Any],
+    progress: Report | None,
 ) -> EvidenceResult:
     """Evidence on given texts: attention, saliency and probes, linked to the effects of `plans`.
 
@@ -100,7 +109,6 @@ def _read_evidence(
     methods = set(config.methods)
     factors = list(plans)
     factual = texts[Arm(None, None)]
-    positions = list(range(len(factual)))
     record = {
         **record,
         "methods": sorted(methods),
@@ -110,13 +118,15 @@ def _read_evidence(
     }
     frames = []
     if methods & {"attention", "attention_rollout"}:
-        attention = attention_evidence(adapter, factual, factors, units=positions)
+        attention = reader.read(Reading("attention", tuple(factors)), factual, progress=progress)
         frames.append(attention.spans[attention.spans["method"].isin(methods)])
-        record.update(attn_implementation=attention.attn_implementation, switched_to_eager=attention.switched_to_eager)
+        first = attention.details[0]
+        record.update(attn_implementation=first["attn_implementation"], switched_to_eager=first["switched_to_eager"])
     if "gradient_x_input" in methods:
-        frames.append(gradient_x_input(adapter, factual, factors, experiment.outcome, units=positions).spans)
+        reading = Reading("gradient_x_input", tuple(factors), _outcome(experiment))
+        frames.append(reader.read(reading, factual, progress=progress).spans)
     if "integrated_gradients" in methods:
-        spans, completeness = _integrated_gradients(experiment, adapter, factual, texts, plans, positions)
+        spans, completeness = _integrated_gradients(experiment, reader, texts, plans, progress)
         frames.append(spans)
         record.update(completeness)
     evidence = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
@@ -169,7 +179,7 @@ def _plan_rows(effects: pd.DataFrame, plans: dict[str, ContrastPlan]) -> pd.Data
 
 def _unit_effects(outcomes: pd.DataFrame, ids: Sequence[Any], plans: dict[str, ContrastPlan]) -> pd.DataFrame:
     """Each chosen unit's effect of each factor's representative contrast; `outcomes` keyed by `unit_id`."""
-    by_arm = outcomes.pivot(index="unit_id", columns="arm", values="outcome").loc[list(ids)]
+    by_arm = outcomes.pivot(index="unit_id", columns="arm", values="value").loc[list(ids)]
     return pd.concat(
         [
             pd.DataFrame(
@@ -187,11 +197,10 @@ def _unit_effects(outcomes: pd.DataFrame, ids: Sequence[Any], plans: dict[str, C
 
 def _integrated_gradients(
     experiment: Experiment,
-    adapter: ModelAdapter,
-    factual: list[RenderedText],
+    reader: EvidenceReader,
     texts: dict[Arm, list[RenderedText]],
     plans: dict[str, ContrastPlan],
-    positions: list[int],
+    progress: Report | None,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """IG spans from the pad baseline on factual texts, or per factor from its counterfactual arm.
 
@@ -199,32 +208,25 @@ def _integrated_gradients(
     (treated arm against reference arm), so they sum to that unit's effect.
     """
     config = experiment.config.evidence
-    factors = list(plans)
+    reading = Reading("integrated_gradients", tuple(plans), _outcome(experiment), config.steps)
     if config.baseline == "pad":
-        result = integrated_gradients(
-            adapter, factual, factors, experiment.outcome, n_steps=config.steps, units=positions
-        )
-        return result.spans, {"completeness_max_abs_delta": float(result.completeness["delta"].abs().max())}
-    spans, deltas, skipped = [], [], {}
+        readout = reader.read(reading, texts[Arm(None, None)], progress=progress)
+        return readout.spans, {"completeness_max_abs_delta": _largest_delta([readout])}
+    spans, readouts, skipped = [], [], {}
     for factor, plan in plans.items():
-        result = integrated_gradients(
-            adapter,
-            texts[plan.treated],
-            factors,
-            experiment.outcome,
-            baseline="counterfactual",
-            counterfactuals=texts[plan.reference],
-            n_steps=config.steps,
-            on_length_mismatch="skip",
-            units=positions,
-        )
-        spans.append(result.spans[result.spans["factor"] == factor])
-        deltas.append(result.completeness["delta"].abs().max())
-        skipped[factor] = len(result.skipped_units)
+        readout = reader.read(reading, texts[plan.treated], counterfactuals=texts[plan.reference], progress=progress)
+        spans.append(readout.spans[readout.spans["factor"] == factor])
+        readouts.append(readout)
+        skipped[factor] = sum(detail["skipped"] for detail in readout.details)
     return pd.concat(spans, ignore_index=True), {
-        "completeness_max_abs_delta": float(np.nanmax(deltas)),
+        "completeness_max_abs_delta": _largest_delta(readouts),
         "skipped_unequal_length_units": skipped,
     }
+
+
+def _largest_delta(readouts: list[Readout]) -> float:
+    """The largest |completeness delta| of any block (nan when no unit has one)."""
+    return float(pd.Series([detail["max_abs_delta"] for readout in readouts for detail in readout.details]).max())
 
 
 def _token_view(
@@ -244,7 +246,12 @@ def _token_view(
         texts[plan.treated][:count],
         texts[plan.reference][:count],
         factors,
-        experiment.outcome,
+        _outcome(experiment),
         n_steps=experiment.config.evidence.steps,
     )
     return view, render_token_view(view)
+
+
+def _outcome(experiment: Experiment) -> Outcome:
+    """The outcome saliency reads: evidence.outcome, default the first (compiled to be read from logits)."""
+    return experiment.named(experiment.config.evidence.outcome).reader

@@ -1,6 +1,13 @@
 """The mediation step: activation-patching sweeps turned into mediation estimates.
 
 Stage: steps. May import interventions, causal, experiments.errors, the config and run stages.
+
+Patching runs through a `PatchRunner`, in blocks of units each stored as a shard, so a
+resumed run reads finished blocks back. What is sharded: exact site sweeps and exact path
+patching whole; for attribution over sites, the attribution of every block and then the
+exact patching of the verified sites per block, while choosing those sites from all units'
+estimates stays here. Edge screening (attribution over paths) ranks edges and path patches
+the strongest inside one `screen_edges` call, so it runs here, in this process, unsharded.
 """
 
 from __future__ import annotations
@@ -16,21 +23,17 @@ from scipy import stats
 from causal import RECEIVER, SITE_KEYS, MediationTable, estimate_mediation
 from experiments.config import Experiment, MediationPlan
 from experiments.errors import ConfigError
-from experiments.run import EvaluatedUnits, Report, counting
+from experiments.run import EvaluatedUnits, PatchRunner, PatchWork, Report, SweepResult
 from interventions import (
     SENDERS,
     AlignedPair,
     InterventionError,
     ModelAdapter,
-    PatchResult,
+    Outcome,
     PathResult,
     Site,
-    attribution_effects,
-    evaluate_outcomes,
     model_receivers,
     model_sites,
-    patch_effects,
-    path_patch,
     screen_edges,
 )
 
@@ -49,13 +52,18 @@ def run_mediation(
     units: EvaluatedUnits,
     adapter: ModelAdapter,
     *,
+    patcher: PatchRunner,
     seed: int,
     progress: Report | None = None,
 ) -> MediationOutcome:
-    """Patch every site (or edge) of the plan on a draw of units and estimate indirect effects with intervals."""
+    """Patch every site (or edge) of the plan on a draw of units and estimate indirect effects with intervals.
+
+    `patcher` runs the sharded patching work of this sweep (see the module docstring).
+    """
+    outcome = experiment.named(plan.outcome).reader
     pairs, drawn = units.patch_pairs(plan, adapter.tokenizer, seed=seed)
     if plan.edges:
-        return _run_paths(experiment, plan, pairs, drawn, adapter, seed=seed, progress=progress)
+        return _run_paths(experiment, plan, outcome, pairs, drawn, adapter, patcher, seed=seed, progress=progress)
     try:
         sites = model_sites(adapter, plan.components, layers=plan.layers)
     except InterventionError as error:
@@ -72,21 +80,18 @@ def run_mediation(
         **drawn,
     }
     if plan.method == "exact":
-        advance = counting(progress, len(pairs) * len(sites) * len(plan.positions))
-        result = patch_effects(adapter, experiment.outcome, pairs, sites, plan.positions, progress=advance)
+        result = patcher.run(PatchWork("sites", outcome, tuple(sites), plan.positions), pairs, progress)
         record["work"] = dict(result.work)
         return MediationOutcome(estimate_mediation(_exact_per_unit(plan, result), **options), record)
 
-    screen = attribution_effects(adapter, experiment.outcome, pairs, sites, plan.positions)
-    destination = evaluate_outcomes(adapter, [pair.destination.text for pair in pairs], experiment.outcome)
-    source = evaluate_outcomes(adapter, [pair.source.text for pair in pairs], experiment.outcome)
-    per_unit = _per_unit(plan, screen, screen["estimate"].to_numpy(), destination, source)
+    screen = patcher.run(PatchWork("attribution", outcome, tuple(sites), plan.positions), pairs, progress)
+    rows = screen.patched
+    per_unit = _per_unit(plan, rows, rows["estimate"].to_numpy(), screen.destination, screen.source)
     approximate = estimate_mediation(per_unit, source="attribution", **options)
     top = _top_sites(approximate, plan.verify_top)
-    verified_sites = [site for site in sites if site.name in set(top["site"])]
+    verified_sites = tuple(site for site in sites if site.name in set(top["site"]))
     verified_positions = tuple(dict.fromkeys(top["position"]))
-    advance = counting(progress, len(pairs) * len(verified_sites) * len(verified_positions))
-    result = patch_effects(adapter, experiment.outcome, pairs, verified_sites, verified_positions, progress=advance)
+    result = patcher.run(PatchWork("sites", outcome, verified_sites, verified_positions), pairs, progress)
     exact = estimate_mediation(_exact_per_unit(plan, result), **options)
     record.update(work=dict(result.work), verified=len(top), rank_agreement=_rank_agreement(exact, top))
     return MediationOutcome(MediationTable.concat([approximate, exact]), record)
@@ -95,14 +100,16 @@ def run_mediation(
 def _run_paths(
     experiment: Experiment,
     plan: MediationPlan,
+    outcome: Outcome,
     pairs: list[AlignedPair],
     drawn: dict[str, Any],
     adapter: ModelAdapter,
+    patcher: PatchRunner,
     *,
     seed: int,
     progress: Report | None,
 ) -> MediationOutcome:
-    """Path patching of every sender -> receiver edge (exact), or edge attribution verified on the strongest."""
+    """Path patching of every sender -> receiver edge (exact, sharded), or edge attribution verified on the strongest."""
     senders = _senders(adapter, plan)
     receivers = _receivers(adapter, plan)
     options = _options(experiment, plan, seed)
@@ -119,15 +126,10 @@ def _run_paths(
     }
     try:
         if plan.method == "exact":
-            advance = counting(progress, len(pairs) * len(senders) * len(receivers) * len(plan.positions))
-            result = path_patch(
-                adapter, experiment.outcome, pairs, senders, receivers, plan.positions, progress=advance
-            )
+            result = patcher.run(PatchWork("paths", outcome, senders, plan.positions, receivers), pairs, progress)
             record["work"] = dict(result.work)
             return MediationOutcome(estimate_mediation(_path_per_unit(plan, result), **options), record)
-        screen = screen_edges(
-            adapter, experiment.outcome, pairs, senders, receivers, plan.positions, top=plan.verify_top
-        )
+        screen = screen_edges(adapter, outcome, pairs, senders, receivers, plan.positions, top=plan.verify_top)
     except InterventionError as error:
         raise ConfigError(str(error), path=f"{plan.path}.paths") from None
     exact = screen.exact
@@ -183,14 +185,16 @@ def _receivers(adapter: ModelAdapter, plan: MediationPlan) -> tuple[str, ...]:
     return tuple(dict.fromkeys(chosen))
 
 
-def _path_per_unit(plan: MediationPlan, result: PathResult) -> pd.DataFrame:
+def _path_per_unit(plan: MediationPlan, result: SweepResult | PathResult) -> pd.DataFrame:
     """Each (unit, edge)'s exact path effect on the treated-minus-reference scale."""
     rows = result.patched
     change = rows["outcome"].to_numpy() - result.destination[rows["unit"].to_numpy()]
     return _edge_per_unit(plan, result, rows, change)
 
 
-def _edge_per_unit(plan: MediationPlan, result: PathResult, rows: pd.DataFrame, change: np.ndarray) -> pd.DataFrame:
+def _edge_per_unit(
+    plan: MediationPlan, result: SweepResult | PathResult, rows: pd.DataFrame, change: np.ndarray
+) -> pd.DataFrame:
     """Each (unit, edge) of `rows` with its change of the receiving run's outcome (exact or estimated)."""
     return _per_unit(plan, rows, change, result.destination, result.source, keys=(*SITE_KEYS, RECEIVER))
 
@@ -229,7 +233,7 @@ def _per_unit(
     return rows[["unit", *keys]].assign(total=total, indirect=indirect)
 
 
-def _exact_per_unit(plan: MediationPlan, result: PatchResult) -> pd.DataFrame:
+def _exact_per_unit(plan: MediationPlan, result: SweepResult) -> pd.DataFrame:
     change = result.patched["outcome"].to_numpy() - result.destination[result.patched["unit"].to_numpy()]
     return _per_unit(plan, result.patched, change, result.destination, result.source)
 

@@ -35,6 +35,7 @@ class ReviewResult:
 
     `surrogate_skipped` says why no surrogate was fitted when fairness is configured but the
     decisions cannot be described (for instance, the model makes one decision for every unit).
+    `decision_outcome` names the outcome the decisions were read from (None: the first).
     """
 
     verdicts: VerdictTable | None
@@ -42,6 +43,7 @@ class ReviewResult:
     surrogate: SurrogateResult | None
     surrogate_skipped: str | None
     decision_threshold: float | None
+    decision_outcome: str | None = None
 
     @property
     def record(self) -> dict[str, Any]:
@@ -50,6 +52,7 @@ class ReviewResult:
             "hypotheses": 0 if self.verdicts is None else len(self.verdicts.verdicts),
             "contradicted": [] if self.verdicts is None else list(self.verdicts.contradicted),
             "decision_threshold": self.decision_threshold,
+            "decision_outcome": self.decision_outcome,
             "four_fifths_violations": [] if self.fairness is None else list(self.fairness.four_fifths_violations),
             "surrogate_skipped": self.surrogate_skipped,
         }
@@ -60,8 +63,9 @@ def review_tables(
 ) -> ReviewResult:
     """Judge the hypotheses and measure fairness and surrogates of a run's stored tables.
 
-    `effects` is needed only to judge hypotheses; `outcomes` and `population` are keyed by
-    `unit_id` (a data-mode run's units are its documents).
+    `effects` is needed only to judge hypotheses (each on its own outcome's rows); `outcomes`
+    (every outcome, long) and `population` are keyed by `unit_id` (a data-mode run's units
+    are its documents). Fairness and surrogates read the decisions of fairness.outcome.
     """
     config = experiment.config
     level = config.inference.level
@@ -72,7 +76,8 @@ def review_tables(
         return ReviewResult(verdicts, None, None, None, None)
 
     factors, label = _factors_and_label(experiment, population)
-    decisions = _decisions(outcomes, experiment.decision_threshold)
+    read = experiment.named(config.fairness.outcome).name
+    decisions = _decisions(outcomes[outcomes["outcome"] == read], experiment.decision_threshold)
     factual = population.assign(decision=decisions["factual"].loc[population["unit_id"]].to_numpy())
     fairness = _fairness(experiment, factual, decisions, label)
     try:
@@ -84,8 +89,8 @@ def review_tables(
             level=level,
         )
     except EstimationError as error:
-        return ReviewResult(verdicts, fairness, None, str(error), experiment.decision_threshold)
-    return ReviewResult(verdicts, fairness, surrogate, None, experiment.decision_threshold)
+        return ReviewResult(verdicts, fairness, None, str(error), experiment.decision_threshold, read)
+    return ReviewResult(verdicts, fairness, surrogate, None, experiment.decision_threshold, read)
 
 
 def _factors_and_label(experiment: Experiment, population: pd.DataFrame) -> tuple[list[str], str | None]:
@@ -102,7 +107,7 @@ def _factors_and_label(experiment: Experiment, population: pd.DataFrame) -> tupl
 def _decisions(outcomes: pd.DataFrame, threshold: float) -> pd.DataFrame:
     """0/1 decisions (outcome above `threshold`), one row per unit and one column per arm label."""
     return (
-        (outcomes["outcome"] > threshold)
+        (outcomes["value"] > threshold)
         .astype(int)
         .to_frame("decision")
         .assign(unit_id=outcomes["unit_id"], arm=outcomes["arm"])

@@ -38,7 +38,9 @@ def population(example: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
     worlds = realize_arms(experiment, units)
     outcomes = arm_texts(experiment, units, worlds)
     adapter = ModelAdapter.load(replace(experiment.model_spec, path=resolve_model_path(experiment.model_spec.path)))
-    outcomes["outcome"] = evaluate_outcomes(adapter, outcomes["text"].tolist(), experiment.outcome)
+    outcomes = outcomes.assign(
+        outcome="decision", value=evaluate_outcomes(adapter, outcomes["text"].tolist(), experiment.outcome)
+    )
     templated = TemplatedUnits(experiment, units, worlds, outcomes)
     plans = experiment.contrasts
     differences = np.stack([templated.paired(plan)["difference"].to_numpy() for plan in plans])

@@ -222,7 +222,7 @@ def test_a_finished_run_verifies_and_an_edited_one_exits_4(tmp_path: Path) -> No
     verified = _invoke("verify", str(out), "--sample", "8", "--seed", "3")
     assert verified.exit_code == 0, verified.output
     outcomes = pd.read_parquet(out / "outcomes.parquet")
-    outcomes.loc[:, "outcome"] += 100.0
+    outcomes.loc[:, "value"] += 100.0
     outcomes.to_parquet(out / "outcomes.parquet", index=False)
     edited = _invoke("verify", str(out), "--sample", "8", "--seed", "3")
     assert edited.exit_code == 4, edited.output

@@ -11,16 +11,9 @@ import numpy as np
 import pytest
 
 from experiments import load_experiment
-from experiments.demo import _model
-from experiments.demo._model import (
-    PLANTED_LOG_ODDS,
-    RULES,
-    model_folder,
-    referral_log_odds,
-    resolve_model_path,
-    train_demo_model,
-    training_key,
-)
+from experiments.config import BUILTIN_NAMES, model_folder, resolve_model_path
+from experiments.demo import _chat_model, _model
+from experiments.demo._model import PLANTED_LOG_ODDS, RULES, referral_log_odds, train_demo_model, training_key
 from experiments.run import draw_units, realize_arms
 from interventions import ModelAdapter, ModelSpec, integrated_gradients, render_world
 from scripts.readme_demo_tables import main as readme_tables
@@ -67,9 +60,10 @@ def test_builtin_ids_resolve_to_the_packaged_weights_without_training(
         raise AssertionError("resolving a built-in model must not train it")
 
     monkeypatch.setattr(_model, "_train", no_training)
+    monkeypatch.setattr(_chat_model, "_train", no_training)
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    for name in RULES:
+    for name in BUILTIN_NAMES:
         folder = Path(resolve_model_path(f"builtin:{name}"))
         assert folder == Path(_model.__file__).parent / "models" / name
         assert (folder / "model.safetensors").is_file()

@@ -146,7 +146,7 @@ def _run(folder: Path, config: Path) -> tuple[Path, pd.DataFrame]:
 
 def _by_arm(folder: Path) -> pd.DataFrame:
     outcomes = pd.read_parquet(folder / "outcomes.parquet")
-    return outcomes.pivot(index="doc_id", columns="arm", values="outcome")
+    return outcomes.pivot(index="doc_id", columns="arm", values="value")
 
 
 def _row(effects: pd.DataFrame, **fields: object) -> pd.Series:

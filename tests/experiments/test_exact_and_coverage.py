@@ -74,8 +74,9 @@ def engine_effects(config: dict) -> dict[tuple[str, str, str], float]:
     units = draw_units(experiment)
     worlds = realize_arms(experiment, units)
     outcomes = arm_texts(experiment, units, worlds)
-    outcomes["outcome"] = evaluate(outcomes["text"].tolist())
-    frame = estimate_effects(experiment, TemplatedUnits(experiment, units, worlds, outcomes)).effects.to_frame()
+    outcomes = outcomes.assign(outcome="decision", value=evaluate(outcomes["text"].tolist()))
+    units_by_outcome = {"decision": TemplatedUnits(experiment, units, worlds, outcomes)}
+    frame = estimate_effects(experiment, units_by_outcome).effects.to_frame()
     return frame[frame["analysis"] == "ate"]
 
 

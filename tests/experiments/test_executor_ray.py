@@ -49,8 +49,8 @@ def test_a_ray_run_equals_a_local_run(classifier: Path, tmp_path: Path, local_ra
         "resubmitted_shards": 0,
     }
     ours, theirs = (pd.read_parquet(run.folder / "outcomes.parquet") for run in (distributed, local))
-    pd.testing.assert_frame_equal(ours.drop(columns="outcome"), theirs.drop(columns="outcome"))
-    np.testing.assert_allclose(ours["outcome"], theirs["outcome"], rtol=0, atol=1e-6)
+    pd.testing.assert_frame_equal(ours.drop(columns="value"), theirs.drop(columns="value"))
+    np.testing.assert_allclose(ours["value"], theirs["value"], rtol=0, atol=1e-6)
     ours, theirs = (pd.read_csv(run.folder / "effects.csv") for run in (distributed, local))
     numbers = ["estimate", "ci_low", "ci_high", "std_error", "p_value", "p_adjusted"]
     pd.testing.assert_frame_equal(ours.drop(columns=numbers), theirs.drop(columns=numbers))
@@ -65,7 +65,7 @@ def test_a_killed_actor_still_yields_every_unit_exactly_once(classifier: Path, l
     items = arm_texts(experiment, units, realize_arms(experiment, units))
     shards = [shard.reset_index(drop=True) for _, shard in items.groupby(items["unit_id"] // 2)]
     finished: list[pd.DataFrame] = []
-    with RayExecutor(experiment.model_spec, experiment.outcome, batch_size=16, num_workers=2) as executor:
+    with RayExecutor(experiment.model_spec, experiment.readers, batch_size=16, num_workers=2) as executor:
 
         def collect(shard: pd.DataFrame) -> None:
             if not finished:
@@ -78,12 +78,12 @@ def test_a_killed_actor_still_yields_every_unit_exactly_once(classifier: Path, l
     assert len(outcomes) == len(items) == len(units) * len(experiment.arms)
     assert not outcomes.duplicated(["unit_id", "arm"]).any()
     expected: list[pd.DataFrame] = []
-    LocalExecutor(ModelAdapter.load(experiment.model_spec), experiment.outcome, batch_size=16).evaluate(
+    LocalExecutor(ModelAdapter.load(experiment.model_spec), experiment.readers, batch_size=16).evaluate(
         shards, expected.append
     )
-    merged = outcomes.merge(pd.concat(expected), on=["unit_id", "arm"], suffixes=("", "_local"))
+    merged = outcomes.merge(pd.concat(expected), on=["unit_id", "arm", "outcome"], suffixes=("", "_local"))
     assert len(merged) == len(items)
-    np.testing.assert_allclose(merged["outcome"], merged["outcome_local"], rtol=0, atol=1e-6)
+    np.testing.assert_allclose(merged["value"], merged["value_local"], rtol=0, atol=1e-6)
 
 
 def test_when_every_actor_died_the_run_fails_saying_so(classifier: Path, local_ray: None) -> None:
@@ -93,7 +93,7 @@ def test_when_every_actor_died_the_run_fails_saying_so(classifier: Path, local_r
     units = draw_units(experiment)
     items = arm_texts(experiment, units, realize_arms(experiment, units))
     shards = [shard.reset_index(drop=True) for _, shard in items.groupby(items["unit_id"] // 16)]
-    with RayExecutor(experiment.model_spec, experiment.outcome, num_workers=1) as executor:
+    with RayExecutor(experiment.model_spec, experiment.readers, num_workers=1) as executor:
         ray.kill(executor.actors[0])
         with pytest.raises(
             RunError, match=f"every Ray worker died; {len(shards)} of {len(shards)} shards were not evaluated"

@@ -281,7 +281,7 @@ def test_a_confounded_corpus_naive_is_biased_backdoor_covers_the_rewrite_effect(
         )
 
     # The interventional effect on the documents of the two groups, by hand from outcomes.parquet.
-    outcomes = pd.read_parquet(folder / "outcomes.parquet").pivot(index="doc_id", columns="arm", values="outcome")
+    outcomes = pd.read_parquet(folder / "outcomes.parquet").pivot(index="doc_id", columns="arm", values="value")
     in_groups = notes[notes["insurance"].isin(["none", "private"])]["case_id"]
     difference = outcomes["do(insurance=none)"] - outcomes["do(insurance=private)"]
     truth = float(difference.loc[in_groups].mean())

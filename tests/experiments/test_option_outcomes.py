@@ -36,9 +36,9 @@ def test_choice_and_expected_value_outcomes_run_end_to_end_and_equal_the_interve
         outcomes = pd.read_parquet(result.folder / "outcomes.parquet")
         adapter, _ = load_model(load_experiment(result.folder / "config.yaml"))
         expected = evaluate_outcomes(adapter, outcomes["text"].tolist(), reader, share_prefix=False)
-        assert outcomes["outcome"].to_numpy() == pytest.approx(expected, abs=1e-6)
+        assert outcomes["value"].to_numpy() == pytest.approx(expected, abs=1e-6)
         if outcome["type"] == "choice_prob":
-            assert ((outcomes["outcome"] > 0) & (outcomes["outcome"] < 1)).all()
+            assert ((outcomes["value"] > 0) & (outcomes["value"] < 1)).all()
         summary = (result.folder / "summary.md").read_text(encoding="utf-8")
         assert {"choice_prob": "probability of the option 'yes'", "expected_value": "expected value yes=1"}[
             outcome["type"]
@@ -67,7 +67,7 @@ def test_a_generation_outcome_stores_every_answer_and_counts_the_unparsed(tmp_pa
     assert {"answers", "unparsed"} <= set(outcomes.columns)
     adapter, _ = load_model(load_experiment(result.folder / "config.yaml"))
     by_hand = generate_outcomes(adapter, outcomes["text"].tolist(), Generation(2, parse, target="yes"), seed=2)
-    assert outcomes["outcome"].to_numpy() == pytest.approx(by_hand.values, nan_ok=True)
+    assert outcomes["value"].to_numpy() == pytest.approx(by_hand.values, nan_ok=True)
     assert [list(answers) for answers in outcomes["answers"]] == [list(answers) for answers in by_hand.answers]
     assert outcomes["unparsed"].tolist() == by_hand.unparsed.tolist()
     manifest = json.loads((result.folder / "manifest.json").read_text(encoding="utf-8"))
@@ -76,7 +76,7 @@ def test_a_generation_outcome_stores_every_answer_and_counts_the_unparsed(tmp_pa
         assert per_arm[arm]["unparsed"] == int(rows["unparsed"].sum())
         assert per_arm[arm]["answers"] == len(rows)
     summary = (result.folder / "summary.md").read_text(encoding="utf-8")
-    assert "- generated answers (outcomes.parquet has each):" in summary
+    assert "- generated answers of decision (outcomes.parquet has each):" in summary
 
 
 def test_units_whose_answers_never_parse_are_left_out_and_counted_not_dropped_in_silence(tmp_path: Path) -> None:
@@ -94,8 +94,8 @@ def test_units_whose_answers_never_parse_are_left_out_and_counted_not_dropped_in
     path.write_text(json.dumps(data), encoding="utf-8")
     result = run_experiment(load_experiment(path), out_dir=tmp_path / "run")
     outcomes = pd.read_parquet(result.folder / "outcomes.parquet")
-    assert outcomes["outcome"].isna().any() and (outcomes["outcome"].dropna() == 1.0).all()
-    by_arm = outcomes.pivot(index="unit_id", columns="arm", values="outcome")
+    assert outcomes["value"].isna().any() and (outcomes["value"].dropna() == 1.0).all()
+    by_arm = outcomes.pivot(index="unit_id", columns="arm", values="value")
     kept = (by_arm["do(insurance=none)"] - by_arm["do(insurance=private)"]).notna()
     effects = pd.read_csv(result.folder / "effects.csv")
     row = effects[

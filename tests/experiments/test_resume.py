@@ -160,7 +160,8 @@ def _shard(units: list[int], arm: str = "factual") -> pd.DataFrame:
             "arm": arm,
             "template": 0,
             "text": [f"t{u}" for u in units],
-            "outcome": [float(u) for u in units],
+            "outcome": "decision",
+            "value": [float(u) for u in units],
         }
     )
 
@@ -181,7 +182,9 @@ def test_shards_are_written_whole_and_no_pair_is_stored_twice(tmp_path: Path) ->
     with pytest.raises(RunError, match="already exists: the same .unit, arm. pairs were evaluated twice"):
         reopened.append(_shard([0, 1]))
     reopened.append(_shard([1, 2]))
-    with pytest.raises(RunError, match="2 outcome rows .* repeat a .unit, arm. pair, e.g. unit 1 in factual"):
+    with pytest.raises(
+        RunError, match=r"2 outcome rows .* repeat a .unit, arm, outcome., e.g. unit 1 in factual \(decision\)"
+    ):
         reopened.read()
 
 
@@ -194,7 +197,7 @@ class _CountingExecutor:
     def evaluate(self, shards: list[pd.DataFrame], on_shard) -> None:
         for shard in shards:
             self.texts += shard["text"].unique().tolist()
-            on_shard(shard.assign(outcome=shard["text"].str.len().astype(float)))
+            on_shard(shard.assign(outcome="decision", value=shard["text"].str.len().astype(float)))
 
 
 def test_each_distinct_text_is_evaluated_once_across_shards_and_batches(classifier: Path, tmp_path: Path) -> None:
@@ -209,7 +212,7 @@ def test_each_distinct_text_is_evaluated_once_across_shards_and_batches(classifi
     assert len(executor.texts) == items["text"].nunique() < len(items)
     outcomes = stored_outcomes(experiment, units, shards)
     assert len(outcomes) == len(items)
-    assert (outcomes["outcome"] == outcomes["text"].str.len()).all()
+    assert (outcomes["value"] == outcomes["text"].str.len()).all()
 
 
 def test_cli_resume_and_out_must_name_one_folder(classifier: Path, tmp_path: Path) -> None:

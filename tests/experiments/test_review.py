@@ -127,7 +127,9 @@ def test_decision_threshold_defaults_by_outcome_type(
 
 def test_a_log_likelihood_outcome_needs_a_threshold(example: Path) -> None:
     outcome = {"type": "continuation_logprob", "continuation": " yes"}
-    with pytest.raises(ConfigError, match=r"^fairness\.threshold: outcome type continuation_logprob has no natural"):
+    with pytest.raises(
+        ConfigError, match=r"^fairness\.threshold: outcome 'decision' \(continuation_logprob\) has no natural"
+    ):
         compiled(example, outcome=outcome)
     assert compiled(example, outcome=outcome, fairness=None).decision_threshold is None
 
@@ -190,7 +192,8 @@ def test_review_of_an_enumerated_run_matches_a_hand_computation(tmp_path: Path) 
     worlds = realize_arms(experiment, units)
     outcomes = arm_texts(experiment, units, worlds)
     private = {arm.label: world.values["insurance"] == "private" for arm, world in worlds.items()}
-    outcomes["outcome"] = [
+    outcomes["outcome"] = "decision"
+    outcomes["value"] = [
         1.0 if private[arm][unit] else -1.0 for arm, unit in zip(outcomes["arm"], outcomes["unit_id"], strict=True)
     ]
     store = RunStore(tmp_path / "run", experiment.config)
@@ -295,7 +298,8 @@ def test_fairness_and_surrogate_find_the_planted_mechanisms(contradicted_run) ->
     """The rule ignores sex and lowers referral without insurance; the decisions follow symptom and insurance."""
     folder, _ = contradicted_run
     fairness = pd.read_csv(folder / "fairness.csv")
-    assert tuple(fairness.columns) == FAIRNESS_COLUMNS
+    assert tuple(fairness.columns) == ("outcome", *FAIRNESS_COLUMNS)
+    assert set(fairness["outcome"]) == {"decision"}
     flips = fairness[fairness["metric"] == "flip_rate"].set_index(["factor", "contrast"])
     assert flips.loc[("sex", "male vs female"), "estimate"] < 0.05  # only units at the threshold flip
     assert flips.loc[("insurance", "none vs private"), "ci_low"] > flips.loc[("sex", "male vs female"), "ci_high"]

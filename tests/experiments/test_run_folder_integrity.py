@@ -133,8 +133,11 @@ def test_a_changed_paribus_version_and_label_mapping_are_listed_field_by_field(t
         run_experiment(experiment, out_dir=run, resume=True)
     message = str(refused.value)
     assert f"packages.paribus ('0.0.1' -> {manifest['packages']['paribus']!r})" in message
-    assert "outcome_definition ({'spec': \"ClassProb(label='yes')\", 'labels': {'0': 'no', '1': 'yes'}} -> " in message
-    assert "'labels': {'0': 'yes', '1': 'no'}})" in message
+    assert (
+        "outcome_definitions ({'decision': {'spec': \"ClassProb(label='yes')\", 'labels': {'0': 'no', '1': 'yes'}}} -> "
+        in message
+    )
+    assert "'labels': {'0': 'yes', '1': 'no'}}})" in message
     assert "model_fingerprint" not in message
 
 
@@ -184,7 +187,7 @@ def test_an_edited_shard_is_refused_on_resume(classifier: Path, tmp_path: Path) 
     _interrupted(experiment, run)
     edited = sorted((run / "shards").glob("outcomes-*.parquet"))[1]
     shard = pd.read_parquet(edited)
-    shard.assign(outcome=shard["outcome"] + 100).to_parquet(edited, index=False)
+    shard.assign(value=shard["value"] + 100).to_parquet(edited, index=False)
     with pytest.raises(
         RunFolderError,
         match=rf"cannot be resumed: shards/{edited.name} changed since the run wrote it .* no stored shard was used",
@@ -202,7 +205,7 @@ def test_a_shard_written_but_never_listed_is_recomputed_and_the_resume_says_so(
     manifest = _interrupted(experiment, run)
     unlisted = sorted(name for name in manifest["checksums"] if name.startswith("shards/"))[0]
     shard = pd.read_parquet(run / unlisted)
-    shard.assign(outcome=shard["outcome"] + 100).to_parquet(run / unlisted, index=False)
+    shard.assign(value=shard["value"] + 100).to_parquet(run / unlisted, index=False)
     del manifest["checksums"][unlisted]
     (run / "manifest.json").write_text(json.dumps(manifest))
     (run / ".units.parquet.tmp").write_bytes(b"half a file")
@@ -231,7 +234,7 @@ def test_a_finished_run_verifies(finished: Path) -> None:
 def test_an_edited_outcome_with_its_checksum_updated_is_caught_by_reevaluation(finished: Path, tmp_path: Path) -> None:
     run = Path(shutil.copytree(finished, tmp_path / "copy"))
     outcomes = pd.read_parquet(run / "outcomes.parquet")
-    outcomes.loc[17, "outcome"] += 0.25
+    outcomes.loc[17, "value"] += 0.25
     outcomes.to_parquet(run / "outcomes.parquet", index=False)
     manifest = json.loads((run / "manifest.json").read_text())
     manifest["checksums"]["outcomes.parquet"] = _sha256(run / "outcomes.parquet")
@@ -241,7 +244,10 @@ def test_an_edited_outcome_with_its_checksum_updated_is_caught_by_reevaluation(f
     assert verification.checksums_ok and verification.fingerprint_matches
     assert verification.checked_outcomes == len(outcomes)
     assert verification.max_abs_difference == pytest.approx(0.25, abs=1e-4)
-    assert verification.worst == f"unit {outcomes.loc[17, 'unit_id']}, {outcomes.loc[17, 'arm']}"
+    assert (
+        verification.worst
+        == f"unit {outcomes.loc[17, 'unit_id']}, {outcomes.loc[17, 'arm']}, {outcomes.loc[17, 'outcome']}"
+    )
     assert not verification.ok and verification.summary().endswith("verdict: NOT OK")
 
 
@@ -273,7 +279,7 @@ def test_verify_finds_an_edited_shard_of_an_unfinished_run(classifier: Path, tmp
     _interrupted(tiny_experiment(classifier, **SECTIONS), run)
     edited = sorted((run / "shards").glob("outcomes-*.parquet"))[0]
     shard = pd.read_parquet(edited)
-    shard.assign(outcome=shard["outcome"] + 100).to_parquet(edited, index=False)
+    shard.assign(value=shard["value"] + 100).to_parquet(edited, index=False)
     verification = verify_run(run, sample=10_000)
     assert verification.problems[0].startswith(f"shards/{edited.name} changed since the run wrote it")
     assert "the run is not complete (manifest status 'failed')" in verification.problems[1]

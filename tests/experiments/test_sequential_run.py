@@ -26,7 +26,7 @@ def _sampling(target: float) -> dict:
 
 def _widths_at_each_look(folder: Path, plans: list, looks: list[int]) -> np.ndarray:
     """Half width of every contrast's sequence (rows) at each look's first n units (columns), from the stored outcomes."""
-    by_arm = pd.read_parquet(folder / "outcomes.parquet").pivot(index="unit_id", columns="arm", values="outcome")
+    by_arm = pd.read_parquet(folder / "outcomes.parquet").pivot(index="unit_id", columns="arm", values="value")
     return np.array(
         [
             [
