@@ -95,16 +95,9 @@ def render_report(folder: Path, *, redact_texts: bool | None = None) -> str:
         redacted=redacted,
         verdicts=_verdicts(folder),
         graph_png=_png(_draw_graph, experiment),
-        forests=[
-            (name if len(experiment.outcomes) > 1 else None, _png(_draw_forest, experiment, rows, level, negligible))
-            for name, rows, negligible in _by_outcome(experiment, effects)
-        ],
+        forest_png=_png(_draw_forest, experiment, _by_outcome(experiment, effects), level),
         effects=_effects_table(effects),
-        cate=[
-            (title if len(experiment.outcomes) == 1 else f"{name}: {title}", png)
-            for name, rows, negligible in _by_outcome(experiment, effects)
-            for title, png in _cate_plots(experiment, rows, level, negligible)
-        ],
+        cate=_cate_plots(experiment, _by_outcome(experiment, effects), level),
         mediation=_mediation(folder, manifest),
         evidence=_evidence(folder, redacted, manifest.get("evidence") or {}),
         examples=_examples(folder, experiment, redacted),
@@ -245,21 +238,31 @@ def _headline(effects: pd.DataFrame, analysis: str) -> pd.DataFrame:
     return effects[(effects["analysis"] == analysis) & effects["method"].isin(_HEADLINE)]
 
 
-def _by_outcome(experiment: Experiment, effects: pd.DataFrame) -> list[tuple[str, pd.DataFrame, float]]:
-    """(name, its effect rows, its negligible band) of each outcome: scales differ, so each is drawn apart."""
+Panel = tuple[str | None, pd.DataFrame, float]
+"""One outcome's effect rows, drawn on axes of their own: (its name when the run has several, rows, negligible band)."""
+
+
+def _by_outcome(experiment: Experiment, effects: pd.DataFrame) -> list[Panel]:
+    """A panel per outcome: scales differ (log-odds, probabilities), so each gets its own axis and band."""
+    several = len(experiment.outcomes) > 1
     return [
-        (outcome.name, effects[effects["outcome"] == outcome.name], experiment.negligible(outcome.name))
+        (
+            outcome.name if several else None,
+            effects[effects["outcome"] == outcome.name],
+            experiment.negligible(outcome.name),
+        )
         for outcome in experiment.outcomes
     ]
 
 
-def _draw_forest(figure: Any, experiment: Experiment, effects: pd.DataFrame, level: str, negligible: float) -> None:
-    """Each average effect with its interval; the zero line and the negligible band for reference.
+def _draw_forest(figure: Any, experiment: Experiment, panels: list[Panel], level: str) -> None:
+    """Each average effect with its interval, one panel per outcome; the zero line and the negligible band.
 
     With documents, every source a contrast asks for has its rows, in the config's order;
     a row that could not be estimated keeps its line, labelled so.
     """
-    rows = _forest_rows(experiment, effects).iloc[::-1]
+    drawn = [(name, _forest_rows(experiment, effects).iloc[::-1], negligible) for name, effects, negligible in panels]
+    rows = drawn[0][1]
     labels = [
         _plain(
             f"{row.treatment}: {row.contrast}"
@@ -269,14 +272,22 @@ def _draw_forest(figure: Any, experiment: Experiment, effects: pd.DataFrame, lev
         )
         for row in rows.itertuples()
     ]
-    figure.set_size_inches(7.5, 1.2 + 0.45 * len(rows))
-    axes = figure.add_subplot()
-    _intervals(axes, np.arange(len(rows)), rows, negligible)
-    axes.set_yticks(np.arange(len(rows)), labels, fontsize=8)
+    figure.set_size_inches(4.0 + 3.5 * len(drawn), 1.2 + 0.45 * len(rows))
+    for index, (axes, (name, rows_of, negligible)) in enumerate(
+        zip(figure.subplots(1, len(drawn), sharey=True, squeeze=False)[0], drawn, strict=True)
+    ):
+        _intervals(axes, np.arange(len(rows_of)), rows_of, negligible)
+        if index == 0:
+            axes.set_yticks(np.arange(len(rows)), labels, fontsize=8)
+        _band(axes, negligible)
+        axes.set_xlabel(f"average effect on {_plain(name or 'the outcome')}, {level} CI", fontsize=8)
+
+
+def _band(axes: Any, negligible: float) -> None:
+    """The negligible band, shaded and named in a legend, when there is one."""
     if negligible > 0:
         axes.axvspan(-negligible, negligible, color="#dddddd", zorder=0, label=f"negligible (±{negligible:g})")
         axes.legend(fontsize=7, loc="best")
-    axes.set_xlabel(f"average effect on the outcome, {level} CI", fontsize=8)
 
 
 _SWEEP_COLUMNS = ["site", "position", "estimate", "ci_low", "ci_high", "p_adjusted"]
@@ -329,19 +340,21 @@ def _intervals(axes: Any, places: np.ndarray, rows: pd.DataFrame, negligible: fl
     axes.tick_params(labelsize=8)
 
 
-def _cate_plots(experiment: Experiment, effects: pd.DataFrame, level: str, negligible: float) -> list[tuple[str, str]]:
-    """One plot per effect and moderator: the effect in each stratum beside the average effect."""
+def _cate_plots(experiment: Experiment, panels: list[Panel], level: str) -> list[tuple[str, str]]:
+    """One plot per effect and moderator (a panel per outcome): the effect in each stratum beside the average."""
     plots = []
-    strata = _headline(effects, "cate")
     for plan in experiment.contrasts:
         for moderator in plan.moderators:
-            rows = strata[_plan_rows(strata, plan) & (strata["moderator"] == moderator)]
-            if rows.empty:
+            drawn = []
+            for name, effects, negligible in panels:
+                strata = _headline(effects, "cate")
+                rows = strata[_plan_rows(strata, plan) & (strata["moderator"] == moderator)]
+                average = _headline(effects, "ate")
+                drawn.append((name, rows, average[_plan_rows(average, plan)], negligible))
+            if all(rows.empty for _, rows, _, _ in drawn):
                 continue
-            average = _headline(effects, "ate")
-            average = average[_plan_rows(average, plan)]
             title = f"{plan.treatment}: {plan.contrast} ({plan.estimand}) by {moderator}"
-            plots.append((title, _png(_draw_strata, rows, average, moderator, level, negligible)))
+            plots.append((title, _png(_draw_strata, drawn, moderator, level)))
     return plots
 
 
@@ -354,20 +367,26 @@ def _plan_rows(frame: pd.DataFrame, plan: ContrastPlan) -> pd.Series:
 
 
 def _draw_strata(
-    figure: Any, rows: pd.DataFrame, average: pd.DataFrame, moderator: str, level: str, negligible: float
+    figure: Any, panels: list[tuple[str | None, pd.DataFrame, pd.DataFrame, float]], moderator: str, level: str
 ) -> None:
-    figure.set_size_inches(6.0, 1.2 + 0.45 * len(rows))
-    axes = figure.add_subplot()
-    _intervals(axes, np.arange(len(rows)), rows, negligible)
-    axes.set_yticks(
-        np.arange(len(rows)), [_plain(f"{moderator} = {stratum}") for stratum in rows["stratum"]], fontsize=8
-    )
-    if len(average):
-        axes.axvline(
-            float(average["estimate"].iloc[0]), color="#2980b9", linestyle="--", linewidth=1, label="average effect"
-        )
-        axes.legend(fontsize=7, loc="best")
-    axes.set_xlabel(f"effect within the stratum, {level} CI", fontsize=8)
+    """Each stratum's effect with its interval, one panel per outcome, the average effect dashed."""
+    height = max(len(rows) for _, rows, _, _ in panels)
+    figure.set_size_inches(2.5 + 3.5 * len(panels), 1.2 + 0.45 * height)
+    for index, (axes, (name, rows, average, negligible)) in enumerate(
+        zip(figure.subplots(1, len(panels), sharey=True, squeeze=False)[0], panels, strict=True)
+    ):
+        _intervals(axes, np.arange(len(rows)), rows, negligible)
+        if index == 0:
+            axes.set_yticks(
+                np.arange(len(rows)), [_plain(f"{moderator} = {stratum}") for stratum in rows["stratum"]], fontsize=8
+            )
+        if len(average):
+            axes.axvline(
+                float(average["estimate"].iloc[0]), color="#2980b9", linestyle="--", linewidth=1, label="average effect"
+            )
+            axes.legend(fontsize=7, loc="best")
+        where = "" if name is None else f" on {_plain(name)}"
+        axes.set_xlabel(f"effect within the stratum{where}, {level} CI", fontsize=8)
 
 
 def _mediation(folder: Path, manifest: dict[str, Any]) -> list[dict[str, Any]]:
