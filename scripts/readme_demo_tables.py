@@ -31,7 +31,8 @@ def demo_block(run: Path) -> str:
     """The effects table and the fingerprint line of the run folder `run`, as the README shows them."""
     experiment = load_experiment(run / "config.yaml")
     manifest = json.loads((run / "manifest.json").read_text(encoding="utf-8"))
-    table = _overall_table(experiment, pd.read_csv(run / "effects.csv"), f"{experiment.config.inference.level:.0%}")
+    level = f"{experiment.config.inference.level:.0%}"
+    table = _overall_table(experiment, pd.read_csv(run / "effects.csv"), level, experiment.negligible(None))
     fingerprint = (
         f"Model fingerprint (`model_fingerprint` in the run's manifest.json: sha256 of the weights and the "
         f"tokenizer vocabulary): `{manifest['model_fingerprint']}`"

@@ -13,7 +13,11 @@ from interventions import (
     ModelLoadError,
     ModelSpec,
     Site,
+    attention_evidence,
+    attribution_effects,
     evaluate_outcomes,
+    gradient_x_input,
+    integrated_gradients,
     model_sites,
     patch_effects,
 )
@@ -64,6 +68,31 @@ def test_patching_equals_the_whole_model(split, llama, patch_case, components):
     np.testing.assert_allclose(result.patched["outcome"], whole.patched["outcome"], atol=1e-5, rtol=0)
     np.testing.assert_allclose([result.destination, result.source], [whole.destination, whole.source], atol=1e-5)
     assert np.ptp(whole.patched["outcome"]) > 1e-2
+
+
+def test_attribution_patching_equals_the_whole_model(split, llama, patch_case):
+    """Gradients flow through the offloaded blocks: the first-order estimates are the whole model's."""
+    sites = model_sites(llama, COMPONENTS)
+    whole = attribution_effects(llama, LogitDiff(" yes", " no"), patch_case.pairs(llama), sites, POSITIONS)
+    result = attribution_effects(split, LogitDiff(" yes", " no"), patch_case.pairs(split), sites, POSITIONS)
+    np.testing.assert_allclose(result["estimate"], whole["estimate"], atol=1e-5, rtol=0)
+    assert np.abs(whole["estimate"]).max() > 1e-2
+
+
+def test_attention_and_saliency_equal_the_whole_model(split, llama, patch_case):
+    texts = [patch_case.template.render(forms) for unit in patch_case.units for forms in unit]
+    factors = ["age", "sex", "insurance"]
+    outcome = LogitDiff(" yes", " no")
+    readings = [
+        lambda adapter: attention_evidence(adapter, texts, factors).spans,
+        lambda adapter: gradient_x_input(adapter, texts, factors, outcome).spans,
+        lambda adapter: integrated_gradients(adapter, texts, factors, outcome, n_steps=8).spans,
+    ]
+    for read in readings:
+        whole, mine = read(llama), read(split)
+        assert whole.drop(columns="value").equals(mine.drop(columns="value"))
+        np.testing.assert_allclose(mine["value"], whole["value"], atol=1e-5, rtol=0)
+        assert np.abs(whole["value"]).max() > 1e-3
 
 
 def test_patching_every_position_of_resid_pre_0_of_a_split_model_gives_the_source_outcome(split, patch_case):
