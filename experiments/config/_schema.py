@@ -106,6 +106,18 @@ class ModelConfig(_Section):
         return value
 
 
+def _name_as_written(name: Any, where: str) -> Any:
+    """A name YAML read as a number, as its text; ValueError for one YAML read as a boolean."""
+    if isinstance(name, bool):
+        raise ValueError(
+            f"{where} has the name {str(name).lower()} where YAML read a bare yes, no, on, off, true or false as a "
+            f'boolean; quote such names, e.g. {{"yes": [" yes"], "no": [" no"]}} and target: "yes"'
+        )
+    if isinstance(name, (int, float)):
+        return str(name)
+    return name
+
+
 class OutcomeConfig(_Section):
     """How the model's output becomes the measured outcome.
 
@@ -147,6 +159,21 @@ class OutcomeConfig(_Section):
     label: str | None = None
     label_index: int | None = Field(default=None, ge=0)
     continuation: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _names_as_written(cls, data: Any) -> Any:
+        """Option names and `target` as the text the user meant: a YAML number (`1:`) is the name "1"; a YAML
+        boolean (`yes:`, `no:`, `on:`, `off:`) lost its spelling, so it is refused with the fix."""
+        if not isinstance(data, dict):
+            return data
+        named = dict(data)
+        for key in ("answers", "options", "values", "parse"):
+            if isinstance(named.get(key), dict):
+                named[key] = {_name_as_written(name, key): value for name, value in named[key].items()}
+        if "target" in named:
+            named["target"] = _name_as_written(named["target"], "target")
+        return named
 
     @field_validator("label", mode="before")
     @classmethod

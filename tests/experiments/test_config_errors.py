@@ -60,6 +60,12 @@ MALFORMED = [
     ("outcome", {"type": "expected_value"}, "outcome", "expected_value needs values"),
     (
         "outcome",
+        {"type": "choice_prob", "options": {True: [" yes"], False: [" no"]}, "target": True},
+        "outcome",
+        'YAML read a bare yes, no, on, off, true or false as a boolean; quote such names, e.g. {"yes"',
+    ),
+    (
+        "outcome",
         {"type": "expected_value", "values": {"1": 1, "2": 2}},
         "outcome.type",
         "expected_value reads a sequence-classifier model, but model.task is causal-lm",
@@ -124,6 +130,18 @@ def test_malformed_config_names_path_and_value(tmp_path: Path, edit: str, value:
     with pytest.raises(ConfigError, match=re.escape(words)) as caught:
         load_experiment(config)
     assert str(caught.value).startswith(path)
+
+
+def test_option_names_yaml_reads_as_numbers_are_their_digits(tmp_path: Path) -> None:
+    """`1: [" 1"]` names the option "1" (a rating scale), as written; the values follow the same names."""
+    data = copy.deepcopy(BASE)
+    data["outcome"] = yaml.safe_load('{type: expected_value, options: {1: [" 1"], 2: [" 2"]}, values: {1: 1, 2: 2}}')
+    data["fairness"]["threshold"] = 1.5
+    config = tmp_path / "digits.yaml"
+    config.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    outcome = load_experiment(config).outcome
+    assert {name: list(strings) for name, strings in outcome.options.items()} == {"1": [" 1"], "2": [" 2"]}
+    assert dict(outcome.values) == {"1": 1.0, "2": 2.0}
 
 
 def test_duplicate_yaml_key_is_rejected(tmp_path: Path) -> None:
