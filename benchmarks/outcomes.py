@@ -17,16 +17,19 @@ best of --repeats, the runs of a section interleaved so drift hits all alike:
 3. Runs. `run_experiment` of the demo experiment (patching, evidence and review left out)
    on the same model: one run with the five outcomes of section 1 (options of several
    tokens) against five runs of one outcome each (goal: the five-outcome run within 1.25x
-   of one single-outcome run). A run's time includes drawing, storing and estimating.
+   of one single-outcome run). A run's time includes drawing, storing, estimating and the
+   report, whose figures have a panel per outcome: on a small model those fixed costs,
+   not the model, set the ratio (try a larger --width and --layers).
 
 Printed: seconds and ratios. The set's values must equal the single runs' to 1e-5, the
 greedy answers the plain loop's, and the five-outcome run's stored values the single runs'.
-On CPU the seconds are this process's CPU time, so other
-processes sharing the cores do not distort the ratios; on CUDA they are wall time after
-synchronizing.
+On CPU the seconds are this process's CPU time, so other processes sharing the cores do
+not distort the ratios; on CUDA they are wall time after synchronizing. --sections runs
+some of the sections only.
 
     python benchmarks/outcomes.py [--device cpu|cuda] [--units 40] [--batch-size 32]
                                   [--width 256 --layers 4] [--new-tokens 8] [--samples 4]
+                                  [--sections sets generation runs]
 
 (From the repository root; in a checkout that is not installed, with PYTHONPATH=.)
 """
@@ -68,6 +71,7 @@ AGREEMENT = 1e-5
 SINGLE = {"yes": [" yes"], "no": [" no"]}
 MULTI = {"yes": [" yes", " Yes", " yeah"], "no": [" no", " No"]}
 PARSE = {"yes": r"(?i)\byes\b", "no": r"(?i)\bno\b"}
+SECTIONS = ("sets", "generation", "runs")
 
 
 def outcome_set(options: dict[str, list[str]]) -> dict[str, Any]:
@@ -90,6 +94,9 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--new-tokens", type=int, default=8)
     parser.add_argument("--samples", type=int, default=4)
+    parser.add_argument(
+        "--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS), help="which sections to run (default all)"
+    )
     arguments = parser.parse_args()
     if arguments.repeats < 1:
         parser.error("--repeats must be at least 1")
@@ -103,9 +110,13 @@ def main() -> None:
             f"{len(adapter.tokenizer)}; device {adapter.device}; {len(texts)} distinct texts; batch size {size}; "
             f"best of {repeats}"
         )
-        failures = _outcome_sets(adapter, texts, size, repeats)
-        failures += _generation(adapter, texts, size, repeats, arguments.new_tokens, arguments.samples)
-        failures += _runs(Path(scratch), folder, arguments, adapter.device)
+        failures = []
+        if "sets" in arguments.sections:
+            failures += _outcome_sets(adapter, texts, size, repeats)
+        if "generation" in arguments.sections:
+            failures += _generation(adapter, texts, size, repeats, arguments.new_tokens, arguments.samples)
+        if "runs" in arguments.sections:
+            failures += _runs(Path(scratch), folder, arguments, adapter.device)
     if failures:
         raise SystemExit("; ".join(failures))
 
