@@ -498,6 +498,12 @@ def _evidence_section(evidence: EvidenceResult, level: str) -> list[str]:
         ),
         "Each factor is represented by its total-effect contrast with the largest |effect|; the evidence share is "
         "the factor's part of the method's mean |evidence| across factors.",
+        *(
+            f"Not linked: {_md(item['method'])}"
+            + (f" ({_md(item['baseline'])} baseline)" if item["baseline"] else "")
+            + f" has no value for {_md(', '.join(item['factors_without_units']))}: {_md(item['reason'])}."
+            for item in record.get("not_linked", [])
+        ),
         "",
         f"| method | factor | effect | {level} CI | evidence share | disagreement |",
         "|---|---|---|---|---|---|",

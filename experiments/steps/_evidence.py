@@ -130,9 +130,12 @@ def _read_evidence(
         frames.append(spans)
         record.update(completeness)
     evidence = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    linked, not_linked = _covering(evidence, factors)
+    if not_linked:
+        record["not_linked"] = not_linked
     links = link_evidence(
         _plan_rows(effects, plans),
-        evidence,
+        linked,
         unit_effects=unit_effects,
         effect_method=effect_method,
         level=experiment.config.inference.level,
@@ -250,6 +253,39 @@ def _token_view(
         n_steps=experiment.config.evidence.steps,
     )
     return view, render_token_view(view)
+
+
+def _covering(evidence: pd.DataFrame, factors: list[str]) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
+    """The readings that cover every factor (linking compares factors within a reading), and those that do not.
+
+    Integrated gradients against the counterfactual skips a unit whose arms differ in token
+    length, so a factor can be left with no unit: that reading stays in the tables, and the
+    record says why it is not linked. NotEstimable when no reading covers every factor.
+    """
+    none = pd.Series("", index=evidence.index)
+    baseline = evidence["baseline"].fillna("") if "baseline" in evidence else none
+    overall = evidence["layer"].isna() & evidence["head"].isna() if "layer" in evidence else none == ""
+    keep = pd.Series(True, index=evidence.index)
+    not_linked = []
+    for (method, base), rows in evidence[overall].groupby([evidence["method"], baseline], sort=False):
+        missing = [factor for factor in factors if factor not in set(rows["factor"])]
+        if missing:
+            keep &= ~((evidence["method"] == method) & (baseline == base))
+            not_linked.append(
+                {
+                    "method": method,
+                    "baseline": base or None,
+                    "factors_without_units": missing,
+                    "reason": "no unit has a value for these factors (integrated gradients against the "
+                    "counterfactual skips units whose two arms differ in token length)",
+                }
+            )
+    if not keep.any():
+        raise NotEstimable(
+            "no evidence reading covers every factor, so none can be linked to the effects: "
+            + "; ".join(f"{item['method']} lacks {', '.join(item['factors_without_units'])}" for item in not_linked)
+        )
+    return evidence[keep], not_linked
 
 
 def _outcome(experiment: Experiment) -> Outcome:

@@ -113,3 +113,41 @@ def test_compare_refuses_an_output_folder_that_is_not_empty(runs: dict[str, Path
     done = paribus("compare", str(runs["a1"]), str(runs["a2"]), "--out", str(tmp_path / "out"))
     assert done.returncode == 2
     assert "already exists and is not empty; choose another --out" in done.stderr
+
+
+def test_estimates_are_matched_by_outcome_and_differently_defined_outcomes_are_refused(
+    example: Path, tmp_path: Path
+) -> None:
+    """Same model, same units: `refer` is defined alike in both runs and differs by exactly zero, unit by unit;
+    `p` means P(yes) in run A and P(no) in run B, so it is not subtracted; B's `extra` is in one run only."""
+    from experiments import load_experiment, run_experiment
+    from experiments.report import compare_runs
+
+    refer = {"name": "refer", "type": "logit_diff", "answers": {"positive": " yes", "negative": " no"}}
+    answers = {"yes": " yes", "no": " no"}
+    sides = {
+        "a": [refer, {"name": "p", "type": "answer_prob", "answers": answers, "target": "yes"}],
+        "b": [
+            refer,
+            {"name": "p", "type": "answer_prob", "answers": answers, "target": "no"},
+            {"name": "extra", "type": "answer_prob", "answers": answers, "target": "yes"},
+        ],
+    }
+    folders = {}
+    for side, outcomes in sides.items():
+        config = yaml.safe_load(example.read_text())
+        for key in ("mediation", "evidence", "hypotheses", "fairness", "outcome"):
+            config.pop(key)
+        config.update(outcomes=outcomes, sampling={"units": 24, "seed": 4}, inference={"bootstrap": 200})
+        path = tmp_path / f"{side}.yaml"
+        path.write_text(yaml.safe_dump(config, sort_keys=False))
+        folders[side] = run_experiment(load_experiment(path), out_dir=tmp_path / side).folder
+    comparison = compare_runs(folders["a"], folders["b"])
+    assert comparison.refused == ("p",)
+    frame = comparison.to_frame()
+    assert set(frame["outcome"]) == {"refer"}
+    average = frame[frame["analysis"] == "ate"]
+    assert (average["pairing"] == "paired").all() and (average["difference"] == 0).all()
+    unmatched = comparison.effects.unmatched_frame()
+    assert set(unmatched["outcome"]) == {"extra"} and set(unmatched["side"]) == {"b"}
+    assert "Not compared: the outcome p is defined differently in the two runs" in comparison.summary()
