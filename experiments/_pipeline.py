@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from experiments.run import (
     BlockShards,
     EvaluatedUnits,
     EvidenceReader,
+    Executor,
     LockHolder,
     PatchRunner,
     Progress,
@@ -77,13 +79,13 @@ def run_experiment(
 ) -> RunResult:
     """Carry out an experiment and write its run folder; tables are written as soon as they exist.
 
-    Outcomes are stored in shards as they finish, so a run whose folder holds an unfinished
-    run of the same config resumes it (`resume=True` insists that it does), skipping the
-    (unit, arm) pairs already evaluated, once its model, Paribus version and outcome
-    definition are found equal to the stored run's. A complete run's shards are removed:
-    outcomes.parquet holds the same rows. The folder is locked while the run writes it
-    (RunFolderError when another run holds it), and manifest.json lists every file with
-    its sha256.
+    Outcomes, patching blocks and evidence blocks are stored in shards as they finish, so a
+    run whose folder holds an unfinished run of the same config resumes it (`resume=True`
+    insists that it does), skipping the work already stored, once its model, Paribus version
+    and outcome definitions are found equal to the stored run's. A complete run's shards
+    are removed: outcomes.parquet, mediation.parquet and the evidence tables hold the same rows.
+    The folder is locked while the run writes it (RunFolderError when another run holds it),
+    and manifest.json lists every file with its sha256.
     """
     config = stored_config(experiment)
     store = RunStore(out_dir, config, resume=resume)
@@ -125,9 +127,13 @@ def _run(
         _store_estimates(experiment, store, manifest, estimates)
         effects = estimates.effects
         first = units[experiment.outcomes[0].name]
-        mediation = _mediation(experiment, first, adapter, store, manifest, progress)
         read = experiment.named(None if experiment.config.evidence is None else experiment.config.evidence.outcome).name
-        evidence = _evidence(experiment, units[read], effects.only(read), adapter, store, manifest, progress)
+        inside = bool(experiment.mediation) or experiment.config.evidence is not None
+        with executor_for(experiment, adapter) if inside else nullcontext() as executor:
+            mediation = _mediation(experiment, first, adapter, executor, store, manifest, progress)
+            evidence = _evidence(
+                experiment, units[read], effects.only(read), adapter, executor, store, manifest, progress
+            )
         review = run_review(experiment, store)
     except BaseException as error:
         manifest.update(status="failed", error=f"{type(error).__name__}: {error}", finished_at=utc_now())
@@ -202,6 +208,7 @@ def _mediation(
     experiment: Experiment,
     units: EvaluatedUnits,
     adapter: ModelAdapter,
+    executor: Executor,
     store: RunStore,
     manifest: dict[str, Any],
     progress: Progress | None,
@@ -215,34 +222,33 @@ def _mediation(
         return None
     shards = BlockShards(store.folder, record=store.record)
     tables, records = [], []
-    with executor_for(experiment, adapter) as executor:
-        for index, plan in enumerate(experiment.mediation):
-            seed = analysis_seed(experiment.config.sampling.seed, MEDIATION + index)
-            report = stage(progress, f"patching {plan.treatment} ({plan.contrast})")
-            blocks = BlockRunner(executor, shards)
-            patcher = PatchRunner(blocks, sweep=index, block_units=experiment.config.executor.shard_units)
-            try:
-                outcome = run_mediation(experiment, plan, units, adapter, patcher=patcher, seed=seed, progress=report)
-            except NotEstimable as error:
-                records.append(
-                    {
-                        "treatment": plan.treatment,
-                        "contrast": plan.contrast,
-                        "direction": plan.direction,
-                        "not_estimable": str(error),
-                    }
-                )
-                continue
-            draw = edge_graph if plan.edges else mediation_heatmap
-            numbered = outcome.table.numbered(index, plan.outcome)
-            heatmap = draw(
-                numbered.to_frame(),
-                store.folder / f"mediation_{index}_{plan.treatment}.png",
-                title=f"indirect effect of {plan.treatment} ({plan.contrast}) on {plan.outcome}, {plan.direction}",
+    for index, plan in enumerate(experiment.mediation):
+        seed = analysis_seed(experiment.config.sampling.seed, MEDIATION + index)
+        report = stage(progress, f"patching {plan.treatment} ({plan.contrast})")
+        blocks = BlockRunner(executor, shards)
+        patcher = PatchRunner(blocks, sweep=index, block_units=experiment.config.executor.shard_units)
+        try:
+            outcome = run_mediation(experiment, plan, units, adapter, patcher=patcher, seed=seed, progress=report)
+        except NotEstimable as error:
+            records.append(
+                {
+                    "treatment": plan.treatment,
+                    "contrast": plan.contrast,
+                    "direction": plan.direction,
+                    "not_estimable": str(error),
+                }
             )
-            store.record(heatmap)
-            tables.append(numbered)
-            records.append({**outcome.record, "shards": blocks.record(), "heatmap": heatmap.name})
+            continue
+        draw = edge_graph if plan.edges else mediation_heatmap
+        numbered = outcome.table.numbered(index, plan.outcome)
+        heatmap = draw(
+            numbered.to_frame(),
+            store.folder / f"mediation_{index}_{plan.treatment}.png",
+            title=f"indirect effect of {plan.treatment} ({plan.contrast}) on {plan.outcome}, {plan.direction}",
+        )
+        store.record(heatmap)
+        tables.append(numbered)
+        records.append({**outcome.record, "shards": blocks.record(), "heatmap": heatmap.name})
     manifest["mediation"] = records
     store.write_manifest(manifest)
     if not tables:
@@ -257,6 +263,7 @@ def _evidence(
     units: EvaluatedUnits,
     effects: EffectTable,
     adapter: ModelAdapter,
+    executor: Executor,
     store: RunStore,
     manifest: dict[str, Any],
     progress: Progress | None,
@@ -275,17 +282,14 @@ def _evidence(
     if report is not None:
         report(0, 1)
     seed = analysis_seed(experiment.config.sampling.seed, EVIDENCE)
-    with executor_for(experiment, adapter) as executor:
-        blocks = BlockRunner(executor, BlockShards(store.folder, record=store.record))
-        reader = EvidenceReader(blocks, block_units=experiment.config.executor.shard_units)
-        try:
-            result = run_evidence(
-                experiment, units, effects.to_frame(), adapter, reader=reader, seed=seed, progress=report
-            )
-        except NotEstimable as error:
-            manifest["evidence"] = {"not_estimable": str(error)}
-            store.write_manifest(manifest)
-            return None
+    blocks = BlockRunner(executor, BlockShards(store.folder, record=store.record))
+    reader = EvidenceReader(blocks, block_units=experiment.config.executor.shard_units)
+    try:
+        result = run_evidence(experiment, units, effects.to_frame(), adapter, reader=reader, seed=seed, progress=report)
+    except NotEstimable as error:
+        manifest["evidence"] = {"not_estimable": str(error)}
+        store.write_manifest(manifest)
+        return None
     read = experiment.named(experiment.config.evidence.outcome).name
     store.write_table("evidence.parquet", with_outcome(result.evidence, read))
     store.write_table("evidence_links.csv", with_outcome(result.links.to_frame(), read))

@@ -513,12 +513,14 @@ class SamplingConfig(_Section):
 
 
 class ExecutorConfig(_Section):
-    """Where model outcomes are evaluated: in this process, or on Ray actors (one model replica each).
+    """Where the model's work runs (outcomes, patching sweeps, attention and saliency): in this process, or on
+    Ray actors (one model replica each).
 
     `address` None starts or joins a local Ray instance; `auto` or `ray://host:port` joins a
     cluster. `num_workers` None means one per GPU (or per CPU without GPUs);
     `num_gpus_per_worker` None means 1 when the cluster has GPUs, else 0. `shard_units`
-    units (in every arm) make one shard: the grain of work handed out and of what a resume skips.
+    units (in every arm, or of a sweep's or evidence's draw) make one shard: the grain of work
+    handed out and of what a resume skips.
     """
 
     type: Literal["local", "ray"] = "local"

@@ -31,6 +31,7 @@ _EXPORTS = {
         "Readout",
     ),
     "_executor": (
+        "Executor",
         "LocalExecutor",
         "RayExecutor",
         "executor_for",
@@ -83,6 +84,7 @@ __all__ = [
     "BlockShards",
     "EvaluatedUnits",
     "EvidenceReader",
+    "Executor",
     "LocalExecutor",
     "LockHolder",
     "PatchRunner",
