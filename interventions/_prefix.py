@@ -173,8 +173,9 @@ def continue_cache(
 
 def _cache_keyword(adapter: ModelAdapter) -> str:
     """The keyword a model's forward takes its key/value cache by: `cache` from transformers 5.24, before it
-    `past_key_values` (still accepted there, with a deprecation warning on every call)."""
-    parameters = inspect.signature(adapter.model.forward).parameters
+    `past_key_values` (still accepted there, with a deprecation warning on every call). Read from the
+    class, since a wrapper on the instance (accelerate's hooks on a split model) hides the parameters."""
+    parameters = inspect.signature(type(adapter.model).forward).parameters
     return "cache" if "cache" in parameters else "past_key_values"
 
 

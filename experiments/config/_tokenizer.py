@@ -52,8 +52,8 @@ def check_model(config: ExperimentConfig, source: str) -> str:
     ]
     if len(checked) == 1:
         return f"model {config.model.id}: {checked[0]}"
-    return f"model {config.model.id}: " + "; ".join(
-        f"{name}: {said}" for (name, _), said in zip(config.named_outcomes, checked, strict=True)
+    return f"model {config.model.id}, each outcome checked:\n" + "\n".join(
+        f"  {name}: {said}" for (name, _), said in zip(config.named_outcomes, checked, strict=True)
     )
 
 

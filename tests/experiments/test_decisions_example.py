@@ -51,3 +51,15 @@ def test_every_outcome_is_estimated_and_every_review_names_its_outcome(run_folde
     summary = (run_folder / "summary.md").read_text(encoding="utf-8")
     assert "negligible (within ±0.05)" in summary
     assert "## Effects on said_yes" in summary
+
+
+def test_validate_checks_every_outcome_under_the_chat_models_tokenizer() -> None:
+    from experiments.config import check_model, resolve_model_path
+
+    config = load_experiment(EXAMPLE).config
+    assert check_model(config, resolve_model_path(config.model.id)).splitlines() == [
+        "model builtin:decisions-chat, each outcome checked:",
+        "  approve: answers ' yes' and ' no' are one token each",
+        "  p_approve: option strings tokenized (tokens each: ' yes' 1, ' Yes' 1, ' no' 1, ' No' 1)",
+        "  said_yes: tokenizer read; answers of up to 4 new tokens parsed into yes, no",
+    ]
