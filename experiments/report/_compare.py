@@ -161,6 +161,11 @@ def _experiment(run: Path) -> Experiment:
                 f"{str(run)!r} is not a finished run folder: {name} is missing; pass folders that `paribus run` wrote"
             )
     verify_checksums(run)
+    if "outcome" not in read_table(run, "effects.csv").columns:
+        raise RunFolderError(
+            f"{str(run)!r} was written by an earlier Paribus whose effects.csv names no outcome; run its config "
+            "again with this version to compare it"
+        )
     return load_experiment(run / "config.yaml")
 
 

@@ -151,3 +151,21 @@ def test_estimates_are_matched_by_outcome_and_differently_defined_outcomes_are_r
     unmatched = comparison.effects.unmatched_frame()
     assert set(unmatched["outcome"]) == {"extra"} and set(unmatched["side"]) == {"b"}
     assert "Not compared: the outcome p is defined differently in the two runs" in comparison.summary()
+
+
+def test_compare_refuses_a_run_whose_effects_name_no_outcome(runs: dict[str, Path], tmp_path: Path) -> None:
+    """A folder of an earlier version (effects.csv without `outcome`, checksums updated) is a user error that says so."""
+    import hashlib
+    import json
+    import shutil
+
+    old = tmp_path / "old"
+    shutil.copytree(runs["a1"], old)
+    effects = pd.read_csv(old / "effects.csv").drop(columns="outcome")
+    effects.to_csv(old / "effects.csv", index=False)
+    manifest = json.loads((old / "manifest.json").read_text())
+    manifest["checksums"]["effects.csv"] = hashlib.sha256((old / "effects.csv").read_bytes()).hexdigest()
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    done = paribus("compare", str(old), str(runs["a2"]), "--out", str(tmp_path / "cmp"))
+    assert done.returncode == 2
+    assert "written by an earlier Paribus whose effects.csv names no outcome" in done.stderr + done.stdout
