@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from causal import confidence_sequence
-from experiments import ConfigError, parse_config, run_experiment
+from experiments import ConfigError, compile_config, parse_config, run_experiment
 from tests.experiments._tiny_runs import save_tiny_classifier, tiny_config, tiny_experiment
 
 BATCH, BUDGET, DESIGN = 10, 50, 30
@@ -26,7 +26,12 @@ def _sampling(target: float) -> dict:
 
 def _widths_at_each_look(folder: Path, plans: list, looks: list[int]) -> np.ndarray:
     """Half width of every contrast's sequence (rows) at each look's first n units (columns), from the stored outcomes."""
-    by_arm = pd.read_parquet(folder / "outcomes.parquet").pivot(index="unit_id", columns="arm", values="value")
+    return _widths_of(pd.read_parquet(folder / "outcomes.parquet"), plans, looks)
+
+
+def _widths_of(outcomes: pd.DataFrame, plans: list, looks: list[int]) -> np.ndarray:
+    """As `_widths_at_each_look`, from the rows of one outcome."""
+    by_arm = outcomes.pivot(index="unit_id", columns="arm", values="value")
     return np.array(
         [
             [
@@ -79,3 +84,39 @@ def test_target_half_width_needs_sampled_units(classifier: Path) -> None:
     data = tiny_config(classifier, sampling={"mode": "exact", "target_half_width": 0.01})
     with pytest.raises(ConfigError, match="sampling: .*target_half_width draws units .* but mode is exact"):
         parse_config(data)
+
+
+def test_with_several_outcomes_the_first_decides_when_to_stop_and_each_gets_its_sequences(
+    classifier: Path, tmp_path: Path
+) -> None:
+    """P(yes), the first outcome, stops the run at the third look; the logit, narrower here, was within the
+    target at the first look and stopped nothing, yet gets its own anytime-valid rows."""
+    budget = tiny_config(classifier, sampling=_sampling(1e-9))
+    budget.pop("outcome")
+    budget["outcomes"] = [
+        {"name": "p_yes", "type": "class_prob", "label": "yes"},
+        {"name": "logit_yes", "type": "class_logit", "label": "yes"},
+    ]
+    experiment = compile_config(parse_config(budget))
+    stored = pd.read_parquet(run_experiment(experiment, out_dir=tmp_path / "budget").folder / "outcomes.parquet")
+    looks = list(range(BATCH, BUDGET + 1, BATCH))
+    plans = list(experiment.contrasts)
+    first, second = (
+        _widths_of(stored[stored["outcome"] == name], plans, looks).max(axis=0) for name in ("p_yes", "logit_yes")
+    )
+    target = float(first[2])
+    assert first[1] > target and second[0] <= target
+    result = run_experiment(
+        compile_config(parse_config(dict(budget, sampling=_sampling(target)))), out_dir=tmp_path / "t"
+    )
+    assert result.manifest["stopping"]["n_units"] == looks[2]
+    effects = pd.read_csv(result.folder / "effects.csv")
+    sequences = effects[effects["method"] == "asymptotic_cs"]
+    assert sequences["outcome"].value_counts().to_dict() == {"p_yes": len(plans), "logit_yes": len(plans)}
+    kept = stored[(stored["outcome"] == "logit_yes") & (stored["unit_id"] < looks[2])]
+    expected = _widths_of(kept, plans, [looks[2]])[:, 0]
+    widths = (
+        sequences[sequences["outcome"] == "logit_yes"]["ci_high"]
+        - sequences[sequences["outcome"] == "logit_yes"]["ci_low"]
+    ) / 2
+    np.testing.assert_allclose(widths.to_numpy(), expected, rtol=1e-9)
