@@ -9,10 +9,11 @@ mix of cached and new keys. Tests hold it equal to the model's forward.
 
 from __future__ import annotations
 
+import itertools
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -88,18 +89,18 @@ class BlockRunner:
         """Queries (rows, heads, n, d_head) and keys, values (rows, kv_heads, n, d_head), before any rotation."""
         architecture = self.architecture
         block = self._blocks[layer]
-        x = hidden if architecture.residual == "post_norm" else block.attention_norm(hidden)
+        x = hidden if architecture.residual == "post_norm" else at_weights(block.attention_norm, hidden)
         rows, n, _ = x.shape
         d_head = architecture.d_head
         layout = architecture.layout.qkv_layout
         if layout == "per_head":
-            fused = block.qkv[0](x).view(rows, n, -1, 3 * d_head).transpose(1, 2)
+            fused = at_weights(block.qkv[0], x).view(rows, n, -1, 3 * d_head).transpose(1, 2)
             q, k, v = fused.chunk(3, dim=-1)
             return q, k, v
         if layout == "split":
-            projected = block.qkv[0](x).split(architecture.n_heads * d_head, dim=-1)
+            projected = at_weights(block.qkv[0], x).split(architecture.n_heads * d_head, dim=-1)
         else:
-            projected = tuple(module(x) for module in block.qkv)
+            projected = tuple(at_weights(module, x) for module in block.qkv)
         q, k, v = (part.view(rows, n, -1, d_head).transpose(1, 2) for part in projected)
         return q, k, v
 
@@ -107,7 +108,7 @@ class BlockRunner:
         """Queries and keys with the rotary embedding of absolute `positions` (n,), if the model has one."""
         if self._rotary is None:
             return q, k
-        cos, sin = self._rotary(q, positions[None, :])
+        cos, sin = at_weights(self._rotary, q, positions[None, :])
         return self._apply_rotary(q, k, cos, sin)
 
     def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -124,28 +125,28 @@ class BlockRunner:
 
     def o_proj(self, layer: int, z: torch.Tensor) -> torch.Tensor:
         """The attention output (attn_out) from z."""
-        return self._blocks[layer].o_proj(z)
+        return at_weights(self._blocks[layer].o_proj, z)
 
     def mlp_input(self, layer: int, resid: torch.Tensor, attn_out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(the MLP's input, the residual stream between attention and MLP)."""
         block = self._blocks[layer]
         residual = self.architecture.residual
         if residual == "post_norm":
-            middle = block.attention_norm(attn_out + resid)
+            middle = at_weights(block.attention_norm, attn_out + resid)
             return middle, middle
         middle = resid + attn_out
-        return block.mlp_norm(resid if residual == "parallel" else middle), middle
+        return at_weights(block.mlp_norm, resid if residual == "parallel" else middle), middle
 
     def mlp(self, layer: int, x: torch.Tensor) -> torch.Tensor:
         """The MLP output (mlp_out) from its input."""
         for module in self._blocks[layer].mlp:
-            x = module(x)
+            x = at_weights(module, x)
         return x
 
     def combine(self, layer: int, middle: torch.Tensor, mlp_out: torch.Tensor) -> torch.Tensor:
         """The block's output (resid_post) from the middle residual and the MLP output."""
         if self.architecture.residual == "post_norm":
-            return self._blocks[layer].mlp_norm(mlp_out + middle)
+            return at_weights(self._blocks[layer].mlp_norm, mlp_out + middle)
         return middle + mlp_out
 
     def readout(self, hidden: torch.Tensor) -> torch.Tensor:
@@ -159,6 +160,30 @@ class BlockRunner:
 Step = Callable[[torch.Tensor], torch.Tensor]
 
 
+def at_weights(module: nn.Module, *inputs: torch.Tensor) -> Any:
+    """`module(*inputs)` on the device of its weights, the result back on the first input's device.
+
+    The runner keeps its tensors on the model's input device. A model split across GPUs by
+    a device_map keeps each block's weights on its own GPU, and its hooks move inputs only
+    when the block's own forward runs, which the runner does not call. On one device, and
+    for weights offloaded to CPU or disk (on the meta device, loaded by the hooks of the
+    module itself), this is the plain call.
+    """
+    device = _weights_device(module)
+    home = inputs[0].device
+    if device is None or device == home:
+        return module(*inputs)
+    output = module(*(tensor.to(device) for tensor in inputs))
+    return tuple(part.to(home) for part in output) if isinstance(output, tuple) else output.to(home)
+
+
+def _weights_device(module: nn.Module) -> torch.device | None:
+    """Where the module's first weight (or buffer) lives; None when it has none or it is offloaded (meta)."""
+    for tensor in itertools.chain(module.parameters(), module.buffers()):
+        return None if tensor.device.type == "meta" else tensor.device
+    return None
+
+
 def per_query_head(kv: torch.Tensor, heads: int) -> torch.Tensor:
     """Keys or values (rows, kv_heads, n, d) repeated for the query heads that share them."""
     groups = heads // kv.shape[1]
@@ -166,23 +191,23 @@ def per_query_head(kv: torch.Tensor, heads: int) -> torch.Tensor:
 
 
 def _lm_head(model: nn.Module, norm: nn.Module | None) -> Step:
-    return lambda hidden: model.lm_head(norm(hidden))
+    return lambda hidden: at_weights(model.lm_head, at_weights(norm, hidden))
 
 
 def _score(model: nn.Module, norm: nn.Module | None) -> Step:
-    return lambda hidden: model.score(norm(hidden[:, -1]))
+    return lambda hidden: at_weights(model.score, at_weights(norm, hidden[:, -1]))
 
 
 def _classification_head(model: nn.Module, norm: nn.Module | None) -> Step:
-    return lambda hidden: model.classifier(hidden)
+    return lambda hidden: at_weights(model.classifier, hidden)
 
 
 def _pre_classifier(model: nn.Module, norm: nn.Module | None) -> Step:
-    return lambda hidden: model.classifier(torch.relu(model.pre_classifier(hidden[:, 0])))
+    return lambda hidden: at_weights(model.classifier, torch.relu(at_weights(model.pre_classifier, hidden[:, 0])))
 
 
 def _pooler(model: nn.Module, norm: nn.Module | None) -> Step:
-    return lambda hidden: model.classifier(model.base_model.pooler(hidden))
+    return lambda hidden: at_weights(model.classifier, at_weights(model.base_model.pooler, hidden))
 
 
 # How each Readout row of _sites.READOUTS turns hidden states into logits (eval mode:

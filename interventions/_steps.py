@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from interventions._runners import BlockRunner, per_query_head
+from interventions._runners import BlockRunner, at_weights, per_query_head
 
 
 class StepRunner(BlockRunner):
@@ -41,4 +41,4 @@ class StepRunner(BlockRunner):
         residual = self.architecture.residual
         if residual == "post_norm":
             return middle
-        return self._blocks[layer].mlp_norm(resid if residual == "parallel" else middle)
+        return at_weights(self._blocks[layer].mlp_norm, resid if residual == "parallel" else middle)
