@@ -109,10 +109,24 @@ def screen_edges(
     top: int = 20,
     batch_size: int | None = None,
 ) -> EdgeScreen:
-    """Edge attribution of every edge, then exact path patching of the `top` by mean |estimate|."""
+    """Edge attribution of every edge, then exact path patching of the `top` by mean |estimate|.
+
+    The three steps are public, so a caller can run the per-unit ones in pieces:
+    `edge_attribution_effects`, `strongest_edges` and `path_effects`, then `verified_edges`.
+    """
     if not isinstance(top, int) or top < 1:
         raise InterventionError(f"top must be an int >= 1, got {top!r}")
     estimates = edge_attribution_effects(adapter, outcome, pairs, senders, receivers, positions, batch_size=batch_size)
+    edges = strongest_edges(adapter, estimates, senders, receivers)
+    exact = path_effects(adapter, outcome, pairs, edge_list(edges.head(top), senders), batch_size=batch_size)
+    edges, spearman = verified_edges(edges, exact.patched, exact.destination)
+    return EdgeScreen(estimates=estimates, exact=exact, edges=edges, spearman=spearman)
+
+
+def strongest_edges(
+    adapter: ModelAdapter, estimates: pd.DataFrame, senders: Sequence[Site], receivers: Sequence[str]
+) -> pd.DataFrame:
+    """Each edge whose sender reaches its receiver (`EDGE_KEYS`), with its mean estimate, strongest first."""
     architecture = architecture_of(adapter.model)
     reached = {
         (sender.name, receiver)
@@ -122,28 +136,29 @@ def screen_edges(
     }
     edges = estimates.groupby(list(EDGE_KEYS), sort=False)["estimate"].mean().reset_index()
     edges = edges[[(site, receiver) in reached for site, receiver in zip(edges["site"], edges["receiver"])]]
-    edges = edges.sort_values("estimate", key=abs, ascending=False, kind="stable", ignore_index=True)
-    chosen = edges.head(top)
+    return edges.sort_values("estimate", key=abs, ascending=False, kind="stable", ignore_index=True)
+
+
+def edge_list(edges: pd.DataFrame, senders: Sequence[Site]) -> list[tuple[Site, str, str]]:
+    """The (sender, receiver, position) edges of an edges table, for `path_effects`."""
     by_name = {sender.name: sender for sender in senders}
-    exact = path_effects(
-        adapter,
-        outcome,
-        pairs,
-        [
-            (by_name[site], receiver, position)
-            for site, position, receiver in chosen[list(EDGE_KEYS)].itertuples(index=False)
-        ],
-        batch_size=batch_size,
-    )
-    patched = exact.patched
-    effect = patched.assign(effect=patched["outcome"] - exact.destination[patched["unit"]])
+    return [
+        (by_name[site], receiver, position)
+        for site, position, receiver in edges[list(EDGE_KEYS)].itertuples(index=False)
+    ]
+
+
+def verified_edges(edges: pd.DataFrame, patched: pd.DataFrame, destination: np.ndarray) -> tuple[pd.DataFrame, float]:
+    """`edges` with the mean exact effect of those path patched in `patched` ("effect", NaN for the rest), and the
+    Spearman correlation of mean estimate and mean effect over them (NaN below three)."""
+    effect = patched.assign(effect=patched["outcome"] - destination[patched["unit"]])
     means = effect.groupby(list(EDGE_KEYS), sort=False)["effect"].mean().reset_index()
     edges = edges.merge(means, on=list(EDGE_KEYS), how="left")
     verified = edges.dropna(subset=["effect"])
     spearman = math.nan
     if len(verified) >= 3:
         spearman = float(stats.spearmanr(verified["estimate"], verified["effect"]).statistic)
-    return EdgeScreen(estimates=estimates, exact=exact, edges=edges, spearman=spearman)
+    return edges, spearman
 
 
 def _points(sweep: Sweep, intakes: tuple[tuple[Intake, ...], ...]) -> tuple[Point, ...]:

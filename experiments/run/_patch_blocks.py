@@ -2,8 +2,9 @@
 
 Stage: run. May import interventions, blocks and block shards.
 
-Exact site patching, exact path patching and attribution patching give each unit a result
-that does not depend on the other units, so `PatchRunner` cuts a sweep into blocks of
+Exact site patching, exact path patching (of every edge, or of chosen edges), attribution
+patching and edge attribution patching give each unit a result that does not depend on the
+other units, so `PatchRunner` cuts a sweep into blocks of
 consecutive units that any executor computes and `BlockRunner` stores whole. A block's
 `name` digests what it computes and its units' aligned texts, so a stored block stands for
 exactly that work on exactly those units.
@@ -29,12 +30,15 @@ from interventions import (
     Outcome,
     Site,
     attribution_effects,
+    edge_attribution_effects,
     evaluate_outcomes,
     patch_effects,
+    path_effects,
     path_patch,
 )
 
-PatchKind = Literal["sites", "attribution", "paths"]
+PatchKind = Literal["sites", "attribution", "paths", "edge_attribution", "edges"]
+Edge = tuple[Site, str, str]
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,8 @@ class PatchWork:
     `sites`: the exact outcome with each site patched at each position. `attribution`:
     attribution patching's estimate of the same (column "estimate"). `paths`: the exact
     outcome with each sender (`sites`) path patched into each receiver at each position.
+    `edge_attribution`: edge attribution's estimate of the same (column "estimate").
+    `edges`: the exact outcome with each of `edges` (sender, receiver, position) path patched.
     """
 
     kind: PatchKind
@@ -51,10 +57,13 @@ class PatchWork:
     sites: tuple[Site, ...]
     positions: tuple[str, ...]
     receivers: tuple[str, ...] = ()
+    edges: tuple[Edge, ...] = ()
 
     @property
     def rows_per_unit(self) -> int:
-        """Result rows of one unit: one per (site, position), times the receivers for paths."""
+        """Result rows of one unit: one per (site, position), times the receivers for paths, or one per edge."""
+        if self.kind == "edges":
+            return len(self.edges)
         return len(self.sites) * len(self.positions) * max(1, len(self.receivers))
 
 
@@ -117,6 +126,7 @@ class PatchBlock:
             "sites": [site.name for site in work.sites],
             "positions": list(work.positions),
             "receivers": list(work.receivers),
+            "edges": [[sender.name, receiver, position] for sender, receiver, position in work.edges],
             "start": self.start,
             "units": [[pair.destination.text, pair.source.text, dict(pair.positions)] for pair in self.pairs],
         }
@@ -159,9 +169,28 @@ def _paths(adapter: ModelAdapter, work: PatchWork, pairs: list[AlignedPair]) -> 
     return SweepResult(result.destination, result.source, result.patched, result.work)
 
 
+def _edges(adapter: ModelAdapter, work: PatchWork, pairs: list[AlignedPair]) -> SweepResult:
+    result = path_effects(adapter, work.outcome, pairs, list(work.edges))
+    return SweepResult(result.destination, result.source, result.patched, result.work)
+
+
 def _attribution(adapter: ModelAdapter, work: PatchWork, pairs: list[AlignedPair]) -> SweepResult:
     """Attribution estimates, beside both runs' outcomes (the estimates approximate a change of the destination's)."""
     estimates = attribution_effects(adapter, work.outcome, pairs, work.sites, work.positions)
+    return _beside_outcomes(adapter, work, pairs, estimates)
+
+
+def _edge_attribution(adapter: ModelAdapter, work: PatchWork, pairs: list[AlignedPair]) -> SweepResult:
+    """Edge attribution estimates, beside both runs' outcomes."""
+    estimates = edge_attribution_effects(adapter, work.outcome, pairs, work.sites, work.receivers, work.positions)
+    return _beside_outcomes(adapter, work, pairs, estimates)
+
+
+def _beside_outcomes(
+    adapter: ModelAdapter, work: PatchWork, pairs: list[AlignedPair], estimates: pd.DataFrame
+) -> SweepResult:
+    """First-order estimates with each unit's unpatched outcome in both runs (they approximate a change of the
+    destination's)."""
     destination = evaluate_outcomes(adapter, [pair.destination.text for pair in pairs], work.outcome)
     source = evaluate_outcomes(adapter, [pair.source.text for pair in pairs], work.outcome)
     return SweepResult(destination, source, estimates, MappingProxyType({}))
@@ -171,4 +200,6 @@ _COMPUTE: dict[PatchKind, Callable[[ModelAdapter, PatchWork, list[AlignedPair]],
     "sites": _sites,
     "attribution": _attribution,
     "paths": _paths,
+    "edge_attribution": _edge_attribution,
+    "edges": _edges,
 }

@@ -6,8 +6,9 @@ Patching runs through a `PatchRunner`, in blocks of units each stored as a shard
 resumed run reads finished blocks back. What is sharded: exact site sweeps and exact path
 patching whole; for attribution over sites, the attribution of every block and then the
 exact patching of the verified sites per block, while choosing those sites from all units'
-estimates stays here. Edge screening (attribution over paths) ranks edges and path patches
-the strongest inside one `screen_edges` call, so it runs here, in this process, unsharded.
+estimates stays here; for edge screening (attribution over paths) likewise, the edge
+attribution of every block, the ranking of the edges here, then the exact path patching of
+the strongest per block.
 """
 
 from __future__ import annotations
@@ -30,11 +31,12 @@ from interventions import (
     InterventionError,
     ModelAdapter,
     Outcome,
-    PathResult,
     Site,
+    edge_list,
     model_receivers,
     model_sites,
-    screen_edges,
+    strongest_edges,
+    verified_edges,
 )
 
 
@@ -129,20 +131,21 @@ def _run_paths(
             result = patcher.run(PatchWork("paths", outcome, senders, plan.positions, receivers), pairs, progress)
             record["work"] = dict(result.work)
             return MediationOutcome(estimate_mediation(_path_per_unit(plan, result), **options), record)
-        screen = screen_edges(adapter, outcome, pairs, senders, receivers, plan.positions, top=plan.verify_top)
+        screening = PatchWork("edge_attribution", outcome, senders, plan.positions, receivers)
+        estimates = patcher.run(screening, pairs, progress).patched
+        ranked = strongest_edges(adapter, estimates, senders, receivers)
+        chosen = tuple(edge_list(ranked.head(plan.verify_top), senders))
+        exact = patcher.run(PatchWork("edges", outcome, senders, plan.positions, edges=chosen), pairs, progress)
     except InterventionError as error:
         raise ConfigError(str(error), path=f"{plan.path}.paths") from None
-    exact = screen.exact
-    record.update(
-        work=dict(exact.work),
-        verified=int(screen.edges["effect"].notna().sum()),
-        rank_agreement={"spearman": screen.spearman, "edges": int(screen.edges["effect"].notna().sum())},
-    )
+    edges, spearman = verified_edges(ranked, exact.patched, exact.destination)
+    verified = int(edges["effect"].notna().sum())
+    record.update(work=dict(exact.work), verified=verified, rank_agreement={"spearman": spearman, "edges": verified})
     return MediationOutcome(
         MediationTable.concat(
             [
                 estimate_mediation(
-                    _edge_per_unit(plan, exact, screen.estimates, screen.estimates["estimate"].to_numpy()),
+                    _edge_per_unit(plan, exact, estimates, estimates["estimate"].to_numpy()),
                     source="attribution",
                     **options,
                 ),
@@ -185,16 +188,14 @@ def _receivers(adapter: ModelAdapter, plan: MediationPlan) -> tuple[str, ...]:
     return tuple(dict.fromkeys(chosen))
 
 
-def _path_per_unit(plan: MediationPlan, result: SweepResult | PathResult) -> pd.DataFrame:
+def _path_per_unit(plan: MediationPlan, result: SweepResult) -> pd.DataFrame:
     """Each (unit, edge)'s exact path effect on the treated-minus-reference scale."""
     rows = result.patched
     change = rows["outcome"].to_numpy() - result.destination[rows["unit"].to_numpy()]
     return _edge_per_unit(plan, result, rows, change)
 
 
-def _edge_per_unit(
-    plan: MediationPlan, result: SweepResult | PathResult, rows: pd.DataFrame, change: np.ndarray
-) -> pd.DataFrame:
+def _edge_per_unit(plan: MediationPlan, result: SweepResult, rows: pd.DataFrame, change: np.ndarray) -> pd.DataFrame:
     """Each (unit, edge) of `rows` with its change of the receiving run's outcome (exact or estimated)."""
     return _per_unit(plan, rows, change, result.destination, result.source, keys=(*SITE_KEYS, RECEIVER))
 

@@ -12,8 +12,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from experiments import Experiment, compile_config, parse_config, run_experiment
 from experiments.run._evidence_blocks import EvidenceBlock
@@ -184,3 +186,52 @@ def test_sweeps_and_evidence_on_ray_workers_equal_the_local_ones(classifier: Pat
     for name in ("mediation.parquet", "evidence.parquet"):
         ours, theirs = (pd.read_parquet(run.folder / name) for run in (distributed, local))
         pd.testing.assert_frame_equal(ours, theirs, check_exact=False, rtol=0, atol=1e-6)
+
+
+def test_edge_screening_runs_in_blocks_that_a_resume_reuses_and_equals_one_block(
+    example: Path, tmp_path: Path, computed: list[str]
+) -> None:
+    """Edge attribution in blocks, the ranking over all units, the strongest edges path patched in blocks: killed
+    after two blocks and resumed it reuses them, and it equals the sweep computed as one block."""
+    sweep = {
+        "treatment": "insurance",
+        "contrast": ["none", "private"],
+        "units": 6,
+        "paths": {"senders": ["head.0.*", "mlp_out.0"], "receivers": ["head_v.1.*", "resid_post.last"]},
+        "positions": ["factor", "last"],
+        "method": "attribution",
+        "verify_top": 4,
+    }
+
+    def experiment(shard_units: int) -> Experiment:
+        data = yaml.safe_load(example.read_text())
+        for key in ("evidence", "hypotheses", "fairness"):
+            data.pop(key)
+        data.update(
+            mediation=[sweep],
+            sampling={"units": 12, "seed": 3},
+            inference={"bootstrap": 200},
+            executor={"shard_units": shard_units},
+        )
+        return compile_config(parse_config(data), base_dir=example.parent)
+
+    whole = run_experiment(experiment(2), out_dir=tmp_path / "whole")
+    one_block = run_experiment(experiment(64), out_dir=tmp_path / "one")
+    killed = tmp_path / "killed"
+    stored = _killed_run(experiment(2), killed, 2)
+    assert len(stored) == 2
+    computed.clear()
+    resumed = run_experiment(experiment(2), out_dir=killed, resume=True)
+    assert resumed.manifest["mediation"][0]["shards"] == {"stored": 6, "reused": 2} and len(computed) == 4
+    assert resumed.manifest["mediation"][0]["verified"] == 4
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(killed / "mediation.parquet"), pd.read_parquet(whole.folder / "mediation.parquet")
+    )
+    # In blocks or as one, the same edges are verified with the same exact path effects (float32 batches aside).
+    exact = [
+        frame[frame["method"] == "t"].reset_index(drop=True)
+        for frame in (pd.read_parquet(folder / "mediation.parquet") for folder in (killed, one_block.folder))
+    ]
+    keys = ["site", "receiver", "position", "effect"]
+    pd.testing.assert_frame_equal(exact[0][keys], exact[1][keys])
+    np.testing.assert_allclose(exact[0]["estimate"], exact[1]["estimate"], rtol=0, atol=1e-5)
