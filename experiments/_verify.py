@@ -82,8 +82,9 @@ class Verification:
         if self.checked_outcomes:
             where = f" ({self.worst})" if self.worst else ""
             lines.append(
-                f"outcomes: re-evaluated {self.checked_outcomes} of {self.stored_outcomes} stored (unit, arm) "
-                f"outcomes; largest difference {self.max_abs_difference:.3g}{where}; tolerance {self.tolerance:g}"
+                f"outcomes: re-evaluated {self.checked_outcomes} of {self.stored_outcomes} stored values "
+                f"(unit, arm, outcome read from logits); largest difference {self.max_abs_difference:.3g}{where}; "
+                f"tolerance {self.tolerance:g}"
             )
         lines += [f"problem: {problem}" for problem in self.problems]
         lines.append("verdict: ok" if self.ok else "verdict: NOT OK")
