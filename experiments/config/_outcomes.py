@@ -41,7 +41,8 @@ OUTCOME_TASKS = {
 """The model task each outcome type reads (expected_value without options: a classifier's; see outcome_task)."""
 
 DEFAULT_THRESHOLD = {"logit_diff": 0.0, "class_logit": 0.0, "answer_prob": 0.5, "class_prob": 0.5, "choice_prob": 0.5}
-"""The natural decision threshold of each outcome type that has one (a logit's 0, a probability's 0.5)."""
+"""The natural decision threshold of each outcome type that has one (a logit's 0, a probability's 0.5); a
+generation outcome with a target (a share of answers) also has 0.5."""
 
 
 @dataclass(frozen=True)
@@ -108,6 +109,8 @@ def decision_threshold(outcome: NamedOutcome, threshold: float | None) -> float:
     """The value above which `outcome` counts as a positive decision: `threshold`, else its type's natural one."""
     if threshold is not None:
         return threshold
+    if outcome.spec.type == "generation" and outcome.spec.target is not None:
+        return 0.5  # the share of answers parsed to the target
     if outcome.spec.type not in DEFAULT_THRESHOLD:
         raise ConfigError(
             f"outcome {quoted(outcome.name)} ({outcome.spec.type}) has no natural decision threshold; set "

@@ -602,7 +602,8 @@ class FairnessConfig(_Section):
     """Fairness of the model's decisions over protected factors, and surrogate models of the decisions.
 
     A unit's decision is positive when its outcome exceeds `threshold`; the default follows
-    the outcome type (0 for logits, 0.5 for probabilities; a log-likelihood needs one).
+    the outcome type (0 for logits, 0.5 for probabilities and for a generation's share of answers
+    parsed to its target; a log-likelihood or an expected value needs one).
     The decisions are read from `outcome` (default: the first).
     """
 

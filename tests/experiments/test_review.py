@@ -114,6 +114,8 @@ def test_hypothesis_ids_are_unique(example: Path) -> None:
         ("causal-lm", {"type": "answer_prob", "answers": {"positive": " yes", "negative": " no"}}, 0.5),
         ("sequence-classifier", {"type": "class_prob", "label": "yes"}, 0.5),
         ("sequence-classifier", {"type": "class_logit", "label": "yes"}, 0.0),
+        ("causal-lm", {"type": "choice_prob", "options": {"y": [" yes"], "n": [" no"]}, "target": "y"}, 0.5),
+        ("causal-lm", {"type": "generation", "max_new_tokens": 2, "parse": {"y": "yes"}, "target": "y"}, 0.5),
     ],
 )
 def test_decision_threshold_defaults_by_outcome_type(
