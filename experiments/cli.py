@@ -285,7 +285,10 @@ def compare(
 def verify(
     run_dir: RunArg,
     sample: Annotated[
-        int, typer.Option(min=1, help="Stored values (unit, arm, outcome read from logits) to evaluate again with the model.")
+        int,
+        typer.Option(
+            min=1, help="Stored values (unit, arm, outcome read from logits) to evaluate again with the model."
+        ),
     ] = 20,
     seed: Annotated[int, typer.Option(min=0, help="Seed of the sample of outcomes evaluated again.")] = 0,
 ) -> None:
