@@ -39,7 +39,6 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -47,12 +46,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
+from _shared import arm_texts, best_of, random_gpt2
 
 from experiments import run_experiment
-from experiments.config import load_experiment, load_yaml, resolve_model_path
+from experiments.config import load_experiment, load_yaml
 from experiments.demo import EXAMPLE_CONFIG
-from experiments.run import realize_arms
 from interventions import (
     AnswerProb,
     ChoiceProb,
@@ -64,7 +62,6 @@ from interventions import (
     evaluate_outcome_set,
     evaluate_outcomes,
     generate_outcomes,
-    render_world,
 )
 
 AGREEMENT = 1e-5
@@ -101,9 +98,9 @@ def main() -> None:
     if arguments.repeats < 1:
         parser.error("--repeats must be at least 1")
     with tempfile.TemporaryDirectory() as scratch:
-        folder = _random_gpt2(Path(scratch) / "model", arguments.width, arguments.layers)
+        folder = random_gpt2(Path(scratch) / "model", arguments.width, arguments.layers)
         adapter = ModelAdapter.load(ModelSpec(folder, device=arguments.device))
-        texts = list(dict.fromkeys(_arm_texts(arguments.units)))
+        texts = list(dict.fromkeys(arm_texts(load_experiment(str(EXAMPLE_CONFIG)), arguments.units)))
         size, repeats = arguments.batch_size, arguments.repeats
         print(
             f"model: random GPT-2, {arguments.layers} layers, width {arguments.width}, vocabulary "
@@ -129,7 +126,7 @@ def _outcome_sets(adapter: ModelAdapter, texts: list[str], size: int, repeats: i
             s: len(adapter.tokenizer(s, add_special_tokens=False)["input_ids"]) for v in options.values() for s in v
         }
         runs = _set_runs(adapter, texts, outcomes, size)
-        results = _best_of(runs, repeats, adapter.device)
+        results = best_of(runs, repeats, adapter.device)
         (_, _, one), (_, separate, five), (_, together, joint) = results
         print(f"\noutcome sets, {title} (token lengths {lengths}):")
         _table(results, one, "vs one", adapter.device)
@@ -171,7 +168,7 @@ def _generation(
     ]
     failures = []
     for title, runs in sections:
-        results = _best_of(runs, repeats, adapter.device)
+        results = best_of(runs, repeats, adapter.device)
         base = results[0][2]
         print(f"\ngeneration, {title}, up to {new_tokens} new tokens:")
         _table(results, base, "vs plain", adapter.device)
@@ -213,7 +210,7 @@ def _runs(scratch: Path, model: str, arguments: argparse.Namespace, device: torc
         result = run_experiment(load_experiment(path), out_dir=path.with_suffix(""))
         return pd.read_parquet(result.folder / "outcomes.parquet")
 
-    results = _best_of(
+    results = best_of(
         [(name, lambda config=config: run(config)) for name, config in configs.items()], arguments.repeats, device
     )
     (_, together, joint), *singles = results
@@ -278,57 +275,11 @@ def _by_length(adapter: ModelAdapter, texts: list[str]) -> list[str]:
     return [texts[row] for row in np.argsort(lengths, kind="stable")]
 
 
-def _random_gpt2(folder: Path, width: int, layers: int) -> str:
-    """A randomly initialised GPT-2 of the given size with the demo's tokenizer, saved."""
-    demo = resolve_model_path("builtin:triage-demo")
-    config = GPT2Config.from_pretrained(demo)
-    config.update({"n_embd": width, "n_layer": layers, "n_head": max(1, width // 64)})
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        GPT2LMHeadModel(config).save_pretrained(folder)
-    AutoTokenizer.from_pretrained(demo).save_pretrained(folder)
-    return str(folder)
-
-
-def _arm_texts(n_units: int) -> list[str]:
-    """Every sampled unit's prompt in every arm of the demo experiment."""
-    experiment = load_experiment(str(EXAMPLE_CONFIG))
-    units = experiment.model.sample_units(n_units, seed=experiment.config.sampling.seed)
-    return [
-        rendered.text
-        for world in realize_arms(experiment, units).values()
-        for rendered in render_world(experiment.templates, world)
-    ]
-
-
 def _table(results: list[tuple[str, Any, float]], base: float, against: str, device: torch.device) -> None:
     clock = "cpu s" if device.type == "cpu" else "wall s"
     print(f"{'method':<28} {clock:>8} {against:>9}")
     for name, _, seconds in results:
         print(f"{name:<28} {seconds:>8.3f} {seconds / base:>8.2f}x")
-
-
-def _best_of(
-    runs: list[tuple[str, Callable[[], Any]]], repeats: int, device: torch.device
-) -> list[tuple[str, Any, float]]:
-    """(name, result, best seconds) of each run; round 0 warms up and is not timed."""
-    clock = time.process_time if device.type == "cpu" else time.perf_counter
-    best = {name: np.inf for name, _ in runs}
-    found: dict[str, Any] = {}
-    for round_number in range(repeats + 1):
-        for name, run in runs:
-            _synchronize()
-            began = clock()
-            found[name] = run()
-            _synchronize()
-            if round_number:
-                best[name] = min(best[name], clock() - began)
-    return [(name, found[name], best[name]) for name, _ in runs]
-
-
-def _synchronize() -> None:
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
 
 
 if __name__ == "__main__":

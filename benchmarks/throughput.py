@@ -26,19 +26,17 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
+from _shared import arm_texts, best_of, random_gpt2
 
 from experiments.config import resolve_model_path
 from experiments.config._compile import load_experiment
 from experiments.demo import EXAMPLE_CONFIG
-from experiments.run import realize_arms
-from interventions import ModelAdapter, ModelSpec, evaluate_outcomes, render_world
+from interventions import ModelAdapter, ModelSpec, evaluate_outcomes
 from interventions._prefix import group_prefixes
 
 AGREEMENT = 1e-4
@@ -66,14 +64,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         folder = resolve_model_path("builtin:triage-demo")
         if arguments.width is not None:
-            folder = _wider(folder, Path(scratch), arguments.width, arguments.layers)
+            folder = random_gpt2(Path(scratch), arguments.width, arguments.layers)
         adapter = ModelAdapter.load(ModelSpec(folder, device=arguments.device))
     print(
         f"model: {adapter.model.config.n_layer} layers, width {adapter.model.config.n_embd}, "
         f"{sum(p.numel() for p in adapter.model.parameters()) / 1e6:.1f}M parameters"
         f"{' (random weights)' if arguments.width is not None else ' (the trained demo)'}"
     )
-    texts = _arm_texts(experiment, arguments.units)
+    texts = arm_texts(experiment, arguments.units)
     distinct = list(dict.fromkeys(texts))
     tokens = dict(zip(distinct, (len(ids) for ids in adapter.tokenizer(distinct)["input_ids"])))
     yes, no = (adapter.tokenizer(answer, add_special_tokens=False)["input_ids"][0] for answer in (" yes", " no"))
@@ -121,7 +119,7 @@ def main() -> None:
     failures = []
     for title, batch, runs in sections:
         n_tokens = sum(tokens[text] for text in batch)
-        results = _best_of(runs, repeats, adapter.device)
+        results = best_of(runs, repeats, adapter.device)
         (_, reference, base), *_ = results
         print(f"\n{title}: {len(batch)} texts, {n_tokens} tokens")
         clock = "cpu s" if adapter.device.type == "cpu" else "wall s"
@@ -136,27 +134,6 @@ def main() -> None:
             print(f"engine overhead: {100 * overhead:+.1f}% of the plain forward's time")
     if failures:
         raise SystemExit("; ".join(failures))
-
-
-def _wider(demo: str, folder: Path, width: int, layers: int) -> str:
-    """A randomly initialised GPT-2 of the given size with the demo's tokenizer, saved."""
-    config = GPT2Config.from_pretrained(demo)
-    config.update({"n_embd": width, "n_layer": layers, "n_head": max(1, width // 64)})
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        GPT2LMHeadModel(config).save_pretrained(folder)
-    AutoTokenizer.from_pretrained(demo).save_pretrained(folder)
-    return str(folder)
-
-
-def _arm_texts(experiment, n_units: int) -> list[str]:
-    """Every unit's prompt in every arm, as a run evaluates them (arm-major)."""
-    units = experiment.model.sample_units(n_units, seed=experiment.config.sampling.seed)
-    return [
-        rendered.text
-        for world in realize_arms(experiment, units).values()
-        for rendered in render_world(experiment.templates, world)
-    ]
 
 
 def _plain_forward(adapter: ModelAdapter, texts: list[str], batch_size: int, yes: int, no: int) -> np.ndarray:
@@ -175,29 +152,6 @@ def _plain_forward(adapter: ModelAdapter, texts: list[str], batch_size: int, yes
             last = logits[torch.arange(len(rows)), batch["attention_mask"].sum(dim=1) - 1]
             values[rows] = (last[:, yes] - last[:, no]).double().cpu().numpy()
     return values
-
-
-def _best_of(
-    runs: list[tuple[str, Callable[[], np.ndarray]]], repeats: int, device: torch.device
-) -> list[tuple[str, np.ndarray, float]]:
-    """(name, outcomes, best seconds) of each run; runs interleave so drift hits all alike."""
-    clock = time.process_time if device.type == "cpu" else time.perf_counter
-    best = {name: np.inf for name, _ in runs}
-    values: dict[str, np.ndarray] = {}
-    for round_number in range(repeats + 1):  # round 0 warms up and is not timed
-        for name, run in runs:
-            _synchronize()
-            began = clock()
-            values[name] = run()
-            _synchronize()
-            if round_number:
-                best[name] = min(best[name], clock() - began)
-    return [(name, values[name], best[name]) for name, _ in runs]
-
-
-def _synchronize() -> None:
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
 
 
 if __name__ == "__main__":
