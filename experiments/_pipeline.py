@@ -127,7 +127,7 @@ def _run(
         _store_estimates(experiment, store, manifest, estimates)
         effects = estimates.effects
         first = units[experiment.outcomes[0].name]
-        read = experiment.named(None if experiment.config.evidence is None else experiment.config.evidence.outcome).name
+        read = experiment.evidence_outcome.name
         inside = bool(experiment.mediation) or experiment.config.evidence is not None
         with executor_for(experiment, adapter) if inside else nullcontext() as executor:
             mediation = _mediation(experiment, first, adapter, executor, store, manifest, progress)
@@ -290,7 +290,7 @@ def _evidence(
         manifest["evidence"] = {"not_estimable": str(error)}
         store.write_manifest(manifest)
         return None
-    read = experiment.named(experiment.config.evidence.outcome).name
+    read = experiment.evidence_outcome.name
     store.write_table("evidence.parquet", with_outcome(result.evidence, read))
     store.write_table("evidence_links.csv", with_outcome(result.links.to_frame(), read))
     store.write_table("evidence_agreement.csv", with_outcome(result.links.agreement_frame(), read))

@@ -152,6 +152,12 @@ class Experiment:
         """The outcome a section names (a name the compiled config already checked); None: the first."""
         return next((outcome for outcome in self.outcomes if outcome.name == name), self.outcomes[0])
 
+    @property
+    def evidence_outcome(self) -> NamedOutcome:
+        """The outcome saliency reads and evidence is linked to: evidence.outcome, default the first."""
+        evidence = self.config.evidence
+        return self.named(None if evidence is None else evidence.outcome)
+
     def negligible(self, name: str | None) -> float:
         """The negligible band of an outcome, in its units: its own `negligible`, else inference.negligible."""
         own = self.named(name).spec.negligible

@@ -78,8 +78,8 @@ def estimate_effects(
     """Effects of every contrast on every outcome (`units` per outcome name, in config order), from each source.
 
     Every fixed-sample test of the run, whatever its outcome, is corrected as one family.
-    Notes name their outcome when the run has several; overlap (about the annotations, not
-    the outcome) is reported once.
+    Notes name their outcome when the run has several; overlap and unused human edits (about
+    the data, not the outcome) are reported once.
     """
     config = experiment.config
     several = len(units) > 1
@@ -92,7 +92,6 @@ def estimate_effects(
         for position, (name, evaluated) in enumerate(units.items()):
             found = _Collected([], [], [], [])
             _estimate_outcome(experiment, evaluated, found, report)
-            found.notes += _unused_edits(experiment, evaluated.human_pairs)
             collected.tables += [table.of_outcome(name) for table in found.tables]
             collected.refutations += [frame.assign(outcome=name) for frame in found.refutations]
             if position == 0:
@@ -100,7 +99,8 @@ def estimate_effects(
             collected.notes += [f"{name}: {note}" if several else note for note in found.notes]
             if evaluated.sequences is not None:
                 sequences.append(_sequence_rows(experiment, evaluated.sequences).of_outcome(name))
-    notes = collected.notes + _gathered(caught)
+    edited = next(iter(units.values())).human_pairs  # the same edits whichever outcome reads them
+    notes = collected.notes + _unused_edits(experiment, edited) + _gathered(caught)
     effects = EffectTable.concat(collected.tables).corrected(config.inference.correction)
     if sequences:
         effects = _with_sequence_rows(experiment, effects, sequences)

@@ -24,7 +24,6 @@ from experiments.run import EvaluatedUnits, EvidenceReader, Reading, Readout, Re
 from interventions import (
     InterventionError,
     ModelAdapter,
-    Outcome,
     RenderedText,
     probe_factors,
     render_token_view,
@@ -123,7 +122,7 @@ def _read_evidence(
         first = attention.details[0]
         record.update(attn_implementation=first["attn_implementation"], switched_to_eager=first["switched_to_eager"])
     if "gradient_x_input" in methods:
-        reading = Reading("gradient_x_input", tuple(factors), _outcome(experiment))
+        reading = Reading("gradient_x_input", tuple(factors), experiment.evidence_outcome.reader)
         frames.append(reader.read(reading, factual, progress=progress).spans)
     if "integrated_gradients" in methods:
         spans, completeness = _integrated_gradients(experiment, reader, texts, plans, progress)
@@ -211,7 +210,7 @@ def _integrated_gradients(
     (treated arm against reference arm), so they sum to that unit's effect.
     """
     config = experiment.config.evidence
-    reading = Reading("integrated_gradients", tuple(plans), _outcome(experiment), config.steps)
+    reading = Reading("integrated_gradients", tuple(plans), experiment.evidence_outcome.reader, config.steps)
     if config.baseline == "pad":
         readout = reader.read(reading, texts[Arm(None, None)], progress=progress)
         return readout.spans, {"completeness_max_abs_delta": _largest_delta([readout])}
@@ -249,7 +248,7 @@ def _token_view(
         texts[plan.treated][:count],
         texts[plan.reference][:count],
         factors,
-        _outcome(experiment),
+        experiment.evidence_outcome.reader,
         n_steps=experiment.config.evidence.steps,
     )
     return view, render_token_view(view)
@@ -261,10 +260,12 @@ def _covering(evidence: pd.DataFrame, factors: list[str]) -> tuple[pd.DataFrame,
     Integrated gradients against the counterfactual skips a unit whose arms differ in token
     length, so a factor can be left with no unit: that reading stays in the tables, and the
     record says why it is not linked. NotEstimable when no reading covers every factor.
+    `evidence` has the columns of `interventions.EVIDENCE_COLUMNS`.
     """
-    none = pd.Series("", index=evidence.index)
-    baseline = evidence["baseline"].fillna("") if "baseline" in evidence else none
-    overall = evidence["layer"].isna() & evidence["head"].isna() if "layer" in evidence else none == ""
+    if evidence.empty:
+        return evidence, []
+    baseline = evidence["baseline"].fillna("")
+    overall = evidence["layer"].isna() & evidence["head"].isna()
     keep = pd.Series(True, index=evidence.index)
     not_linked = []
     for (method, base), rows in evidence[overall].groupby([evidence["method"], baseline], sort=False):
@@ -286,8 +287,3 @@ def _covering(evidence: pd.DataFrame, factors: list[str]) -> tuple[pd.DataFrame,
             + "; ".join(f"{item['method']} lacks {', '.join(item['factors_without_units'])}" for item in not_linked)
         )
     return evidence[keep], not_linked
-
-
-def _outcome(experiment: Experiment) -> Outcome:
-    """The outcome saliency reads: evidence.outcome, default the first (compiled to be read from logits)."""
-    return experiment.named(experiment.config.evidence.outcome).reader

@@ -71,16 +71,7 @@ def run_mediation(
     except InterventionError as error:
         raise ConfigError(str(error), path=f"{plan.path}.layers") from None
     options = _options(experiment, plan, seed)
-    record: dict[str, Any] = {
-        "treatment": plan.treatment,
-        "contrast": plan.contrast,
-        "direction": plan.direction,
-        "method": plan.method,
-        "units": len(pairs),
-        "sites": len(sites),
-        "positions": list(plan.positions),
-        **drawn,
-    }
+    record = _record(plan, pairs, drawn, sites=len(sites))
     if plan.method == "exact":
         result = patcher.run(PatchWork("sites", outcome, tuple(sites), plan.positions), pairs, progress)
         record["work"] = dict(result.work)
@@ -115,17 +106,7 @@ def _run_paths(
     senders = _senders(adapter, plan)
     receivers = _receivers(adapter, plan)
     options = _options(experiment, plan, seed)
-    record: dict[str, Any] = {
-        "treatment": plan.treatment,
-        "contrast": plan.contrast,
-        "direction": plan.direction,
-        "method": plan.method,
-        "units": len(pairs),
-        "senders": [site.name for site in senders],
-        "receivers": list(receivers),
-        "positions": list(plan.positions),
-        **drawn,
-    }
+    record = _record(plan, pairs, drawn, senders=[site.name for site in senders], receivers=list(receivers))
     try:
         if plan.method == "exact":
             result = patcher.run(PatchWork("paths", outcome, senders, plan.positions, receivers), pairs, progress)
@@ -198,6 +179,20 @@ def _path_per_unit(plan: MediationPlan, result: SweepResult) -> pd.DataFrame:
 def _edge_per_unit(plan: MediationPlan, result: SweepResult, rows: pd.DataFrame, change: np.ndarray) -> pd.DataFrame:
     """Each (unit, edge) of `rows` with its change of the receiving run's outcome (exact or estimated)."""
     return _per_unit(plan, rows, change, result.destination, result.source, keys=(*SITE_KEYS, RECEIVER))
+
+
+def _record(plan: MediationPlan, pairs: list[AlignedPair], drawn: dict[str, Any], **swept: Any) -> dict[str, Any]:
+    """The manifest's record of a sweep: its contrast and method, the units drawn, and what it swept."""
+    return {
+        "treatment": plan.treatment,
+        "contrast": plan.contrast,
+        "direction": plan.direction,
+        "method": plan.method,
+        "units": len(pairs),
+        **swept,
+        "positions": list(plan.positions),
+        **drawn,
+    }
 
 
 def _options(experiment: Experiment, plan: MediationPlan, seed: int) -> dict[str, Any]:
